@@ -1,0 +1,3 @@
+from netdef.cli import main
+
+raise SystemExit(main())

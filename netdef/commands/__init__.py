@@ -1,0 +1,1 @@
+"""One module per `netdef` subcommand (see netdef/cli.py)."""

@@ -1,0 +1,332 @@
+"""Engine building, saving and loading: the build utilities every network uses.
+
+`build_engine` takes a finished INetworkDefinition and returns a `Plan` (serialized bytes plus the
+metadata that goes into the JSON sidecar). `save_engine` writes plan + sidecar atomically;
+`load_engine` checks the sidecar before handing the plan to TensorRT.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from netdef import trt as shim
+from netdef.atomic import atomic_path, write_text_atomic
+
+log = logging.getLogger("netdef.engine")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+class EngineFileError(RuntimeError):
+    pass
+
+
+@dataclass
+class BuildSettings:
+    """Builder configuration for one build. `batch` is (min, opt, max) for every input's dim 0."""
+
+    precision: str = "fp32"
+    batch: tuple[int, int, int] = (1, 1, 1)
+    workspace_mib: int | None = None
+    optimization_level: int | None = None
+    timing_cache: str | os.PathLike | None = None
+    progress: bool = True
+    tf32: bool = True
+    # cuBLAS/cuDNN tactic sources are off: TensorRT's own kernels only (and the only ones the GPU bundle links).
+    tensorrt_tactics_only: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.batch = parse_batch(self.batch)
+
+
+def parse_batch(batch: int | str | Iterable[int]) -> tuple[int, int, int]:
+    """1 -> (1,1,1); "1:8:32" -> (1,8,32); (1, 8, 32) as is; checks min <= opt <= max."""
+    if isinstance(batch, int):
+        values = (batch, batch, batch)
+    elif isinstance(batch, str):
+        parts = [int(p) for p in batch.split(":")]
+        values = tuple(parts * 3 if len(parts) == 1 else parts)
+    else:
+        values = tuple(int(b) for b in batch)
+    if len(values) != 3 or not (1 <= values[0] <= values[1] <= values[2]):
+        raise ValueError(f"batch {batch!r}: expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class Plan:
+    """A serialized engine and what the sidecar records about it."""
+
+    data: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def create_builder() -> Any:
+    return shim.binding().Builder(shim.logger())
+
+
+def create_network(builder: Any) -> Any:
+    """A network definition of the binding's generation: strongly typed where it can be."""
+    trt = shim.binding()
+    return builder.create_network(shim.network_creation_flags(shim.features(), trt))
+
+
+def _progress_monitor(trt: Any) -> Any:
+    from tqdm import tqdm
+
+    class TqdmProgress(trt.IProgressMonitor):
+        """Builder phases as nested tqdm bars (the outermost one shows the overall progress)."""
+
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, Any] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=parent_phase is None,
+                                         position=len(self.bars), disable=None)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.update(step + 1 - bar.n)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return TqdmProgress()
+
+
+def io_tensors(network: Any) -> tuple[list[Any], list[Any]]:
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    return inputs, outputs
+
+
+def _profile_shapes(shape: Iterable[int], batch: tuple[int, int, int]) -> list[list[int]]:
+    dims = list(shape)
+    if any(d < 0 for d in dims[1:]):
+        raise BuildError(f"only the batch dimension may be dynamic, got input shape {dims}")
+    return [[b] + dims[1:] for b in batch]
+
+
+def configure(builder: Any, network: Any, settings: BuildSettings) -> Any:
+    """A builder config: memory pool, optimization level, precision flags, timing cache, batch profile."""
+    trt = shim.binding()
+    feat = shim.features()
+    config = builder.create_builder_config()
+    if settings.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    if settings.optimization_level is not None and feat.optimization_level:
+        config.builder_optimization_level = settings.optimization_level
+    if not settings.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if settings.tensorrt_tactics_only and feat.tactic_sources:
+        sources = 0
+        for name in ("EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"):
+            if hasattr(trt.TacticSource, name):
+                sources |= 1 << int(getattr(trt.TacticSource, name))
+        config.set_tactic_sources(sources)
+    if not feat.strongly_typed:
+        _weak_precision_flags(config, network, settings.precision, trt)
+    if settings.progress and feat.progress_monitor:
+        config.progress_monitor = _progress_monitor(trt)
+    inputs, _ = io_tensors(network)
+    if any(-1 in tuple(t.shape) for t in inputs):
+        profile = builder.create_optimization_profile()
+        for t in inputs:
+            profile.set_shape(t.name, *_profile_shapes(t.shape, settings.batch))
+        config.add_optimization_profile(profile)
+    return config
+
+
+def weak_precision_flag_names(precision: str, constrained: bool) -> list[str]:
+    """Builder flags a weakly typed network needs for a precision (strongly typed networks need none)."""
+    names = {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision]
+    if constrained and names:
+        names.append("OBEY_PRECISION_CONSTRAINTS")
+    return names
+
+
+def _weak_precision_flags(config: Any, network: Any, precision: str, trt: Any) -> None:
+    constrained = any(network.get_layer(i).precision_is_set for i in range(network.num_layers))
+    for name in weak_precision_flag_names(precision, constrained):
+        config.set_flag(getattr(trt.BuilderFlag, name))
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    data = path.read_bytes() if path and path.exists() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def build_engine(network: Any, settings: BuildSettings | None = None, builder: Any = None,
+                 meta: dict[str, Any] | None = None) -> Plan:
+    """Build a serialized engine from a finished definition; raise BuildError with TensorRT's log lines on failure."""
+    settings = settings or BuildSettings()
+    builder = builder or getattr(network, "_netdef_builder", None) or create_builder()
+    config = configure(builder, network, settings)
+    cache_path = Path(settings.timing_cache) if settings.timing_cache else None
+    cache = _load_timing_cache(config, cache_path) if cache_path else None
+    bridge = shim.logger()
+    bridge.recent.clear()
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if serialized is None:
+        lines = "\n".join(bridge.recent) or "(TensorRT logged no warnings or errors)"
+        raise BuildError(f"TensorRT could not build network {network.name!r} "
+                         f"({network.num_layers} layers, precision {settings.precision}). TensorRT said:\n{lines}")
+    if cache_path and cache is not None:
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(bytes(cache.serialize()))
+    data = bytes(serialized)
+    log.info("built %s in %.2f s (%.1f MB)", network.name, seconds, len(data) / 1e6)
+    full_meta = describe(network, settings)
+    full_meta["build_seconds"] = round(seconds, 3)
+    full_meta.update(meta or {})
+    return Plan(data, full_meta)
+
+
+def _dtype_name(dtype: Any) -> str:
+    return getattr(dtype, "name", str(dtype)).split(".")[-1]
+
+
+def describe(network: Any, settings: BuildSettings) -> dict[str, Any]:
+    """Sidecar fields derivable from the definition and settings: binding, precision, ordered I/O."""
+    from netdef import __version__
+
+    feat = shim.features()
+    inputs, outputs = io_tensors(network)
+
+    def spec(t: Any, dynamic: bool) -> dict[str, Any]:
+        shape = list(t.shape)
+        ranges = _profile_shapes(shape, settings.batch) if dynamic and -1 in shape else [shape] * 3
+        return {"name": t.name, "dtype": _dtype_name(t.dtype), "shape": shape,
+                "min": ranges[0], "opt": ranges[1], "max": ranges[2]}
+
+    return {
+        "netdef_version": __version__,
+        "trt_flavor": feat.flavor,
+        "trt_version": feat.version,
+        "typing": feat.typing,
+        "precision": settings.precision,
+        "batch": list(settings.batch),
+        "optimization_level": settings.optimization_level,
+        "network": network.name,
+        "inputs": [spec(t, True) for t in inputs],
+        "outputs": [spec(t, True) for t in outputs],
+        "plugins": [],
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(engine_path)}.json")
+
+
+def save_engine(plan: Plan | bytes, path: str | os.PathLike, weights: str | os.PathLike | None = None,
+                **extra: Any) -> Path:
+    """Write the plan atomically and its sidecar `<path>.json` (sha256 of plan and of the weights file)."""
+    if not isinstance(plan, Plan):
+        plan = Plan(bytes(plan), {})
+    meta = dict(plan.meta)
+    meta.update(extra)
+    meta["plan_sha256"] = sha256_bytes(plan.data)
+    meta["plan_bytes"] = len(plan.data)
+    if weights is not None:
+        meta["weights_file"] = os.path.basename(os.fspath(weights))
+        meta["weights_sha256"] = sha256_file(weights)
+    meta.setdefault("trt_flavor", shim.features().flavor)
+    meta.setdefault("trt_version", shim.features().version)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(plan.data)
+    write_text_atomic(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_sidecar(path: str | os.PathLike, check_binding: bool = True) -> dict[str, Any]:
+    """Read and check the sidecar of an engine: plan hash, TensorRT flavor and version."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.exists():
+        raise EngineFileError(f"{path}: engine file not found")
+    if not side.exists():
+        raise EngineFileError(f"{path}: sidecar {side.name} not found (engines saved by netdef.save_engine have one)")
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise EngineFileError(f"{side}: not valid JSON ({exc})") from exc
+    problems = []
+    actual = sha256_file(path)
+    if meta.get("plan_sha256") != actual:
+        problems.append(f"plan sha256 is {actual[:16]}..., sidecar records {str(meta.get('plan_sha256'))[:16]}... "
+                        "(the plan was modified or belongs to another sidecar)")
+    if check_binding:
+        feat = shim.features()
+        for key, have in (("trt_flavor", feat.flavor), ("trt_version", feat.version)):
+            if meta.get(key) != have:
+                problems.append(f"{key}: engine built with {meta.get(key)!r}, this process has {have!r}")
+    if problems:
+        raise EngineFileError(f"{path}: refusing to load: " + "; ".join(problems))
+    return meta
+
+
+@dataclass
+class LoadedEngine:
+    """A deserialized ICudaEngine with the runtime that must outlive it and its sidecar."""
+
+    engine: Any
+    runtime: Any
+    meta: dict[str, Any]
+    path: Path
+
+
+def load_engine(path: str | os.PathLike, check_binding: bool = True) -> LoadedEngine:
+    """Deserialize an engine after checking its sidecar; registers the netdef plugins it records first."""
+    meta = read_sidecar(path, check_binding)
+    if meta.get("plugins"):
+        from netdef.plugins import register_for_engine
+
+        register_for_engine(meta["plugins"])
+    trt = shim.binding()
+    runtime = trt.Runtime(shim.logger())
+    bridge = shim.logger()
+    bridge.recent.clear()
+    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        said = "\n".join(bridge.recent) or "(TensorRT logged nothing)"
+        raise EngineFileError(
+            f"{path}: TensorRT ({shim.features().flavor} {shim.features().version}) could not deserialize the engine. "
+            f"Deserializing needs a CUDA GPU this binding supports; TensorRT said:\n{said}")
+    return LoadedEngine(engine, runtime, meta, Path(path))

@@ -1,0 +1,237 @@
+"""The network being built: one INetworkDefinition plus naming scope and precision policy.
+
+Modules find the network under construction through `current()` (set by `with Network(...)`), the way
+a tkDNN layer adds itself to the network it is constructed in. Names are the contract:
+
+- a layer is named after the module path (`layer1.0.conv1`), `path/op` when a module emits several
+  layers (`act/sigmoid`), with `#k` appended on the k-th repeat of a name;
+- the tensor a module returns is named after the module path (`#k` for its k-th call), and
+  `module_outputs` maps path -> tensor name, which is what verification compares with PyTorch hooks.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from netdef import trt as shim
+from netdef.engine import BuildSettings, Plan, build_engine, create_builder, create_network
+from netdef.precision import PrecisionPolicy
+
+log = logging.getLogger("netdef.network")
+_current: contextvars.ContextVar["Network | None"] = contextvars.ContextVar("netdef_network", default=None)
+
+_NP_TO_TRT = {"float32": "FLOAT", "float16": "HALF", "int32": "INT32", "int64": "INT64", "int8": "INT8",
+              "bool": "BOOL", "uint8": "UINT8"}
+
+
+def trt_dtype(dtype: Any) -> Any:
+    """TensorRT DataType for a numpy dtype."""
+    return getattr(shim.binding().DataType, _NP_TO_TRT[np.dtype(dtype).name])
+
+
+def np_dtype(dtype: Any) -> np.dtype:
+    """numpy dtype for a TensorRT DataType."""
+    name = getattr(dtype, "name", str(dtype)).split(".")[-1]
+    for np_name, trt_name in _NP_TO_TRT.items():
+        if trt_name == name:
+            return np.dtype(np_name)
+    raise TypeError(f"no numpy dtype for TensorRT {name}")
+
+
+def current() -> "Network":
+    net = _current.get()
+    if net is None:
+        raise RuntimeError("no netdef Network is being built: call modules inside `with Network(...) as net:`")
+    return net
+
+
+class Network:
+    """Build context for one INetworkDefinition."""
+
+    def __init__(self, name: str = "netdef", precision: str | PrecisionPolicy = "fp32", fp16_io: bool = False,
+                 builder: Any = None) -> None:
+        self.trt = shim.binding()
+        self.features = shim.features()
+        self.builder = builder or create_builder()
+        self.definition = create_network(self.builder)
+        self.definition.name = name
+        if isinstance(precision, PrecisionPolicy):
+            self.policy = precision
+        else:
+            self.policy = PrecisionPolicy(precision, strongly_typed=self.features.strongly_typed, fp16_io=fp16_io)
+        self.module_outputs: dict[str, str] = {}
+        self.output_names: list[str] = []
+        self.plugins: list[dict[str, Any]] = []  # custom layers lowered as TensorRT plugins (for the sidecar)
+        self.finalizers: list[Callable[["Network"], None]] = []  # run once before the build (INT8 Q/DQ pass)
+        self.meta: dict[str, Any] = {}
+        self._scope: list[str] = []
+        self._names: dict[str, int] = {}
+        self._keep: list[np.ndarray] = []  # TensorRT holds pointers to weights until the build
+        self._float32_depth = 0
+        self._token: Any = None
+
+    # --- context -------------------------------------------------------------------------------
+    def __enter__(self) -> "Network":
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _current.reset(self._token)
+
+    @contextlib.contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """Names of layers added inside are prefixed with `name` (a module path is one scope)."""
+        self._scope.append(name)
+        try:
+            yield
+        finally:
+            self._scope.pop()
+
+    @property
+    def path(self) -> str:
+        return ".".join(p for p in self._scope if p)
+
+    def unique(self, name: str) -> str:
+        k = self._names.get(name, 0)
+        self._names[name] = k + 1
+        return name if k == 0 else f"{name}#{k}"
+
+    def name_layer(self, layer: Any, op: str | None = None) -> Any:
+        """Name a layer after the current module path (and op); its outputs after the layer."""
+        base = self.path
+        if op:
+            base = f"{base}/{op}" if base else op
+        name = self.unique(base or layer.type.name.lower())
+        layer.name = name
+        for i in range(layer.num_outputs):
+            layer.get_output(i).name = name if i == 0 else f"{name}:{i}"
+        if self._float32_depth and not self.features.strongly_typed:
+            self._constrain_float32(layer)
+        return layer
+
+    def record_module_output(self, path: str, tensor: Any) -> Any:
+        """Name a module's output tensor after its path (`#k` for repeated calls) and remember it."""
+        name = path
+        k = 1
+        while name in self.module_outputs:
+            name = f"{path}#{k}"
+            k += 1
+        if tensor.name not in self.module_outputs.values() and not self._is_network_input(tensor):
+            tensor.name = name
+        self.module_outputs[name] = tensor.name
+        return tensor
+
+    def forget_module_output(self, tensor_name: str) -> None:
+        """A fold (BatchNorm into conv) made this tensor another module's output."""
+        for key in [k for k, v in self.module_outputs.items() if v == tensor_name]:
+            del self.module_outputs[key]
+
+    def _is_network_input(self, tensor: Any) -> bool:
+        return any(self.definition.get_input(i).name == tensor.name for i in range(self.definition.num_inputs))
+
+    # --- precision -------------------------------------------------------------------------------
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self._float32_depth else self.policy.compute_dtype
+
+    @contextlib.contextmanager
+    def float32(self) -> Iterator[None]:
+        """Layers added inside stay in FP32: explicit casts (strong typing) or precision constraints (weak)."""
+        self._float32_depth += 1
+        try:
+            yield
+        finally:
+            self._float32_depth -= 1
+
+    def _constrain_float32(self, layer: Any) -> None:
+        FLOAT = self.trt.DataType.FLOAT
+        if layer.type in (self.trt.LayerType.CONSTANT, self.trt.LayerType.SHAPE):
+            return
+        layer.precision = FLOAT
+        for i in range(layer.num_outputs):
+            if layer.get_output(i).dtype in (FLOAT, self.trt.DataType.HALF):
+                layer.set_output_type(i, FLOAT)
+
+    def cast(self, tensor: Any, dtype: Any, op: str = "cast") -> Any:
+        """Cast to a numpy/TensorRT dtype; no layer when it already has it."""
+        target = dtype if not isinstance(dtype, (np.dtype, type, str)) else trt_dtype(dtype)
+        if tensor.dtype == target:
+            return tensor
+        layer = self.definition.add_cast(tensor, target)
+        return self.name_layer(layer, op).get_output(0)
+
+    def to_compute(self, tensor: Any) -> Any:
+        """Bring a floating tensor to the current compute dtype (strongly typed networks only need this)."""
+        if not self.features.strongly_typed:
+            return tensor
+        if tensor.dtype not in (self.trt.DataType.FLOAT, self.trt.DataType.HALF):
+            return tensor
+        return self.cast(tensor, self.compute_dtype, "to_compute")
+
+    # --- weights and constants -------------------------------------------------------------------------
+    def keep(self, array: np.ndarray) -> np.ndarray:
+        array = np.ascontiguousarray(array)
+        self._keep.append(array)
+        return array
+
+    def weights(self, array: np.ndarray | None, dtype: Any = None) -> Any:
+        """trt.Weights in the compute dtype (or `dtype`), kept alive until the build; None -> empty."""
+        if array is None:
+            return self.trt.Weights(trt_dtype(dtype or self.compute_dtype))
+        return self.trt.Weights(self.keep(np.asarray(array, dtype=dtype or self.compute_dtype)))
+
+    def constant(self, array: np.ndarray, dtype: Any = None, op: str = "const") -> Any:
+        """A constant tensor; floating arrays take the compute dtype unless `dtype` says otherwise."""
+        array = np.asarray(array)
+        if dtype is None:
+            dtype = self.compute_dtype if array.dtype.kind == "f" else array.dtype
+        array = self.keep(np.asarray(array, dtype=dtype))
+        layer = self.definition.add_constant(tuple(array.shape), self.trt.Weights(array))
+        return self.name_layer(layer, op).get_output(0)
+
+    # --- inputs and outputs -----------------------------------------------------------------------
+    def add_input(self, name: str, shape: Sequence[int], dtype: Any = None) -> Any:
+        """A network input (dim 0 = -1 for dynamic batch), cast to the compute dtype for the layers."""
+        dtype = np.dtype(dtype or self.policy.io_dtype)
+        tensor = self.definition.add_input(name, trt_dtype(dtype), tuple(shape))
+        if dtype.kind == "f":
+            with self.scope(name):
+                tensor = self.to_compute(tensor)
+        return tensor
+
+    def mark_output(self, tensor: Any, name: str, dtype: Any = None) -> Any:
+        """Mark a network output under `name`, in the declared order; floats are cast to the I/O dtype."""
+        if name in self.output_names:
+            raise ValueError(f"output name {name!r} is declared twice")
+        if tensor.dtype in (self.trt.DataType.FLOAT, self.trt.DataType.HALF):
+            target = np.dtype(dtype or self.policy.io_dtype)
+            if self.features.strongly_typed and np_dtype(tensor.dtype) != target:
+                tensor = self.cast(tensor, target, f"output/{name}")
+            elif tensor.name in self.module_outputs.values() or self._is_network_input(tensor):
+                tensor = self.name_layer(self.definition.add_identity(tensor), f"output/{name}").get_output(0)
+        tensor.name = name
+        self.definition.mark_output(tensor)
+        self.output_names.append(name)
+        return tensor
+
+    # --- build -----------------------------------------------------------------------------------------
+    def finalize(self) -> None:
+        for fn in self.finalizers:
+            fn(self)
+        self.finalizers.clear()
+
+    def build(self, settings: BuildSettings | None = None, **meta: Any) -> Plan:
+        """Run finalizers (INT8 Q/DQ) and build with `build_serialized_network`."""
+        settings = settings or BuildSettings(precision=self.policy.name)
+        if settings.precision != self.policy.name:
+            raise ValueError(f"network was defined for {self.policy.name}, settings ask for {settings.precision}")
+        self.finalize()
+        full = dict(self.meta)
+        full.update(meta)
+        full["plugins"] = list(self.plugins)
+        full["output_order"] = list(self.output_names)
+        return build_engine(self.definition, settings, self.builder, full)

@@ -1,0 +1,44 @@
+"""Precision policy: how one network class becomes an FP32, FP16 or INT8 definition.
+
+The network emits the same layers for every precision; the policy decides dtypes of constants,
+where casts go (strongly typed bindings) or which layers get precision constraints (weakly typed,
+TensorRT 8.6), and - for INT8 - the Q/DQ pass that runs before the build (netdef.quantize).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from netdef.engine import PRECISIONS
+
+
+@dataclass
+class PrecisionPolicy:
+    name: str = "fp32"
+    strongly_typed: bool = True
+    fp16_io: bool = False
+    int8: Any = None  # netdef.quantize settings (amax per tensor, skip list) when name == "int8"
+    skip: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.name not in PRECISIONS:
+            raise ValueError(f"precision {self.name!r}: expected one of {', '.join(PRECISIONS)}")
+
+    @property
+    def reduced(self) -> bool:
+        """FP16 math anywhere (fp16, and int8's non-quantized layers)."""
+        return self.name in ("fp16", "int8")
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """dtype of weights/constants and activations in the definition itself.
+
+        Strongly typed: FP16 when reduced. Weakly typed (8.6): always FP32, builder flags reduce it.
+        """
+        return np.dtype(np.float16 if self.reduced and self.strongly_typed else np.float32)
+
+    @property
+    def io_dtype(self) -> np.dtype:
+        return np.dtype(np.float16 if self.fp16_io and self.reduced else np.float32)

@@ -1,0 +1,57 @@
+"""What every user-facing network class offers (ResNet, YOLOv4, ...).
+
+A subclass implements `define` (emit the netdef definition into a Network) and `reference`
+(the PyTorch module with the same weights, for verification); `build` and `from_hdf5` are shared.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from netdef.engine import BuildSettings, Plan
+from netdef.network import Network
+
+
+class NetworkModel:
+    arch: str = ""
+    input_name: str = "input"
+
+    def __init__(self, weights: Any, path: str | os.PathLike | None = None) -> None:
+        self.weights = weights  # a mapping of dotted names -> arrays (weights_export's WeightsFile)
+        self.path = path
+
+    @classmethod
+    def from_hdf5(cls, path: str | os.PathLike) -> "NetworkModel":
+        from weights_export.hdf5 import WeightsFile
+
+        return cls(WeightsFile(path), path)
+
+    # --- to implement ----------------------------------------------------------------------------
+    def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None,
+               fp16_io: bool = False, **options: Any) -> Network:
+        """A Network holding the definition (inputs with a dynamic batch dim, outputs marked), not built."""
+        raise NotImplementedError
+
+    def reference(self) -> Any:
+        """The PyTorch module with the same weights (imports torch)."""
+        raise NotImplementedError
+
+    def sample_input(self, batch: int = 1, input_size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- shared --------------------------------------------------------------------------------------
+    def build(self, precision: str = "fp32", batch: Any = 1, input_size: tuple[int, int] | None = None,
+              settings: BuildSettings | None = None, **options: Any) -> Plan:
+        """Define and build an engine plan; `batch` is N or (min, opt, max)."""
+        if settings is None:
+            settings = BuildSettings(precision=precision, batch=batch)
+        net = self.define(precision=settings.precision, input_size=input_size, **options)
+        meta: dict[str, Any] = {"arch": self.arch}
+        if self.path is not None:
+            from netdef.engine import sha256_file
+
+            meta["weights_file"] = os.path.basename(os.fspath(self.path))
+            meta["weights_sha256"] = sha256_file(self.path)
+        return net.build(settings, **meta)
