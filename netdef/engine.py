@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -173,9 +174,19 @@ def _weak_precision_flags(config: Any, network: Any, precision: str, trt: Any) -
 
 def _load_timing_cache(config: Any, path: Path | None) -> Any:
     data = path.read_bytes() if path and path.exists() else b""
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    with warnings.catch_warnings():  # TensorRT-RTX keeps the API but makes it a no-op (deprecation warning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
+
+
+def _save_timing_cache(cache: Any, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = bytes(cache.serialize())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def build_engine(network: Any, settings: BuildSettings | None = None, builder: Any = None,
@@ -196,8 +207,7 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
         raise BuildError(f"TensorRT could not build network {network.name!r} "
                          f"({network.num_layers} layers, precision {settings.precision}). TensorRT said:\n{lines}")
     if cache_path and cache is not None:
-        with atomic_path(cache_path) as tmp:
-            tmp.write_bytes(bytes(cache.serialize()))
+        _save_timing_cache(cache, cache_path)
     data = bytes(serialized)
     log.info("built %s in %.2f s (%.1f MB)", network.name, seconds, len(data) / 1e6)
     full_meta = describe(network, settings)

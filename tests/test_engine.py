@@ -1,0 +1,173 @@
+"""Engine build utilities, atomic save with sidecar, and the sidecar checks on load."""
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from netdef import trt as shim
+from netdef.engine import (BuildError, BuildSettings, EngineFileError, build_engine, configure, parse_batch,
+                           read_sidecar, save_engine, sidecar_path)
+from netdef.network import Network
+from netdef.nn.conv import Conv2d
+from tests.fake_trt import make_module
+
+
+def conv_relu_network(precision: str = "fp32") -> Network:
+    rng = np.random.default_rng(0)
+    net = Network("conv_relu", precision)
+    with net:
+        conv = Conv2d(3, 8, 3, padding=1)
+        conv.load_weights({"weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+                           "bias": rng.standard_normal(8).astype(np.float32)})
+        y = conv(net.add_input("input", (-1, 3, 16, 16)))
+        relu = net.definition.add_activation(y, net.trt.ActivationType.RELU)
+        net.mark_output(net.name_layer(relu, "relu").get_output(0), "out")
+    return net
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return conv_relu_network().build(BuildSettings(batch=(1, 2, 4), progress=False))
+
+
+def test_builds_strongly_typed_conv_relu(plan):
+    assert len(plan.data) > 1000
+    assert plan.meta["typing"] == "strong" and plan.meta["trt_flavor"] == "tensorrt_rtx"
+    assert plan.meta["inputs"] == [{"name": "input", "dtype": "FLOAT", "shape": [-1, 3, 16, 16],
+                                    "min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}]
+    assert [o["name"] for o in plan.meta["outputs"]] == ["out"]
+
+
+def test_fp16_network_casts_io_and_builds():
+    net = conv_relu_network("fp16")
+    layers = [net.definition.get_layer(i) for i in range(net.definition.num_layers)]
+    assert [layer.type.name for layer in layers] == ["CAST", "CONVOLUTION", "ACTIVATION", "CAST"]
+    assert net.definition.get_output(0).dtype == net.trt.DataType.FLOAT
+    assert layers[1].get_output(0).dtype == net.trt.DataType.HALF
+    assert net.build(BuildSettings(precision="fp16", progress=False)).meta["precision"] == "fp16"
+
+
+def test_save_writes_plan_and_sidecar(tmp_path, plan):
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"weights")
+    path = save_engine(plan, tmp_path / "m.engine", weights=weights)
+    assert path.read_bytes() == plan.data
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["plan_bytes"] == len(plan.data) and len(meta["plan_sha256"]) == 64
+    assert meta["weights_file"] == "w.h5" and len(meta["weights_sha256"]) == 64
+    assert read_sidecar(path)["plan_sha256"] == meta["plan_sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json", "w.h5"]  # no temp files left
+
+
+def test_tampered_plan_is_refused(tmp_path, plan):
+    path = save_engine(plan, tmp_path / "m.engine")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineFileError, match="plan sha256"):
+        read_sidecar(path)
+
+
+@pytest.mark.parametrize("key,value", [("trt_flavor", "tensorrt"), ("trt_version", "8.6.0")])
+def test_sidecar_from_another_binding_is_refused(tmp_path, plan, key, value):
+    path = save_engine(plan, tmp_path / "m.engine")
+    meta = json.loads(sidecar_path(path).read_text())
+    meta[key] = value
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(EngineFileError) as err:
+        read_sidecar(path)
+    assert f"{key}: engine built with {value!r}" in str(err.value)
+
+
+def test_missing_sidecar_is_named(tmp_path, plan):
+    path = tmp_path / "bare.engine"
+    path.write_bytes(plan.data)
+    with pytest.raises(EngineFileError, match="sidecar bare.engine.json not found"):
+        read_sidecar(path)
+
+
+def test_failed_save_leaves_no_file(tmp_path, monkeypatch, plan):
+    import netdef.engine as engine
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine, "write_text_atomic", boom)
+    with pytest.raises(OSError):
+        save_engine(plan, tmp_path / "m.engine")
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_builder_failure_quotes_tensorrt():
+    net = Network("broken")
+    with net:
+        x = net.add_input("input", (-1, 3, 8, 8))
+        # A 5x5 kernel on a 1-channel expectation: the builder rejects the mismatched channel count.
+        layer = net.definition.add_convolution_nd(x, 4, (3, 3), net.weights(np.ones((4, 1, 3, 3))),
+                                                  net.weights(None))
+        net.mark_output(net.name_layer(layer, "conv").get_output(0), "out")
+    with pytest.raises(BuildError) as err:
+        net.build(BuildSettings(progress=False))
+    assert "could not build network 'broken'" in str(err.value) and "TensorRT said" in str(err.value)
+
+
+def test_timing_cache_is_written(tmp_path):
+    cache = tmp_path / "timing.cache"
+    conv_relu_network().build(BuildSettings(progress=False, timing_cache=cache))
+    assert cache.stat().st_size > 0
+
+
+@pytest.mark.parametrize("given,expected", [(4, (4, 4, 4)), ("1:8:32", (1, 8, 32)), ("2", (2, 2, 2)),
+                                            ((1, 2, 3), (1, 2, 3))])
+def test_parse_batch(given, expected):
+    assert parse_batch(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["8:1:32", "0", "1:2"])
+def test_parse_batch_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_batch(bad)
+
+
+class _Recorder:
+    def __init__(self):
+        self.flags = []
+        self.profiles = []
+
+    def set_flag(self, flag):
+        self.flags.append(flag.name)
+
+    def set_tactic_sources(self, sources):
+        self.tactics = sources
+
+    def add_optimization_profile(self, p):
+        self.profiles.append(p)
+
+
+def test_configure_on_weakly_typed_binding_sets_builder_flags(monkeypatch):
+    """The 8.6 decision path: FP16/INT8 through builder flags, constraints when layers pin FP32."""
+    mod = make_module("8.6")
+    monkeypatch.setattr(shim, "_binding", mod)
+    monkeypatch.setattr(shim, "_features", shim.probe(mod))
+    config = _Recorder()
+    builder = types.SimpleNamespace(create_builder_config=lambda: config)
+    pinned = types.SimpleNamespace(precision_is_set=True)
+    network = types.SimpleNamespace(num_layers=1, get_layer=lambda i: pinned, num_inputs=0,
+                                    num_outputs=0)
+    configure(builder, network, BuildSettings(precision="int8", progress=False))
+    assert config.flags == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    assert config.tactics == (1 << 3) | (1 << 4)  # TensorRT's own kernels only: no cuBLAS/cuDNN
+
+
+def test_configure_on_strongly_typed_binding_sets_no_precision_flags(monkeypatch):
+    mod = make_module("11")
+    monkeypatch.setattr(shim, "_binding", mod)
+    monkeypatch.setattr(shim, "_features", shim.probe(mod))
+    config = _Recorder()
+    builder = types.SimpleNamespace(create_builder_config=lambda: config)
+    network = types.SimpleNamespace(num_layers=0, get_layer=None, num_inputs=0, num_outputs=0)
+    configure(builder, network, BuildSettings(precision="fp16", progress=False))
+    assert config.flags == []

@@ -1,0 +1,55 @@
+"""Project rules that code review would otherwise have to remember."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("netdef", "networks", "weights_export")
+REMOVED_APIS = re.compile(r"max_batch_size|build_cuda_engine|\.build_engine\(|get_binding_|binding_is_input|"
+                          r"execute_async_v2|execute_async\(|max_workspace_size|add_fully_connected|IInt8|"
+                          r"int8_calibrator")
+
+
+def python_files():
+    for pkg in PACKAGES:
+        yield from (ROOT / pkg).rglob("*.py")
+
+
+def readme_test_command() -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Run the tests:")
+    return next(line.strip() for line in lines[start + 1:] if line.strip())
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_test_command() in [line.strip() for line in ci]
+
+
+def test_no_tensorrt_api_removed_in_10_or_11():
+    hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            for path in python_files() for n, line in enumerate(path.read_text().splitlines(), 1)
+            if REMOVED_APIS.search(line) and not line.strip().startswith("#")]
+    assert hits == []
+
+
+def test_only_the_shim_imports_tensorrt():
+    pattern = re.compile(r"^\s*(import tensorrt|from tensorrt|import tensorrt_rtx|from tensorrt_rtx)", re.M)
+    importers = sorted(str(p.relative_to(ROOT)) for p in python_files() if pattern.search(p.read_text()))
+    assert importers == [] or importers == ["netdef/trt.py"]
+    assert "importlib.import_module(name)" in (ROOT / "netdef" / "trt.py").read_text()
+
+
+def test_torch_load_always_weights_only():
+    calls = [f"{p.relative_to(ROOT)}: {line.strip()}" for p in python_files()
+             for line in p.read_text().splitlines() if "torch.load(" in line and "weights_only=True" not in line]
+    assert calls == []
+
+
+def test_netdef_info_reports_the_binding():
+    out = subprocess.run([sys.executable, "-m", "netdef", "info"], capture_output=True, text=True, check=True).stdout
+    assert "tensorrt_rtx 1.7.1.116" in out
+    assert "strongly_typed" in out and "numpy" in out and "CUDA" in out
