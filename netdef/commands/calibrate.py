@@ -1,13 +1,55 @@
-"""`netdef calibrate` (filled in by its issue)."""
+"""`netdef calibrate ARCH --weights W.h5 --data DIR_OR_NPY --out calib.json`: INT8 calibration cache.
+
+Runs the calibration data through ARCH's FP32 definition with netdef's executor and writes the amax of
+every tensor the INT8 build quantizes; `netdef build ... --precision int8 --calib-cache calib.json` uses it.
+"""
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from netdef.commands.build import parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="not implemented yet")
+    from netdef.quantize.calibrators import DEFAULT_PERCENTILE, METHODS
+
+    p = sub.add_parser("calibrate", help="compute an INT8 calibration cache (JSON) for a network",
+                       description="Run calibration images/arrays through ARCH's FP32 definition and write one "
+                                   "amax per quantized tensor (keyed by tensor name) with a fingerprint of the "
+                                   "definition and weights.")
+    p.add_argument("arch", help="architecture (resnet50, yolov4-tiny, ...)")
+    p.add_argument("--weights", required=True, type=Path, help="HDF5 weights file from `netdef export`")
+    p.add_argument("--data", required=True, type=Path,
+                   help="image folder (JPEG/PNG, the network's preprocessing) or .npy/.npz array (N,C,H,W)")
+    p.add_argument("--out", required=True, type=Path, help="calibration cache to write (JSON)")
+    p.add_argument("--method", choices=METHODS, default="entropy")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
+    p.add_argument("--samples", type=int, default=256, help="number of calibration samples (default 256)")
+    p.add_argument("--batch", type=int, default=32, help="calibration batch size")
+    p.add_argument("--device", default="cpu", help="executor device: cpu or cuda")
+    p.add_argument("--input-size", type=parse_size, default=None, help="H,W (default: the network's own)")
+    p.add_argument("--recalibrate", action="store_true", help="replace an existing cache that does not match")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("netdef calibrate is not implemented yet")
+    import networks
+    from netdef.quantize import calibrate
+
+    if not args.weights.exists():
+        raise FileNotFoundError(f"{args.weights}: weights file not found (make one with `netdef export`)")
+    if not args.data.exists():
+        raise FileNotFoundError(f"{args.data}: calibration data not found")
+    if args.samples < 1 or args.batch < 1:
+        raise ValueError("--samples and --batch must be >= 1")
+    model = networks.get(args.arch).from_hdf5(args.weights)
+    t0 = time.perf_counter()
+    cache = calibrate(model, args.data, method=args.method, samples=args.samples, batch=args.batch,
+                      device=args.device, input_size=args.input_size, out=args.out, recalibrate=args.recalibrate,
+                      percentile=args.percentile, progress=not args.no_progress)
+    print(f"{args.arch}: {len(cache.amax)} tensors calibrated ({cache.algorithm}, {cache.num_samples} samples) "
+          f"-> {args.out} in {time.perf_counter() - t0:.1f} s (fingerprint {cache.fingerprint[:12]})")
+    return 0

@@ -1,13 +1,165 @@
-"""`netdef infer` (filled in by its issue)."""
+"""`netdef infer ENGINE --image IMG`: classify (ResNet) or detect (YOLOv4) with an engine or netdef's executor.
+
+The engine sidecar's `arch` decides the pre/post-processing: ImageNet crop + top-k for ResNet, letterbox
++ boxes mapped back to the image for YOLO (drawn with Pillow when `--save` is given).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from netdef.runtime.factory import EXECUTORS
+
+log = logging.getLogger("netdef.infer")
+
+
+def add_session_arguments(p: argparse.ArgumentParser) -> None:
+    """ENGINE and the executor choice, shared by `infer` and `bench`."""
+    p.add_argument("engine", nargs="?", help="engine file (its .json sidecar names the arch); optional with "
+                   "--executor netdef when --arch and --weights are given")
+    p.add_argument("--executor", choices=EXECUTORS, default="tensorrt",
+                   help="tensorrt: run the engine; netdef: run the network definition with netdef's executor "
+                        "(torch, CPU or CUDA), where TensorRT cannot run")
+    p.add_argument("--arch", help="architecture (default: the engine sidecar's or the weights file's)")
+    p.add_argument("--weights", help="HDF5 weights (needed for --executor netdef and --compare-torch)")
+    p.add_argument("--device", help="netdef executor: cpu or cuda (default cpu); tensorrt: GPU index")
+    p.add_argument("--precision", choices=("fp32", "fp16"), help="netdef executor precision (default: the engine's)")
+
+
+def open_from_args(args: argparse.Namespace, graph: bool = False) -> Any:
+    from netdef.runtime.factory import open_session
+
+    return open_session(args.engine, args.executor, args.arch, args.weights, args.device, graph, args.precision)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="not implemented yet")
+    p = sub.add_parser("infer", help="classify or detect objects in images with an engine",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_session_arguments(p)
+    p.add_argument("--image", required=True, action="append", help="image file (repeat for a batch)")
+    p.add_argument("--topk", type=int, default=5, help="classes to print per image (classification)")
+    p.add_argument("--labels", help="class names, one per line")
+    p.add_argument("--save", help="detection: draw the boxes on the (first) image and save it here")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.set_defaults(func=run)
 
 
+def family(arch: str | None, session: Any) -> str:
+    """'detect' for YOLO/Darknet networks, 'classify' for the rest."""
+    if arch and (arch.startswith("yolo") or arch == "darknet"):
+        return "detect"
+    return "classify"
+
+
+def input_hw(session: Any) -> tuple[int, int]:
+    spec = session.inputs[0]
+    if len(spec.shape) != 4:
+        raise ValueError(f"{session.name}: expected an image input (N, C, H, W), got {spec.describe()}")
+    return int(spec.shape[2]), int(spec.shape[3])
+
+
+def classify(session: Any, images: list[str], topk_n: int, labels: list[str] | None) -> list[dict[str, Any]]:
+    from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess, topk
+
+    h, w = input_hw(session)
+    if h != w:
+        raise ValueError(f"{session.name}: ImageNet preprocessing needs a square input, the engine takes {h}x{w}")
+    mean, std = session.meta.get("mean") or IMAGENET_MEAN, session.meta.get("std") or IMAGENET_STD
+    batch = np.stack([imagenet_preprocess(im, size=h, resize=round(h * 256 / 224), mean=mean, std=std)
+                      for im in images])
+    outputs = session.infer({session.input_names[0]: batch})
+    logits = outputs.get("logits", next(iter(outputs.values())))
+    results = []
+    for image, row in zip(images, topk(logits, topk_n, labels)):
+        print(f"{image}:")
+        for rank, p in enumerate(row, 1):
+            print(f"  {rank}. {p.probability:7.4f}  {p.label}")
+        results.append({"image": image, "top": [vars(p) for p in row]})
+    return results
+
+
+def decode_detections(outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
+    """netdef.detect.Detections from engine outputs: the NMS outputs as they are, or host NMS on raw boxes/scores."""
+    from netdef.detect import Detections, detect
+
+    names = ("num_detections", "det_boxes", "det_scores", "det_classes")
+    if all(n in outputs for n in names):
+        return Detections(*(outputs[n] for n in names))
+    if "boxes" in outputs and "scores" in outputs:
+        return detect(outputs["boxes"], outputs["scores"], max_detections=int(meta.get("max_detections", 100)),
+                      iou_threshold=float(meta.get("iou_threshold", 0.45)),
+                      score_threshold=float(meta.get("score_threshold", 0.25)))
+    raise ValueError(f"cannot read detections from outputs {list(outputs)}: expected {', '.join(names)} "
+                     "or boxes + scores")
+
+
+def detect_images(session: Any, images: list[str], labels: list[str] | None, save: str | None) -> list[dict[str, Any]]:
+    from netdef.detect import unletterbox_boxes
+    from netdef.preprocess import label_name, yolo_preprocess
+
+    h, w = input_hw(session)
+    prepared = [yolo_preprocess(im, (h, w)) for im in images]
+    outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
+    dets = decode_detections(outputs, session.meta)
+    results = []
+    for b, (image, (_, info)) in enumerate(zip(images, prepared)):
+        n = int(dets.num_detections[b, 0])
+        boxes = unletterbox_boxes(dets.boxes[b, :n], info)
+        found = [{"class": int(c), "label": label_name(labels, int(c)), "score": float(s),
+                  "box": [round(float(v), 1) for v in bx]}
+                 for c, s, bx in zip(dets.classes[b, :n], dets.scores[b, :n], boxes)]
+        print(f"{image}: {n} detection(s)")
+        for d in found:
+            x1, y1, x2, y2 = d["box"]
+            print(f"  {d['score']:6.3f}  {d['label']:<20} ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f})")
+        results.append({"image": image, "detections": found})
+    if save:
+        draw_boxes(images[0], results[0]["detections"], save)
+        print(f"saved {save}")
+    return results
+
+
+def draw_boxes(image: str, detections: list[dict[str, Any]], path: str) -> None:
+    """Draw labelled boxes on a copy of the image and save it atomically (format from the file suffix)."""
+    from PIL import Image, ImageDraw
+
+    from netdef.atomic import atomic_path
+    from netdef.preprocess import load_image
+
+    canvas = load_image(image).copy()
+    draw = ImageDraw.Draw(canvas)
+    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+    for d in detections:
+        color = palette[d["class"] % len(palette)]
+        draw.rectangle(d["box"], outline=color, width=2)
+        draw.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['label']} {d['score']:.2f}", fill=color)
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image format (use .jpg or .png)")
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format=fmt)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("netdef infer is not implemented yet")
+    from netdef.preprocess import load_labels
+
+    labels = load_labels(args.labels) if args.labels else None
+    with open_from_args(args) as session:
+        arch = session.arch or args.arch
+        log.info("%s (%s, arch %s)", session.name, session.kind, arch)
+        if family(arch, session) == "detect":
+            results = detect_images(session, args.image, labels, args.save)
+        else:
+            if args.save:
+                log.warning("--save draws detections; %s is a classifier, nothing saved", arch)
+            results = classify(session, args.image, args.topk, labels)
+    if args.json_out:
+        from netdef.atomic import write_text_atomic
+
+        write_text_atomic(args.json_out, json.dumps({"arch": arch, "results": results}, indent=2) + "\n")
+    return 0

@@ -1,0 +1,160 @@
+"""GPU benchmark, step 2 of 2: run in /tmp/gpu-trt/python (TensorRT 8.6, Python 3.10, no torch).
+
+For each model prepared by `bench/gpu_prepare.py` (HDF5, ONNX, inputs, float64 references, torch timings,
+INT8 calibration caches) and each precision: build the netdef engine and the ONNX-parsed engine on the same
+builder with the same optimization level and a shared timing cache, run both through netdef's runtime,
+compare with the float64 reference and time them with device-resident I/O. Prints one table and writes
+JSON (`--out`).
+
+    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu.py --work /tmp/nd --out results.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netdef import trt as shim  # noqa: E402
+from netdef.engine import BuildSettings, build_engine, create_builder, create_network, save_engine  # noqa: E402
+from netdef.runtime import cuda  # noqa: E402
+from netdef.runtime.session import InferenceSession  # noqa: E402
+
+INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
+
+
+class CudaArray:
+    """A device array (cudaMalloc) exposing __cuda_array_interface__, so the runtime reads/writes it in place."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: object) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.buf = cuda.DeviceBuffer(int(np.prod(shape)) * self.dtype.itemsize)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.buf.ptr, False), "version": 3}
+
+    @classmethod
+    def from_host(cls, array: np.ndarray) -> "CudaArray":
+        dev = cls(array.shape, array.dtype)
+        host = np.ascontiguousarray(array)
+        rt = cuda.cudart()
+        cuda.check(rt.cudaMemcpy(dev.buf.ptr, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
+                   "cudaMemcpy(HostToDevice)")
+        return dev
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def cosine(a: np.ndarray, ref: np.ndarray) -> float:
+    a, ref = np.asarray(a, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    return float(a @ ref / max(np.linalg.norm(a) * np.linalg.norm(ref), 1e-30))
+
+
+def onnx_plan(path: Path, settings: BuildSettings):
+    trt = shim.binding()
+    builder = create_builder()
+    network = create_network(builder)
+    parser = trt.OnnxParser(network, shim.logger())
+    if not parser.parse(path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"{path}: ONNX parse failed: {errors}")
+    network.name = path.stem + "-onnx"
+    return build_engine(network, settings, builder, {"arch": path.stem, "path": "onnx"})
+
+
+def netdef_plan(name: str, work: Path, settings: BuildSettings):
+    import networks
+
+    model = networks.get(name).from_hdf5(work / f"{name}.h5")
+    options = {"input_size": INPUT_SIZE[name]}
+    if name == "yolov4":
+        options["nms"] = "raw"
+    if settings.precision == "int8":
+        options["calibration"] = str(work / f"{name}_calib.json")
+    return model.build(settings=settings, **options)
+
+
+def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
+    """Latency of one inference with device-resident input and outputs (no host copies), wall clock + sync."""
+    dev_in = CudaArray.from_host(x)
+    outs = {s.name: CudaArray((x.shape[0],) + tuple(s.shape[1:]), s.dtype) for s in session.outputs}
+    for _ in range(warmup):
+        session.infer({session.input_names[0]: dev_in}, out=outs)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        session.infer({session.input_names[0]: dev_in}, out=outs)
+        times.append((time.perf_counter() - t0) * 1e3)
+    for a in [dev_in, *outs.values()]:
+        a.buf.free()
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def evaluate(plan, path: Path, inputs, refs, iters: int, warmup: int) -> dict:
+    save_engine(plan, path)
+    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
+    with InferenceSession.from_engine(path) as session:
+        for b in (1, 32):
+            y = session.infer({session.input_names[0]: inputs[f"b{b}"]})
+            outs = list(y.values())
+            result[f"b{b}"] = {
+                "rel_err": max(rel_err(o, refs[f"b{b}_out{i}"]) for i, o in enumerate(outs)),
+                "cosine": min(cosine(o, refs[f"b{b}_out{i}"]) for i, o in enumerate(outs)),
+                **time_session(session, inputs[f"b{b}"], iters, warmup),
+            }
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/tmp/nd")
+    ap.add_argument("--models", default="resnet50,yolov4")
+    ap.add_argument("--precisions", default="fp32,fp16,int8")
+    ap.add_argument("--paths", default="netdef,onnx")
+    ap.add_argument("--opt-level", type=int, default=3, help="builder optimization level, same for both paths")
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--out", default="gpu_results.json")
+    args = ap.parse_args()
+    work = Path(args.work)
+    feat = shim.features()
+    results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
+               "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
+    out_path = Path(args.out)
+    for name in args.models.split(","):
+        inputs = dict(np.load(work / f"{name}_inputs.npz"))
+        refs = dict(np.load(work / f"{name}_refs.npz"))
+        for precision in args.precisions.split(","):
+            for path_kind in args.paths.split(","):
+                if path_kind == "onnx" and precision == "int8":
+                    continue  # the ONNX model carries no Q/DQ; INT8 is compared against the FP16 ONNX engine
+                settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=args.opt_level,
+                                         timing_cache=work / "timing.cache", progress=False)
+                t0 = time.perf_counter()
+                try:
+                    plan = (netdef_plan(name, work, settings) if path_kind == "netdef"
+                            else onnx_plan(work / f"{name}.onnx", settings))
+                    row = evaluate(plan, work / f"{name}-{path_kind}-{precision}.engine", inputs, refs,
+                                   args.iters, args.warmup)
+                except Exception as exc:  # keep going: one failed build must not lose the other numbers
+                    row = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+                row.update(model=name, precision=precision, path=path_kind,
+                           wall_s=round(time.perf_counter() - t0, 1))
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                out_path.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""GPU benchmark, step 1 of 2: run in the GPU machine's own python3 (torch + CUDA).
+
+Makes the models (seeded random init, realistic BatchNorm statistics) as netdef HDF5 files and ONNX
+files, the inputs and their float64 reference outputs, the PyTorch timings (eager FP32/FP16 at batch 1
+and 32, torch.compile reduce-overhead FP16 channels-last at batch 32), and netdef's INT8 calibration caches
+(the executor on CUDA; needs a TensorRT binding for the definition: TensorRT-RTX is enough).
+Step 2 (`bench/gpu.py`, TensorRT 8.6 in Python 3.10, no torch) builds and times the engines.
+
+    python3 bench/gpu_prepare.py --work /tmp/nd [--models resnet50,yolov4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = {"resnet18": {"input_size": (224, 224)}, "resnet50": {"input_size": (224, 224)},
+          "yolov4": {"input_size": (416, 416)}}
+BATCHES = (1, 32)
+
+
+def make_resnet(arch: str, work: Path) -> tuple[Path, torch.nn.Module]:
+    from networks.resnet import random_bn_init, torch_resnet
+    from weights_export.pytorch import export_module
+
+    model = random_bn_init(torch_resnet(arch, seed=0), seed=1).eval()
+    path = work / f"{arch}.h5"
+    export_module(model, path, arch, input_shape=(1, 3, 224, 224),
+                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    return path, model
+
+
+def make_yolov4(arch: str, work: Path) -> tuple[Path, torch.nn.Module]:
+    from networks.darknet_cfgs import random_darknet_weights, yolov4_cfg
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+
+    cfg, weights = work / "yolov4.cfg", work / "yolov4.weights"
+    cfg.write_text(yolov4_cfg(width=416, height=416))
+    random_darknet_weights(cfg, weights, seed=0)
+    path = work / "yolov4.h5"
+    export_darknet(cfg, weights, path)
+    return path, YOLOv4.from_hdf5(path).reference().eval()
+
+
+def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
+    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=outputs, opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)
+
+
+def cuda_time(fn, warmup: int = 10, iters: int = 50) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def torch_timings(model: torch.nn.Module, inputs: dict[int, np.ndarray], compile_: bool) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    dev = torch.device("cuda")
+    with torch.inference_mode():
+        for dtype, name in ((torch.float32, "fp32"), (torch.float16, "fp16")):
+            m = model.to(dev, dtype)
+            for b in BATCHES:
+                x = torch.from_numpy(inputs[b]).to(dev, dtype)
+                out[f"eager_{name}_b{b}"] = cuda_time(lambda: m(x))
+        if compile_:
+            m = model.to(dev, torch.float16).to(memory_format=torch.channels_last)
+            x = torch.from_numpy(inputs[32]).to(dev, torch.float16).contiguous(memory_format=torch.channels_last)
+            cm = torch.compile(m, mode="reduce-overhead")
+            t0 = time.perf_counter()
+            cm(x)
+            cm(x)
+            torch.cuda.synchronize()
+            out["compile_fp16_b32"] = cuda_time(lambda: cm(x), warmup=10, iters=50)
+            out["compile_fp16_b32"]["compile_s"] = round(time.perf_counter() - t0, 1)
+    model.to("cpu", torch.float32)
+    return out
+
+
+def references(model: torch.nn.Module, inputs: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    refs = {}
+    with torch.inference_mode():
+        m = model.to("cuda", torch.float64)
+        for b, x in inputs.items():
+            y = m(torch.from_numpy(x).to("cuda", torch.float64))
+            ys = y if isinstance(y, (tuple, list)) else (y,)
+            for i, t in enumerate(ys):
+                refs[f"b{b}_out{i}"] = t.cpu().numpy()
+    model.to("cpu", torch.float32)
+    return refs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/tmp/nd")
+    ap.add_argument("--models", default="resnet50,yolov4")
+    ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-calibration", action="store_true")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "models": {}}
+    for name in args.models.split(","):
+        t0 = time.perf_counter()
+        h5, model = (make_yolov4 if name.startswith("yolo") else make_resnet)(name, work)
+        h, w = MODELS[name]["input_size"]
+        rng = np.random.default_rng(123)
+        inputs = {b: rng.standard_normal((b, 3, h, w)).astype(np.float32) if name.startswith("resnet")
+                  else rng.random((b, 3, h, w), dtype=np.float32) for b in BATCHES}
+        outputs = ["logits"] if name.startswith("resnet") else ["boxes", "scores"]
+        export_onnx(model, torch.from_numpy(inputs[1]), work / f"{name}.onnx", outputs)
+        np.savez(work / f"{name}_inputs.npz", **{f"b{b}": x for b, x in inputs.items()})
+        np.savez(work / f"{name}_refs.npz", **references(model, inputs))
+        entry = {"prepare_s": round(time.perf_counter() - t0, 1)}
+        entry["torch"] = torch_timings(model, inputs, compile_=not args.no_compile)
+        report["models"][name] = entry
+        if args.no_calibration:
+            continue
+        # INT8 calibration on the definition's own tensors, executed on CUDA (timed: issue 7's number).
+        calib_data = work / f"{name}_calib.npy"
+        crng = np.random.default_rng(7)
+        data = (crng.standard_normal((args.calib_samples, 3, h, w)) if name.startswith("resnet")
+                else crng.random((args.calib_samples, 3, h, w)))
+        np.save(calib_data, data.astype(np.float32))
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "netdef", "calibrate", name, "--weights", str(h5), "--data", str(calib_data),
+               "--method", "entropy", "--out", str(work / f"{name}_calib.json"), "--device", "cuda",
+               "--batch", "32"]
+        rc = subprocess.run(cmd).returncode
+        entry["calibration"] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1),
+                                "samples": args.calib_samples, "method": "entropy", "device": "cuda"}
+        report["models"][name] = entry
+        print(json.dumps({name: entry}, indent=1), flush=True)
+    (work / "torch_report.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

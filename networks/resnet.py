@@ -1,0 +1,320 @@
+"""ResNet-18/34/50/101/152: the PyTorch reference and the netdef definition side by side.
+
+Both sides are built by the same helpers (`_basic_layers`, `_bottleneck_layers`, `_resnet_layers`) with the
+module namespace as argument (`torch.nn` or `netdef.nn`), so attribute names - and with them state-dict keys,
+HDF5 groups and TensorRT layer names - are identical by construction and match torchvision's: a torchvision
+checkpoint exports and builds as is. Only `forward` differs: netdef tensors add with `F.add`.
+torch is imported lazily (reference side only): defining and building needs numpy, h5py and TensorRT.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+import numpy as np
+
+import netdef.functional as F
+import netdef.nn as nn
+from netdef.network import Network
+from networks import register
+from networks.base import NetworkModel
+
+# arch -> (block kind, blocks per stage), as torchvision defines them
+ARCHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ("bottleneck", (3, 8, 36, 3)),
+}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+DEFAULT_INPUT_SIZE = (224, 224)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --- architecture, written once for both namespaces ---------------------------------------------------
+def _downsample(ns: Any, inplanes: int, outplanes: int, stride: int) -> Any:
+    if stride == 1 and inplanes == outplanes:
+        return None
+    return ns.Sequential(ns.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), ns.BatchNorm2d(outplanes))
+
+
+def _basic_layers(block: Any, ns: Any, inplanes: int, planes: int, stride: int) -> None:
+    block.conv1 = ns.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+    block.bn1 = ns.BatchNorm2d(planes)
+    block.relu = ns.ReLU(inplace=True)
+    block.conv2 = ns.Conv2d(planes, planes, 3, padding=1, bias=False)
+    block.bn2 = ns.BatchNorm2d(planes)
+    block.downsample = _downsample(ns, inplanes, planes, stride)
+
+
+def _bottleneck_layers(block: Any, ns: Any, inplanes: int, planes: int, stride: int) -> None:
+    block.conv1 = ns.Conv2d(inplanes, planes, 1, bias=False)
+    block.bn1 = ns.BatchNorm2d(planes)
+    block.conv2 = ns.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)  # torchvision v1.5 stride
+    block.bn2 = ns.BatchNorm2d(planes)
+    block.conv3 = ns.Conv2d(planes, planes * 4, 1, bias=False)
+    block.bn3 = ns.BatchNorm2d(planes * 4)
+    block.relu = ns.ReLU(inplace=True)
+    block.downsample = _downsample(ns, inplanes, planes * 4, stride)
+
+
+def _resnet_layers(model: Any, ns: Any, blocks: Any, kind: str, layers: tuple[int, ...], num_classes: int) -> None:
+    block_cls = blocks.BasicBlock if kind == "basic" else blocks.Bottleneck
+    model.conv1 = ns.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+    model.bn1 = ns.BatchNorm2d(64)
+    model.relu = ns.ReLU(inplace=True)
+    model.maxpool = ns.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    inplanes = 64
+    for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
+        stride = 1 if i == 0 else 2
+        stage = []
+        for j in range(count):
+            stage.append(block_cls(inplanes, planes, stride if j == 0 else 1))
+            inplanes = planes * EXPANSION[kind]
+        setattr(model, f"layer{i + 1}", ns.Sequential(*stage))
+    model.avgpool = ns.AdaptiveAvgPool2d((1, 1))
+    model.fc = ns.Linear(512 * EXPANSION[kind], num_classes)
+
+
+# --- netdef definition ---------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        _basic_layers(self, nn, inplanes, planes, stride)
+
+    def forward(self, x: Any) -> Any:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(F.add(out, identity))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        _bottleneck_layers(self, nn, inplanes, planes, stride)
+
+    def forward(self, x: Any) -> Any:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(F.add(out, identity))
+
+
+class ResNetModule(nn.Module):
+    def __init__(self, kind: str, layers: tuple[int, ...], num_classes: int = 1000) -> None:
+        super().__init__()
+        _resnet_layers(self, nn, SimpleNamespace(BasicBlock=BasicBlock, Bottleneck=Bottleneck), kind, layers,
+                       num_classes)
+
+    def forward(self, x: Any) -> Any:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(F.flatten(self.avgpool(x), 1))
+
+
+# --- PyTorch reference (torchvision's modules and state-dict names) ----------------------------------------
+@functools.cache
+def torch_classes() -> SimpleNamespace:
+    """The torch reference classes, created on first use so the build path never imports torch."""
+    import torch
+
+    tnn = torch.nn
+
+    class TorchBasicBlock(tnn.Module):
+        def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+            super().__init__()
+            _basic_layers(self, tnn, inplanes, planes, stride)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + identity)
+
+    class TorchBottleneck(tnn.Module):
+        def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+            super().__init__()
+            _bottleneck_layers(self, tnn, inplanes, planes, stride)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + identity)
+
+    blocks = SimpleNamespace(BasicBlock=TorchBasicBlock, Bottleneck=TorchBottleneck)
+
+    class TorchResNet(tnn.Module):
+        def __init__(self, kind: str, layers: tuple[int, ...], num_classes: int = 1000) -> None:
+            super().__init__()
+            _resnet_layers(self, tnn, blocks, kind, layers, num_classes)
+            for m in self.modules():  # torchvision's initialisation
+                if isinstance(m, tnn.Conv2d):
+                    tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return SimpleNamespace(BasicBlock=TorchBasicBlock, Bottleneck=TorchBottleneck, ResNet=TorchResNet)
+
+
+def torch_resnet(arch: str, num_classes: int = 1000, seed: int | None = None) -> Any:
+    """An untrained torch ResNet of `arch` with torchvision's init (seeded when `seed` is given), eval mode."""
+    import torch
+
+    kind, layers = _arch(arch)
+    if seed is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return torch_classes().ResNet(kind, layers, num_classes).eval()
+    return torch_classes().ResNet(kind, layers, num_classes).eval()
+
+
+def resnet18_reference(**kw: Any) -> Any:
+    return torch_resnet("resnet18", **kw)
+
+
+def resnet34_reference(**kw: Any) -> Any:
+    return torch_resnet("resnet34", **kw)
+
+
+def resnet50_reference(**kw: Any) -> Any:
+    return torch_resnet("resnet50", **kw)
+
+
+def resnet101_reference(**kw: Any) -> Any:
+    return torch_resnet("resnet101", **kw)
+
+
+def resnet152_reference(**kw: Any) -> Any:
+    return torch_resnet("resnet152", **kw)
+
+
+def random_bn_init(module: Any, seed: int = 0) -> Any:
+    """Give every BatchNorm realistic inference statistics (trained-looking, never identity or zeros).
+
+    running_var in [0.5, 2], running_mean ~ N(0, 0.2), weight in [0.5, 1.5], bias ~ N(0, 0.2).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    return module
+
+
+# --- the user-facing class ---------------------------------------------------------------------------------
+def _arch(arch: str) -> tuple[str, tuple[int, int, int, int]]:
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown ResNet arch {arch!r}; expected one of {', '.join(ARCHS)}") from None
+
+
+def infer_arch(keys: Any, origin: str = "weights") -> str:
+    """The ResNet depth from weight names: block kind from `layer1.0.conv3`, block counts per stage."""
+    keys = set(keys)
+    kind = "bottleneck" if "layer1.0.conv3.weight" in keys else "basic"
+    counts = []
+    for stage in range(1, 5):
+        blocks = {k.split(".")[1] for k in keys if k.startswith(f"layer{stage}.")}
+        counts.append(len(blocks))
+    for arch, spec in ARCHS.items():
+        if spec == (kind, tuple(counts)):
+            return arch
+    raise ValueError(f"{origin}: weights do not look like a torchvision ResNet ({kind} blocks, {counts} per stage)")
+
+
+@register(*ARCHS)
+class ResNet(NetworkModel):
+    """A torchvision ResNet rebuilt with netdef: input "input" (N,3,H,W), output "logits" (N, classes)."""
+
+    default_input_shape = (1, 3, *DEFAULT_INPUT_SIZE)  # what `netdef export` records and samples with
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
+                 arch: str | None = None) -> None:
+        super().__init__(weights, path)
+        origin = os.fspath(path) if path is not None else "weights"
+        attrs = getattr(weights, "attrs", {}) or {}
+        self.arch = arch or (attrs.get("arch") if attrs.get("arch") in ARCHS else None) \
+            or infer_arch(weights.keys(), origin)
+        self.kind, self.layers = _arch(self.arch)
+        if "fc.weight" not in weights:
+            raise ValueError(f"{origin}: no fc.weight, cannot tell the number of classes of this {self.arch}")
+        shape_of = getattr(weights, "shape_of", None)  # WeightsFile reads a shape without the data
+        self.num_classes = int((shape_of("fc.weight") if shape_of else np.shape(weights["fc.weight"]))[0])
+        self._module: ResNetModule | None = None
+
+    @classmethod
+    def torch_reference(cls, arch: str, num_classes: int = 1000, seed: int | None = None) -> Any:
+        """An untrained torch module of `arch` (what `netdef export` instantiates for a checkpoint)."""
+        return torch_resnet(arch, num_classes, seed)
+
+    def module(self) -> ResNetModule:
+        """The netdef module tree with weights loaded (once; folding never changes the loaded arrays)."""
+        if self._module is None:
+            origin = os.fspath(self.path) if self.path is not None else "weights"
+            self._module = ResNetModule(self.kind, self.layers, self.num_classes)
+            self._module.load_weights(self.weights, origin=origin)
+        return self._module
+
+    def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
+               calibration: Any = None, skip: tuple[str, ...] = (), **options: Any) -> Network:
+        if options:
+            raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
+        height, width = input_size or DEFAULT_INPUT_SIZE
+        model = self.module()
+        with Network(self.arch, precision, fp16_io) as net:
+            x = net.add_input(self.input_name, (-1, 3, height, width))
+            net.mark_output(model(x), "logits")
+            if precision == "int8":
+                _apply_int8(net, calibration, skip, self.path if self.path is not None else self.weights)
+        net.meta.update({"arch": self.arch, "input_size": [height, width], "num_classes": self.num_classes})
+        return net
+
+    def reference(self) -> Any:
+        """The torch module with these weights (float32, eval mode)."""
+        import torch
+
+        model = torch_resnet(self.arch, self.num_classes)
+        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in self.weights.items()
+                 if not k.endswith("num_batches_tracked")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(f"{self.path or 'weights'}: reference {self.arch} missing {missing}, unexpected {unexpected}")
+        return model.eval()
+
+    def sample_input(self, batch: int = 1, input_size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
+        """A normalized random image batch (N, 3, H, W), float32."""
+        height, width = input_size or DEFAULT_INPUT_SIZE
+        return np.random.default_rng(seed).standard_normal((batch, 3, height, width)).astype(np.float32)
+
+
+def _apply_int8(net: Network, calibration: Any, skip: tuple[str, ...], weights: Any) -> None:
+    """The INT8 seam: netdef.quantize places Q/DQ (as a finalizer) from calibration data or a cache."""
+    try:
+        from netdef import quantize
+    except ImportError as exc:
+        raise NotImplementedError(f"int8 needs netdef.quantize, which is not available: {exc}") from exc
+    apply = getattr(quantize, "apply", None)
+    if apply is None:
+        raise NotImplementedError("int8: netdef.quantize.apply is not available yet")
+    apply(net, calibration, skip=skip, weights=weights)  # weights: the calibration cache's fingerprint check

@@ -1,0 +1,139 @@
+"""INT8 on real network classes: random-init ResNet-50 logits and YOLOv4-tiny heads stay close to FP32,
+their Q/DQ definitions build with the installed TensorRT; the calibrate -> build -> verify command line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from netdef.cli import main
+from netdef.engine import BuildSettings
+from netdef.executor import execute
+from netdef.quantize import calibrate
+
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # avoids OpenMP spin-waiting when the 2 cores are shared with other tests
+    yield
+    torch.set_num_threads(threads)
+
+
+def _resnet_h5(arch: str, path: Path, seed: int) -> Path:
+    from networks.resnet import random_bn_init, torch_resnet
+    from weights_export.hdf5 import write_weights
+
+    module = random_bn_init(torch_resnet(arch, num_classes=100, seed=seed), seed=seed)
+    write_weights(path, {k: v.numpy() for k, v in module.state_dict().items()}, root_attrs={"arch": arch})
+    return path
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+
+
+def _images(n: int, seed: int | None = None) -> np.ndarray:
+    """Normalized-image-like inputs: smooth random fields, not white noise."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.standard_normal((n, 3, SIZE // 8, SIZE // 8)).astype(np.float32))
+    return torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear").numpy()
+
+
+@pytest.mark.slow
+def test_resnet50_int8_logits_cosine_and_build(tmp_path) -> None:
+    from networks.resnet import ResNet
+
+    model = ResNet.from_hdf5(_resnet_h5("resnet50", tmp_path / "r50.h5", seed=1))
+    cache = calibrate(model, _images(32), method="entropy", batch=16, input_size=(SIZE, SIZE), progress=False)
+    fp32 = model.define("fp32", input_size=(SIZE, SIZE))
+    int8 = model.define("int8", input_size=(SIZE, SIZE), calibration=cache)
+    int8.finalize()
+    x = _images(4)  # fresh inputs, not the calibration batch
+    cos = _cosine(execute(int8.definition, {"input": x})["logits"], execute(fp32.definition, {"input": x})["logits"])
+    print(f"\nresnet50 {SIZE}x{SIZE} INT8 vs FP32 logits cosine {cos:.5f}")
+    assert cos >= 0.99
+    _check_resnet_placement(int8.definition)
+    plan = int8.build(BuildSettings(precision="int8", progress=False))
+    assert len(plan.data) > 1_000_000 and plan.meta["int8"]["algorithm"] == "entropy"
+
+
+def _check_resnet_placement(definition) -> None:
+    """Every conv and the fc matmul read DQ'd data and weights; every residual add one DQ'd shortcut."""
+    layers = [definition.get_layer(i) for i in range(definition.num_layers)]
+    producer = {layer.get_output(0).name: layer.type.name for layer in layers}
+    live = [layer for layer in layers if not layer.name.endswith("/unquantized")]
+    fed = {layer.name: [producer.get(layer.get_input(j).name) for j in range(layer.num_inputs)] for layer in live}
+    convs = [layer.name for layer in live if layer.type.name == "CONVOLUTION"]
+    adds = [layer.name for layer in live if layer.name.endswith("/add") and layer.name.startswith("layer")]
+    assert len(convs) == 53 and len(adds) == 16
+    assert all(fed[name] == ["DEQUANTIZE", "DEQUANTIZE"] for name in convs + ["fc/matmul"])
+    assert all(fed[name].count("DEQUANTIZE") == 1 for name in adds)
+    assert fed["fc"].count("DEQUANTIZE") == 0  # the bias add stays float
+
+
+def test_resnet18_calibrate_build_verify_cli(tmp_path, capsys) -> None:
+    h5 = _resnet_h5("resnet18", tmp_path / "r18.h5", seed=2)
+    np.save(tmp_path / "calib.npy", _images(16))
+    calib = tmp_path / "calib.json"
+    args = ["calibrate", "resnet18", "--weights", str(h5), "--data", str(tmp_path / "calib.npy"), "--out",
+            str(calib), "--method", "percentile", "--samples", "12", "--batch", "8", "--input-size", str(SIZE),
+            "--no-progress"]
+    assert main(args) == 0
+    doc = json.loads(calib.read_text())
+    assert doc["algorithm"] == "percentile" and doc["num_samples"] == 12 and doc["arch"] == "resnet18"
+    assert "layer1.0.relu" in doc["tensors"] and "input" in doc["tensors"] and len(doc["fingerprint"]) == 64
+    assert main(args[:-1] + ["--method", "minmax", "--no-progress"]) == 1  # exists with another method: refused
+    assert "'percentile', 'minmax' asked" in capsys.readouterr().err
+    engine = tmp_path / "r18.engine"
+    assert main(["build", "resnet18", "--weights", str(h5), "--precision", "int8", "--calib-cache", str(calib),
+                 "--out", str(engine), "--input-size", str(SIZE), "--no-progress"]) == 0
+    sidecar = json.loads(Path(str(engine) + ".json").read_text())
+    assert engine.stat().st_size > 1_000_000 and "int8" in json.dumps(sidecar)
+    assert main(["build", "resnet18", "--weights", str(h5), "--precision", "int8", "--calib-cache", str(calib),
+                 "--out", str(tmp_path / "other.engine"), "--input-size", "96", "--no-progress"]) == 1
+    assert "calib.json: does not match this network: the network definition differs" in capsys.readouterr().err
+    capsys.readouterr()
+    main(["verify", "resnet18", "--weights", str(h5), "--precision", "int8", "--calibration", str(calib),
+          "--input-size", str(SIZE), str(SIZE), "--batch", "2"])
+    table = capsys.readouterr().out
+    assert "layer4.1.relu" in table and "logits" in table  # per-layer errors of the quantized network
+
+
+def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
+    from networks.yolov4 import YOLOv4
+    from tests.test_darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+    from weights_export.darknet import export_darknet
+
+    text = yolov4_tiny_cfg(width_div=4, classes=20)
+    (tmp_path / "tiny.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "tiny.weights", seed=3, gain=1.2)
+    export_darknet(tmp_path / "tiny.cfg", tmp_path / "tiny.weights", tmp_path / "tiny.h5")
+    model = YOLOv4.from_hdf5(tmp_path / "tiny.h5")
+    size = 160
+    data = np.concatenate([model.sample_input(1, size, seed=s) for s in range(16)])
+    cache = calibrate(model, data, method="entropy", batch=8, input_size=size, progress=False)
+    fp32 = model.define("fp32", input_size=size, nms="raw")
+    int8 = model.define("int8", input_size=size, nms="raw", calibration=cache)
+    int8.finalize()
+    x = np.concatenate([model.sample_input(1, size, seed=100 + s) for s in range(2)])
+    a = execute(fp32.definition, {"input": x}, keep="all")
+    b = execute(int8.definition, {"input": x}, keep="all")
+    heads = [fp32.module_outputs[f"layers.{i - 1}"] for i, s in enumerate(model.cfg.layers) if s.type == "yolo"]
+    assert len(heads) == 2
+    for name in heads:
+        cos = _cosine(b[name], a[name])
+        print(f"\nyolov4-tiny head {name} INT8 vs FP32 cosine {cos:.5f}")
+        assert cos >= 0.98
+        assert not torch.equal(b[name].float(), a[name].float())
+    # decode stays in floating point: no Q/DQ feeds a layer after the heads
+    consumers = {int8.definition.get_layer(i).get_input(0).name for i in range(int8.definition.num_layers)
+                 if int8.definition.get_layer(i).type.name == "QUANTIZE"}
+    assert not any(n in consumers for n in heads)
+    plan = int8.build(BuildSettings(precision="int8", progress=False))
+    assert len(plan.data) > 100_000
