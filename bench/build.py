@@ -65,7 +65,7 @@ def yolov4_case(path: Path) -> tuple[Any, Any]:
     through the Darknet exporter. The netdef path includes the decode; NMS is "auto" (engine where the binding
     can build TensorRT's NMS layer, raw otherwise); the ONNX path exports the reference (heads + decode)."""
     from networks.yolov4 import YOLOv4
-    from tests.test_darknet_synth import write_darknet_weights, yolov4_cfg
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
     from weights_export.darknet import export_darknet
 
     text = yolov4_cfg(416, 416, width_div=1, classes=80)

@@ -86,7 +86,7 @@ def resnet50_case(work: Path) -> tuple[Callable[[Path], object], dict[str, torch
 
 
 def yolov4_case(work: Path) -> tuple[Callable[[Path], object], dict[str, torch.Tensor]]:
-    from tests.test_darknet_synth import write_darknet_weights, yolov4_cfg
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
 
     cfg_text = yolov4_cfg(608, 608, width_div=1, classes=80)  # full width: the real YOLOv4's 64M parameters
     cfg, weights = work / "yolov4.cfg", work / "yolov4.weights"

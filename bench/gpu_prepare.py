@@ -39,16 +39,16 @@ def make_resnet(arch: str, work: Path) -> tuple[Path, torch.nn.Module]:
 
 
 def make_yolov4(arch: str, work: Path) -> tuple[Path, torch.nn.Module]:
-    from networks.darknet_cfgs import random_darknet_weights, yolov4_cfg
     from networks.yolov4 import YOLOv4
     from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
 
     cfg, weights = work / "yolov4.cfg", work / "yolov4.weights"
-    cfg.write_text(yolov4_cfg(width=416, height=416))
-    random_darknet_weights(cfg, weights, seed=0)
+    cfg.write_text(yolov4_cfg(width=416, height=416, width_div=1, classes=80))  # full-size YOLOv4
+    write_darknet_weights(cfg.read_text(), weights, seed=0, gain=1.2)
     path = work / "yolov4.h5"
     export_darknet(cfg, weights, path)
-    return path, YOLOv4.from_hdf5(path).reference().eval()
+    return path, YOLOv4.from_hdf5(path).reference(nms="raw").eval()
 
 
 def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
@@ -112,7 +112,8 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/nd")
     ap.add_argument("--models", default="resnet50,yolov4")
     ap.add_argument("--calib-samples", type=int, default=256)
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-models", default="resnet50,yolov4",
+                    help="models timed with torch.compile (reduce-overhead) too; compiling takes minutes")
     ap.add_argument("--no-calibration", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -130,7 +131,7 @@ def main() -> int:
         np.savez(work / f"{name}_inputs.npz", **{f"b{b}": x for b, x in inputs.items()})
         np.savez(work / f"{name}_refs.npz", **references(model, inputs))
         entry = {"prepare_s": round(time.perf_counter() - t0, 1)}
-        entry["torch"] = torch_timings(model, inputs, compile_=not args.no_compile)
+        entry["torch"] = torch_timings(model, inputs, compile_=name in args.compile_models.split(","))
         report["models"][name] = entry
         if args.no_calibration:
             continue

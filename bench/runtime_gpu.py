@@ -15,7 +15,6 @@ any FAIL.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

@@ -148,13 +148,15 @@ class Network:
             self._float32_depth -= 1
 
     def _constrain_float32(self, layer: Any) -> None:
-        FLOAT = self.trt.DataType.FLOAT
+        FLOAT, HALF = self.trt.DataType.FLOAT, self.trt.DataType.HALF
         if layer.type in (self.trt.LayerType.CONSTANT, self.trt.LayerType.SHAPE):
             return
+        floating = [i for i in range(layer.num_outputs) if layer.get_output(i).dtype in (FLOAT, HALF)]
+        if not floating:  # shape arithmetic and index layers: nothing to keep in FP32
+            return
         layer.precision = FLOAT
-        for i in range(layer.num_outputs):
-            if layer.get_output(i).dtype in (FLOAT, self.trt.DataType.HALF):
-                layer.set_output_type(i, FLOAT)
+        for i in floating:
+            layer.set_output_type(i, FLOAT)
 
     def cast(self, tensor: Any, dtype: Any, op: str = "cast") -> Any:
         """Cast to a numpy/TensorRT dtype; no layer when it already has it."""
@@ -174,7 +176,9 @@ class Network:
 
     # --- weights and constants -------------------------------------------------------------------------
     def keep(self, array: np.ndarray) -> np.ndarray:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a 0-D array into 1-D
+            array = array.copy(order="C")
         self._keep.append(array)
         return array
 

@@ -23,6 +23,7 @@ import netdef.functional as F
 from netdef import nn
 from netdef.module import Module, ModuleList
 from netdef.network import current
+from netdef.plugins.builtin.yolo import yolo_decode_native, yolo_decode_reference
 from weights_export.darknet import conv_padding, layer_shapes, maxpool_padding, maxpool_size, yolo_mask
 from weights_export.errors import DarknetCfgError
 
@@ -39,6 +40,7 @@ class YoloHead:
     anchors: np.ndarray
     classes: int
     scale_x_y: float = 1.0
+    new_coords: bool = False
 
     @property
     def num_anchors(self) -> int:
@@ -135,63 +137,30 @@ def plan(cfg: Any) -> DarknetPlan:
 
 
 def _yolo_head(s: Any) -> YoloHead:
-    if s.int("new_coords", 0) != 0:
-        raise s.error("new_coords=1 (Scaled-YOLOv4 decoding) is not supported", "new_coords")
     pairs = np.asarray(s.floats("anchors"), dtype=np.float64).reshape(-1, 2)
-    return YoloHead(pairs[yolo_mask(s)], s.int("classes"), s.float("scale_x_y", 1.0))
+    return YoloHead(pairs[yolo_mask(s)], s.int("classes"), s.float("scale_x_y", 1.0), bool(s.int("new_coords", 0)))
 
 
-# --- [yolo] decoding: the same math on both sides -------------------------------------------------------
-#   x = (s * sigmoid(tx) - (s - 1) / 2 + grid_x) * input_w / W      (y likewise; s = scale_x_y)
-#   w = exp(tw) * anchor_w                                            (anchors in input pixels)
-#   box = (x - w/2, y - h/2, x + w/2, y + h/2);  score[c] = sigmoid(obj) * sigmoid(cls[c])
-# Head rows are ordered anchor-major: n = a*H*W + gy*W + gx.
+# --- [yolo] decoding: one implementation (netdef.plugins.builtin.yolo) serves both sides ----------------
+# Head rows are anchor-major: n = a*H*W + gy*W + gx; boxes in input-pixel xyxy; score = objectness * class.
 
-def grid_offsets(h: int, w: int) -> np.ndarray:
-    """(2, H*W): the cell's x (column) and y (row) for each position of a flattened H x W map."""
-    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([gx.reshape(-1), gy.reshape(-1)]).astype(np.float64)
+def _head_stride(x_shape: Any, input_size: tuple[int, int]) -> float:
+    h, w = (int(v) for v in tuple(x_shape)[-2:])
+    if input_size[0] * w != input_size[1] * h:
+        raise ValueError(f"YOLO head {h}x{w} does not divide input {input_size[0]}x{input_size[1]} evenly")
+    return input_size[1] / w
 
 
 def decode_netdef(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[Any, Any]:
     """Native layers decoding one head (B, A*(5+C), H, W) into boxes (B, A*H*W, 4) and scores (B, A*H*W, C)."""
-    net = current()
-    a, c = head.num_anchors, head.classes
-    h, w = (int(v) for v in tuple(x.shape)[-2:])
-    with net.float32():
-        x = net.to_compute(x)
-        t = F.reshape(x, (0, a, 5 + c, h * w), op="reshape")
-        xy = F.sigmoid(F.slice(t, 2, 0, 2, op="xy"), op="xy/sigmoid")
-        if head.scale_x_y != 1.0:
-            xy = F.sub(F.mul(xy, float(head.scale_x_y), op="xy/scale"),
-                       float((head.scale_x_y - 1) / 2), op="xy/shift")
-        stride = np.array([input_size[1] / w, input_size[0] / h]).reshape(2, 1)
-        xy = F.mul(F.add(xy, grid_offsets(h, w)[None, None], op="xy/grid"), stride, op="xy/stride")
-        wh = F.mul(F.exp(F.slice(t, 2, 2, 4, op="wh"), op="wh/exp"), head.anchors[None, :, :, None], op="wh/anchors")
-        half = F.mul(wh, 0.5, op="wh/half")
-        corners = F.concat([F.sub(xy, half, op="x1y1"), F.add(xy, half, op="x2y2")], dim=2, op="corners")
-        boxes = F.reshape(F.permute(corners, (0, 1, 3, 2), op="boxes/permute"), (0, a * h * w, 4), op="boxes")
-        objectness = F.sigmoid(F.slice(t, 2, 4, 5, op="objectness"), op="objectness/sigmoid")
-        classes = F.sigmoid(F.slice(t, 2, 5, 5 + c, op="classes"), op="classes/sigmoid")
-        scores = F.mul(classes, objectness, op="scores/mul")
-        scores = F.reshape(F.permute(scores, (0, 1, 3, 2), op="scores/permute"), (0, a * h * w, c), op="scores")
-    return boxes, scores
+    return yolo_decode_native(current(), x, head.anchors.reshape(-1).tolist(), _head_stride(x.shape, input_size),
+                              head.classes, head.scale_x_y, head.new_coords)
 
 
 def decode_torch(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[Any, Any]:
     """The PyTorch decode of one head, in x's dtype (float64 for reference comparisons)."""
-    import torch
-
-    b, _, h, w = x.shape
-    a, c, s = head.num_anchors, head.classes, head.scale_x_y
-    t = x.reshape(b, a, 5 + c, h * w)
-    grid = torch.as_tensor(grid_offsets(h, w), dtype=x.dtype)
-    stride = torch.tensor([input_size[1] / w, input_size[0] / h], dtype=x.dtype).reshape(2, 1)
-    xy = (torch.sigmoid(t[:, :, 0:2]) * s - (s - 1) / 2 + grid) * stride
-    wh = torch.exp(t[:, :, 2:4]) * torch.as_tensor(head.anchors, dtype=x.dtype).reshape(1, a, 2, 1)
-    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=2).permute(0, 1, 3, 2).reshape(b, a * h * w, 4)
-    scores = torch.sigmoid(t[:, :, 5:]) * torch.sigmoid(t[:, :, 4:5])
-    return boxes, scores.permute(0, 1, 3, 2).reshape(b, a * h * w, c)
+    return yolo_decode_reference(x, head.anchors.reshape(-1).tolist(), _head_stride(x.shape, input_size),
+                                 head.classes, head.scale_x_y, head.new_coords)
 
 
 # --- netdef side ----------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ Outputs, by `nms` ("auto": "engine" where the binding can build TensorRT's NMS l
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import tempfile
@@ -24,7 +23,7 @@ import numpy as np
 import netdef.functional as F
 from netdef import trt as shim
 from netdef.detect import TRT_TOPK_LIMIT
-from netdef.engine import BuildError, BuildSettings, Plan, create_builder, create_network
+from netdef.engine import BuildError, BuildSettings, Plan, nms_layer_builds
 from netdef.network import Network, current
 from networks import register
 from networks.base import NetworkModel
@@ -216,33 +215,6 @@ def _export_naming_cfg_line(cfg: Any, weights: str | os.PathLike, out: str | os.
 
 # --- NMS inside the engine ------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def nms_layer_builds() -> bool:
-    """Whether this binding can build an NMS layer: TensorRT-RTX 1.7 has `add_nms` but no implementation
-    ("has no runners that implement it"), so `features().nms_layer` alone does not tell. Probed once by
-    building a tiny network (about half a second), with TensorRT's error for the failing case silenced."""
-    if not shim.features().nms_layer:
-        return False
-    trt = shim.binding()
-    builder = create_builder()
-    network = create_network(builder)
-    boxes = network.add_input("boxes", trt.DataType.FLOAT, (1, 4, 4))
-    scores = network.add_input("scores", trt.DataType.FLOAT, (1, 4, 2))
-    limit = np.array([2], np.int32)
-    layer = network.add_nms(boxes, scores, network.add_constant((), trt.Weights(limit)).get_output(0))
-    for i in range(2):
-        network.mark_output(layer.get_output(i))
-    quiet = logging.getLogger("tensorrt")
-    was_disabled, quiet.disabled = quiet.disabled, True
-    try:
-        plan = builder.build_serialized_network(network, builder.create_builder_config())
-    finally:
-        quiet.disabled = was_disabled
-    log.debug("NMS layer probe on %s %s: %s", shim.features().flavor, shim.features().version,
-              "builds" if plan is not None else "cannot build")
-    return plan is not None
-
-
 def engine_nms(net: Network, boxes: Any, scores: Any, max_detections: int, score_threshold: float,
                iou_threshold: float, topk: int = TRT_TOPK_LIMIT) -> tuple[Any, Any, Any, Any]:
     """TensorRT's NMS layer, then the selected rows of each image gathered into K fixed slots.
@@ -295,9 +267,8 @@ def engine_nms(net: Network, boxes: Any, scores: Any, max_detections: int, score
 
 
 def _scalar(net: Network, value: float, dtype: Any, op: str) -> Any:
-    """A 0-D constant (NMS and fill take scalars; Network.constant makes at least 1-D arrays)."""
-    array = net.keep(np.array([value], dtype=dtype))
-    return net.name_layer(net.definition.add_constant((), net.trt.Weights(array)), op).get_output(0)
+    """A 0-D constant (NMS and fill take scalars)."""
+    return net.constant(np.array(value, dtype=dtype), dtype=dtype, op=op)
 
 
 def _gather(data: Any, indices: Any, op: str, axis: int = 0) -> Any:

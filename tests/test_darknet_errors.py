@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from tests.test_darknet_synth import activations_cfg, write_darknet_weights, yolov4_tiny_cfg
+from weights_export.darknet_synth import activations_cfg, write_darknet_weights, yolov4_tiny_cfg
 
 from networks.yolov4 import YOLOv4
 from weights_export.errors import DarknetCfgError, DarknetWeightsError
@@ -77,10 +77,10 @@ def test_extra_weights_are_an_error(tmp_path):
 
 
 def test_unsupported_options_name_their_line(tmp_path):
-    text = activations_cfg().replace("[yolo]", "[yolo]\nnew_coords=1", 1)
+    text = activations_cfg().replace("[convolutional]", "[convolutional]\ndilation=2", 1)
     cfg = _write(tmp_path, text)
     weights = write_darknet_weights(activations_cfg(), tmp_path / "a.weights")
-    with pytest.raises(DarknetCfgError, match=rf"bad.cfg:{_line_of(text, 'new_coords=1')}:.*new_coords"):
+    with pytest.raises(DarknetCfgError, match=rf"bad.cfg:{_line_of(text, 'dilation=2')}:.*dilation"):
         YOLOv4.from_darknet(cfg, weights)
 
 

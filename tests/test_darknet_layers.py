@@ -2,14 +2,13 @@
 padding, grouped routes; verified layer by layer with netdef.verify against the PyTorch reference."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from netdef.verify import verify_network
 from networks.darknet import plan, reference_module
 from networks.yolov4 import YOLOv4
-from tests.test_darknet_synth import CfgWriter, activations_cfg, write_darknet_weights
+from weights_export.darknet_synth import CfgWriter, activations_cfg, write_darknet_weights
 from weights_export.darknet import parse_cfg
 
 torch.set_num_threads(2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from netdef import trt as shim
-from netdef.engine import (BuildError, BuildSettings, EngineFileError, build_engine, configure, parse_batch,
+from netdef.engine import (BuildError, BuildSettings, EngineFileError, configure, parse_batch,
                            read_sidecar, save_engine, sidecar_path)
 from netdef.network import Network
 from netdef.nn.conv import Conv2d

@@ -79,6 +79,39 @@ def test_keep_all_and_observer_see_every_tensor(rng):
         execute(g.net, g.feeds, keep=["nope"])
 
 
+def test_inplace_only_where_no_one_else_sees_the_input(rng):
+    """conv -> relu runs in place; a conv output with a second (view) consumer, a constant and a kept
+    tensor are never overwritten; results equal the out-of-place run (observer on) and repeat exactly."""
+    g = OneLayer()
+    x, w = randn(rng, 2, 3, 5, 5), randn(rng, 4, 3, 3, 3)
+    tx = g.input("x", x)
+    conv_a = g.net.add_convolution_nd(tx, 4, (3, 3), g.weights(w), trt.Weights(trt.DataType.FLOAT)).get_output(0)
+    relu_a = g.net.add_activation(conv_a, trt.ActivationType.RELU).get_output(0)  # only consumer: in place
+    conv_b = g.net.add_convolution_nd(tx, 4, (3, 3), g.weights(w), trt.Weights(trt.DataType.FLOAT)).get_output(0)
+    view_b = g.net.add_shuffle(conv_b)
+    view_b.reshape_dims = (0, -1)
+    relu_b = g.net.add_activation(conv_b, trt.ActivationType.RELU).get_output(0)  # conv_b is also viewed
+    c = randn(rng, 1, 4, 3, 3)
+    relu_c = g.net.add_activation(g.constant(c), trt.ActivationType.RELU).get_output(0)  # a constant
+    total = g.net.add_elementwise(relu_a, relu_c, trt.ElementWiseOperation.SUM).get_output(0)
+    outputs = [total, view_b.get_output(0), relu_b]
+    for i, t in enumerate(outputs):
+        t.name = f"out{i}"
+        g.net.mark_output(t)
+    run = compile(g.net, dtype=torch.float64)
+    by_type = {}
+    for step in run.steps:
+        by_type.setdefault(step.type_name, []).append(step.run_inplace is not None)
+    assert by_type["ACTIVATION"] == [True, False, False] and by_type["ELEMENTWISE"] == [True]
+    first, again = run(g.feeds), run(g.feeds)
+    observed = run(g.feeds, observer=lambda n, t: None)  # an observer turns in-place off
+    conv = F.conv2d(t64(x), t64(w))
+    expected = [torch.relu(conv) + torch.relu(t64(c)), conv.reshape(2, -1), torch.relu(conv)]
+    for i, ref in enumerate(expected):
+        assert rel_err(first[f"out{i}"], ref) < 1e-12
+        assert torch.equal(first[f"out{i}"], again[f"out{i}"]) and torch.equal(first[f"out{i}"], observed[f"out{i}"])
+
+
 def test_bad_inputs_are_named(rng):
     g = OneLayer()
     tx = g.input("image", randn(rng, 1, 3, 4, 4))
@@ -151,7 +184,7 @@ def test_onnx_parsed_yolov4_sized_network_matches_pytorch():
     """YOLOv4's full layer structure (162 layers, narrow channels): mish, SPP maxpools, routes, upsample, decode."""
     from networks.darknet import plan, reference_module
     from networks.resnet import random_bn_init
-    from tests.test_darknet_synth import yolov4_cfg
+    from weights_export.darknet_synth import yolov4_cfg
     from weights_export.darknet import parse_cfg
 
     torch.manual_seed(0)

@@ -107,7 +107,7 @@ def test_resnet18_calibrate_build_verify_cli(tmp_path, capsys) -> None:
 
 def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
     from networks.yolov4 import YOLOv4
-    from tests.test_darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
     from weights_export.darknet import export_darknet
 
     text = yolov4_tiny_cfg(width_div=4, classes=20)

@@ -80,21 +80,6 @@ def test_detect_pads_to_fixed_size():
     assert short.num_detections.tolist() == [[2]] and short.classes.tolist() == [[0, 1]]
 
 
-def test_executor_nms_agrees_with_the_reference():
-    """The executor's NMS layer reference must select exactly what netdef.detect.nms selects."""
-    torch = pytest.importorskip("torch")
-    from netdef.executor.handlers.nms import non_max_suppression
-
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 100, (2, 300, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (2, 300, 2))], -1).astype(np.float32)
-    scores = rng.uniform(0, 1, (2, 300, 4)).astype(np.float32)
-    ours = nms(boxes, scores, 0.45, 0.3, max_per_class=20, topk=500)
-    theirs = non_max_suppression(torch.from_numpy(boxes), torch.from_numpy(scores), 20, 0.45, 0.3, 500)
-    assert len(ours) > 40
-    assert ours.tolist() == theirs.tolist()
-
-
 # --- letterbox -------------------------------------------------------------------------------------------
 
 def test_letterbox_geometry_and_round_trip():

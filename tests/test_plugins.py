@@ -150,17 +150,6 @@ def test_verification_matches_a_multi_output_custom_module_by_path():
     assert yolo.shape == (1, 90, 4) and yolo.rel <= 1e-6
 
 
-def test_yolo_decode_equals_the_darknet_networks_decode():
-    """One decode: the YOLO network's (networks.darknet) and YoloLayer's agree."""
-    darknet = pytest.importorskip("networks.darknet")
-    head = darknet.YoloHead(np.asarray(YOLO_FIELDS["anchors"]).reshape(-1, 2), 4, 1.05)
-    x = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 27, 5, 6)) * 2)
-    theirs = darknet.decode_torch(x, head, (5 * 8, 6 * 8))
-    ours = yolo_decode_reference(x, **YOLO_FIELDS)
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape and rel_err(a, b) <= 1e-12
-
-
 def test_yolo_builds_with_dynamic_batch_in_fp32_and_fp16():
     for precision in ("fp32", "fp16"):
         net = yolo_network(-1, YOLO_FIELDS, precision=precision)

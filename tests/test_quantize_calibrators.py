@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from netdef.quantize import calibrators as C
-from netdef.quantize.cache import CalibrationCacheError, load_cache, new_cache
+from netdef.quantize.cache import CalibrationCacheError, load_cache, new_cache, weights_digest
 from netdef.quantize.data import CalibrationDataError, classification_preprocess, load_data
 from netdef.quantize.stats import TensorStats
 
@@ -18,7 +18,7 @@ def entropy_reference(counts: np.ndarray, hist_max: float, levels: int = 128) ->
     bins = [float(c) for c in counts]
     bins[0] = bins[1]
     n = len(bins)
-    best_i, best = n, float("inf")
+    divergences = {}
     for i in range(levels, n + 1):
         p = bins[:i]
         p[-1] += sum(bins[i:])
@@ -38,9 +38,9 @@ def entropy_reference(counts: np.ndarray, hist_max: float, levels: int = 128) ->
                     kl = float("inf")
                     break
                 kl += pj / sp * np.log((pj / sp) / (qj / sq))
-        if kl <= best:
-            best_i, best = i, kl
-    return best_i * hist_max / n
+        divergences[i] = kl
+    best = min(divergences.values())
+    return max(i for i, kl in divergences.items() if kl <= best + C.KL_TIE) * hist_max / n
 
 
 def _histogram(x: np.ndarray, bins: int = 2048) -> tuple[np.ndarray, float]:
@@ -70,6 +70,16 @@ def test_entropy_clips_sparse_outliers_and_ignores_the_relu_zero_spike() -> None
     without_zeros, _ = np.histogram(relu[relu > 0], bins=2048, range=(0, top))
     assert with_zeros[0] > 40000  # half the values are exact zeros, yet they do not move the threshold
     assert C.entropy_amax(with_zeros, top) == C.entropy_amax(without_zeros.astype(np.float64), top)
+
+
+def test_entropy_keeps_the_range_of_a_discrete_input() -> None:
+    """8-bit-like inputs: isolated spikes reach KL = 0 at the first spike and at the full range alike."""
+    rng = np.random.default_rng()
+    x = np.abs(rng.integers(0, 17, size=20000) / 8.0 - 1.0)  # digits pixels, normalized: 9 levels of |x|
+    counts, top = _histogram(x)
+    assert C.entropy_amax(counts, top) == pytest.approx(top)
+    coarse = np.add.reduceat(counts, np.arange(0, 2048, 8))  # 256 bins keep the literal reference fast
+    assert entropy_reference(coarse, top) == pytest.approx(top)
 
 
 def test_percentile_and_minmax() -> None:
@@ -148,7 +158,7 @@ def _tiny_definition():
 def test_cache_roundtrip_fingerprint_and_refusal(tmp_path) -> None:
     definition = _tiny_definition()
     weights = {"a.weight": np.ones((2, 2), np.float32)}
-    cache = new_cache({"x": 1.5, "relu": 2.0}, "entropy", 256, definition, weights, arch="tiny")
+    cache = new_cache({"x": 1.5, "relu": 2.0}, "entropy", 256, definition, weights_digest(weights), arch="tiny")
     path = tmp_path / "calib.json"
     cache.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["calib.json"]  # atomic write leaves no temp file
@@ -156,7 +166,7 @@ def test_cache_roundtrip_fingerprint_and_refusal(tmp_path) -> None:
     assert loaded.amax == {"x": 1.5, "relu": 2.0} and loaded.algorithm == "entropy" and loaded.num_samples == 256
     assert loaded.fingerprint == cache.fingerprint
     loaded.check(cache.definition_sha256, cache.weights_sha256)
-    other = new_cache({}, "entropy", 1, definition, {"a.weight": np.zeros((2, 2), np.float32)})
+    other = new_cache({}, "entropy", 1, definition, weights_digest({"a.weight": np.zeros((2, 2), np.float32)}))
     with pytest.raises(CalibrationCacheError, match="calib.json.*weights differ.*--recalibrate"):
         loaded.check(other.definition_sha256, other.weights_sha256, origin=str(path))
     with pytest.raises(CalibrationCacheError, match="definition differs"):
@@ -187,7 +197,8 @@ def test_calibration_data_arrays_and_images(tmp_path) -> None:
     assert load_data(tmp_path / "b.npz", (3, 8, 8), input_name="input").count == 10
     with pytest.raises(CalibrationDataError, match="b.npz: holds arrays"):
         load_data(tmp_path / "b.npz", (3, 8, 8), input_name="data")
-    with pytest.raises(CalibrationDataError, match=r"a.npy: calibration array has shape \(10, 3, 8, 8\), expected \(N, 3, 16, 16\)"):
+    shape_error = r"a.npy: calibration array has shape \(10, 3, 8, 8\), expected \(N, 3, 16, 16\)"
+    with pytest.raises(CalibrationDataError, match=shape_error):
         load_data(tmp_path / "a.npy", (3, 16, 16))
     folder = tmp_path / "images"
     folder.mkdir()

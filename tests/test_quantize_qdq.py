@@ -201,5 +201,7 @@ def test_fp16_definition_gets_fp16_dequantize_and_canonical_names() -> None:
     names = {net.get_layer(i).name: net.get_layer(i) for i in range(net.num_layers)}
     assert names["relu/dequantize"].get_output(0).dtype == trt.DataType.HALF
     assert names["relu/scale"].get_output(0).dtype == trt.DataType.FLOAT
+    assert tuple(names["relu/scale"].get_output(0).shape) == ()  # per tensor: a scalar scale
+    assert tuple(names["conv1/weight/scale"].get_output(0).shape) == (4,)  # per output channel
     plan = build_engine(net, BuildSettings(precision="int8", progress=False), None, {})
     assert len(plan.data) > 0

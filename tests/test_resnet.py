@@ -1,7 +1,6 @@
 """ResNet family: torchvision names, depth from the weights, builds of all depths, numbers against PyTorch."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest

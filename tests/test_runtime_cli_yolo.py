@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="module")
 def yolo(tmp_path_factory):
     from networks.yolov4 import YOLOv4
-    from tests.test_darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
     from weights_export.darknet import export_darknet
 
     tmp = tmp_path_factory.mktemp("yolo")

@@ -12,7 +12,7 @@ from netdef.cli import main
 from netdef.engine import BuildSettings
 from netdef.executor import execute
 from networks.yolov4 import YOLOv4, nms_layer_builds
-from tests.test_darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
 
 torch.set_num_threads(2)
 

@@ -14,7 +14,7 @@ import netdef.executor as executor
 from netdef.detect import detect
 from netdef.engine import BuildError, BuildSettings
 from networks.yolov4 import NMS_OUTPUTS, YOLOv4, nms_layer_builds
-from tests.test_darknet_synth import write_darknet_weights, yolov4_cfg, yolov4_tiny_cfg
+from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg, yolov4_tiny_cfg
 
 torch.set_num_threads(2)
 TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2}

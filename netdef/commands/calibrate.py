@@ -46,10 +46,15 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.batch < 1:
         raise ValueError("--samples and --batch must be >= 1")
     model = networks.get(args.arch).from_hdf5(args.weights)
+    reuse = args.out.exists() and not args.recalibrate  # calibrate() reuses it or refuses it
     t0 = time.perf_counter()
     cache = calibrate(model, args.data, method=args.method, samples=args.samples, batch=args.batch,
                       device=args.device, input_size=args.input_size, out=args.out, recalibrate=args.recalibrate,
                       percentile=args.percentile, progress=not args.no_progress)
+    if reuse:
+        print(f"{args.arch}: {args.out} matches this network and weights (fingerprint {cache.fingerprint[:12]}): "
+              "reused; pass --recalibrate to compute it again")
+        return 0
     print(f"{args.arch}: {len(cache.amax)} tensors calibrated ({cache.algorithm}, {cache.num_samples} samples) "
           f"-> {args.out} in {time.perf_counter() - t0:.1f} s (fingerprint {cache.fingerprint[:12]})")
     return 0

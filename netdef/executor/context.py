@@ -6,7 +6,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from netdef.executor.dtypes import dtype_name, storage_dtype
+from netdef.executor.dtypes import enum_name, storage_dtype
 from netdef.executor.errors import UnsupportedLayerError
 
 
@@ -18,7 +18,7 @@ class LayerContext:
         self.device = device
         self.float_dtype = float_dtype
         self.output_dtypes = [storage_dtype(layer.get_output(i).dtype, float_dtype) for i in range(layer.num_outputs)]
-        half_out = any(dtype_name(layer.get_output(i).dtype) == "HALF" for i in range(layer.num_outputs))
+        half_out = any(enum_name(layer.get_output(i).dtype) == "HALF" for i in range(layer.num_outputs))
         # FP16 layers compute in FP16 on CUDA; on CPU in float32/64 and their outputs are rounded to FP16.
         self.compute_dtype = torch.float16 if half_out and device.type == "cuda" else float_dtype
 
@@ -53,10 +53,6 @@ class LayerContext:
     def require(self, ok: bool, parameter: str, value: Any) -> None:
         if not ok:
             self.unsupported(parameter, value)
-
-
-def enum_name(value: Any) -> str:
-    return getattr(value, "name", str(value)).split(".")[-1]
 
 
 def axes_from_mask(mask: int, rank: int) -> list[int]:

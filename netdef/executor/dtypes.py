@@ -16,14 +16,15 @@ _STORAGE = {
 }
 
 
-def dtype_name(trt_dtype: Any) -> str:
-    return getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1]
+def enum_name(value: Any) -> str:
+    """The member name of a TensorRT enum value (DataType.HALF -> "HALF", LayerType.CONVOLUTION -> ...)."""
+    return getattr(value, "name", str(value)).split(".")[-1]
 
 
 def storage_dtype(trt_dtype: Any, float_dtype: torch.dtype) -> torch.dtype:
     """How a tensor of this TensorRT type is held: FLOAT in `float_dtype` (float32, or float64 for
     reference-quality checks), HALF in float16 so FP16 rounding shows up as it would in TensorRT."""
-    name = dtype_name(trt_dtype)
+    name = enum_name(trt_dtype)
     if name == "FLOAT":
         return float_dtype
     try:

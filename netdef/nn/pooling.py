@@ -58,8 +58,11 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = (1, 1)
 
     def forward(self, x: Any) -> Any:
+        # An average pooling over the whole (static) map rather than a mean reduction: pooling has INT8
+        # kernels, so TensorRT can move an FC input's quantize across it (a reduce makes 8.6's builder fail).
         net = current()
-        rank = len(tuple(x.shape))
-        axes = (1 << (rank - 2)) | (1 << (rank - 1))
-        layer = net.definition.add_reduce(x, net.trt.ReduceOperation.AVG, axes, True)
+        h, w = (int(d) for d in tuple(x.shape)[-2:])
+        if h < 0 or w < 0:
+            raise ValueError(f"{net.path}: AdaptiveAvgPool2d needs a static spatial size, got {tuple(x.shape)}")
+        layer = net.definition.add_pooling_nd(x, net.trt.PoolingType.AVERAGE, (h, w))
         return net.name_layer(layer).get_output(0)

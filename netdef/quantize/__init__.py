@@ -20,7 +20,7 @@ import numpy as np
 
 from netdef.quantize.cache import (CalibrationCache, CalibrationCacheError, definition_digest, load_cache,
                                    new_cache, weights_digest)
-from netdef.quantize.calibrators import DEFAULT_PERCENTILE, METHODS, compute_amax
+from netdef.quantize.calibrators import DEFAULT_PERCENTILE, METHODS
 from netdef.quantize.data import CalibrationData, CalibrationDataError, load_data, preprocessing_for
 from netdef.quantize.qdq import CalibrationMissingError, insert_qdq, plan_qdq
 from netdef.quantize.stats import StatsCollector, TensorStats
@@ -39,11 +39,10 @@ def collect_statistics(definition: Any, batches: Iterable[np.ndarray], names: It
 
     from netdef.executor import compile as compile_definition
 
-    names = list(names)
-    executor = compile_definition(definition, device=device)
-    input_name = definition.get_input(0).name
     if definition.num_inputs != 1:
         raise ValueError(f"calibration feeds one input; network {definition.name!r} has {definition.num_inputs}")
+    input_name = definition.get_input(0).name
+    executor = compile_definition(definition, device=device)
     collector = StatsCollector(names)
     samples = 0
     for batch in tqdm(batches, total=total, desc="calibrating", unit="batch", disable=not progress or None):
@@ -117,9 +116,7 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     if not isinstance(data, (np.ndarray, CalibrationData)) and Path(data).is_dir():
         data = load_data(data, tuple(inp.shape)[1:], preprocessing_for(model), limit=samples)
     result = calibrate_definition(definition, data, method, batch, device, samples, percentile, skip, progress)
-    cache = new_cache(result.amax, method, result.num_samples, definition,
-                      model.path if getattr(model, "path", None) else model.weights,
-                      arch=getattr(model, "arch", None) or None, device=device, batch=batch,
+    cache = new_cache(result.amax, method, result.num_samples, definition, weights_sha, arch=getattr(model, "arch", None) or None, device=device, batch=batch,
                       seconds={"statistics": round(result.collect_s, 3), "amax": round(result.amax_s, 3)},
                       **({"percentile": percentile} if method == "percentile" else {}))
     if out is not None:

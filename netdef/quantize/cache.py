@@ -133,8 +133,9 @@ def weights_digest(weights: Any) -> str | None:
     raise TypeError(f"weights: expected a path or a mapping, got {type(weights).__name__}")
 
 
-def new_cache(amax: Mapping[str, float], algorithm: str, num_samples: int, definition: Any, weights: Any = None,
-              arch: str | None = None, **meta: Any) -> CalibrationCache:
+def new_cache(amax: Mapping[str, float], algorithm: str, num_samples: int, definition: Any,
+              weights_sha256: str | None = None, arch: str | None = None, **meta: Any) -> CalibrationCache:
+    """A cache for `definition` (the FP32 one that was calibrated); `weights_sha256` from `weights_digest`."""
     return CalibrationCache({k: float(v) for k, v in amax.items()}, algorithm, int(num_samples),
-                            definition_digest(definition), weights_digest(weights), arch,
+                            definition_digest(definition), weights_sha256, arch,
                             {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})

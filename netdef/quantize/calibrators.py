@@ -13,6 +13,7 @@ METHODS = ("entropy", "percentile", "minmax", "mse")
 DEFAULT_PERCENTILE = 99.99
 NUM_QUANTIZED_BINS = 128  # |x| maps onto the 128 non-negative int8 levels (TensorRT's entropy method)
 EPS = 1e-12
+KL_TIE = 1e-9  # divergences closer than this are equal
 
 
 def minmax_amax(abs_max: float) -> float:
@@ -104,7 +105,7 @@ def entropy_amax(counts: np.ndarray, hist_max: float, levels: int = NUM_QUANTIZE
     Candidates are the upper edges of bins `levels` .. len(counts); outliers beyond a candidate are
     folded into its last bin. The first bin takes its neighbour's count, as NVIDIA's histogram
     calibrator does: the exact zeros after a ReLU would otherwise dominate the divergence and pull
-    every threshold down to the smallest candidate. Ties go to the larger threshold.
+    every threshold down to the smallest candidate. Ties (within KL_TIE) go to the larger threshold.
     """
     counts = np.asarray(counts, dtype=np.float64).copy()
     n = counts.size
@@ -117,8 +118,11 @@ def entropy_amax(counts: np.ndarray, hist_max: float, levels: int = NUM_QUANTIZE
     valid = ~np.isnan(kl)
     if not valid.any():
         return float(hist_max)
+    kl = np.maximum(kl, 0.0)  # prefix-sum rounding can dip below an exact zero
     best = np.nanmin(kl)
-    best_i = candidates[valid & (kl == best)].max() if np.isfinite(best) else n
+    # Ties go to the larger threshold; "tie" allows for rounding (a discrete distribution, e.g. 8-bit pixels,
+    # can reach KL = 0 at several candidates, and the clipped one must not win by a rounding error).
+    best_i = candidates[valid & (kl <= best + KL_TIE)].max() if np.isfinite(best) else n
     return float(best_i * hist_max / n)
 
 

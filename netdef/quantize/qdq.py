@@ -82,7 +82,7 @@ class Site:
 
 
 @dataclass
-class Plan:
+class QDQPlan:
     """Where Q/DQ go in one definition; activation tensors are what calibration must observe."""
 
     sites: list[Site] = field(default_factory=list)
@@ -96,12 +96,12 @@ def _is_constant(layer: Any) -> bool:
     return layer is not None and layer.type == shim.binding().LayerType.CONSTANT
 
 
-def plan_qdq(definition: Any, skip: Iterable[str] = ()) -> Plan:
+def plan_qdq(definition: Any, skip: Iterable[str] = ()) -> QDQPlan:
     """Find the Q/DQ sites of a definition (does not change it)."""
     trt = shim.binding()
     skip = tuple(skip)
     produced_by = producers(definition)
-    plan = Plan()
+    plan = QDQPlan()
     conv_outputs = {layer.get_output(0).name for layer in layers(definition)
                     if layer.type == trt.LayerType.CONVOLUTION and not is_skipped(layer.name, skip)}
     for layer in layers(definition):
@@ -169,7 +169,10 @@ class QDQWriter:
         self.dequantized: dict[str, Any] = {}  # tensor name -> its shared DQ output
 
     def _constant(self, array: np.ndarray, name: str) -> Any:
-        array = self.keep(np.ascontiguousarray(array))
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-D per-tensor scale 1-D)
+            array = array.copy(order="C")
+        array = self.keep(array)
         layer = self.definition.add_constant(tuple(array.shape), self.trt.Weights(array))
         return self._name(layer, name).get_output(0)
 
@@ -259,9 +262,9 @@ class QDQWriter:
 
     def matmul_weights(self, layer: Any, index: int, constant_layer: Any) -> None:
         """A constant matrix-multiply operand, quantized per output channel."""
-        self.trt_layer_cast(layer, self.trt.IMatrixMultiplyLayer)
+        layer.__class__ = self.trt.IMatrixMultiplyLayer  # both dispatched on layer.type by plan_qdq
         tensor = layer.get_input(index)
-        self.trt_layer_cast(constant_layer, self.trt.IConstantLayer)
+        constant_layer.__class__ = self.trt.IConstantLayer
         values = np.asarray(constant_layer.weights, dtype=np.float32).reshape(tuple(constant_layer.shape))
         op = layer.op1 if index == 1 else layer.op0
         transposed = op == self.trt.MatrixOperation.TRANSPOSE
@@ -274,16 +277,12 @@ class QDQWriter:
         if ndim < 2:
             axis = 0
         scale = scale_from_amax(weight_amax(values, axis=axis))
-        layer.set_input(index, self.quantize_dequantize(tensor, scale, axis, f"{tensor.name}"))
-
-    @staticmethod
-    def trt_layer_cast(layer: Any, cls: Any) -> None:
-        layer.__class__ = cls
+        layer.set_input(index, self.quantize_dequantize(tensor, scale, axis, tensor.name))
 
 
 def insert_qdq(definition: Any, amax: Mapping[str, float], compute_dtype: Any,
                keep: Callable[[np.ndarray], np.ndarray], skip: Iterable[str] = (),
-               unique: Callable[[str], str] | None = None) -> Plan:
+               unique: Callable[[str], str] | None = None) -> QDQPlan:
     """Write Q/DQ into `definition` at the sites `plan_qdq` finds; `amax` is keyed by canonical tensor name.
 
     Every missing amax is reported at once (tensor and the layer it feeds).
