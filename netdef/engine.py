@@ -162,8 +162,14 @@ def configure(builder: Any, network: Any, settings: BuildSettings) -> Any:
 
 
 def weak_precision_flag_names(precision: str, constrained: bool) -> list[str]:
-    """Builder flags a weakly typed network needs for a precision (strongly typed networks need none)."""
-    names = {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision]
+    """Builder flags a weakly typed network needs for a precision (strongly typed networks need none).
+
+    INT8 gets the INT8 flag alone: the Q/DQ layers say what runs in INT8 and the rest stays FP32. With
+    FP16 added, TensorRT 8.6 rejects netdef's Q/DQ ResNet ("All of the candidates were removed, which
+    points to the node being incorrectly marked as an int8 node"); measured on an H100 with
+    bench/int8_probe.py, results in bench/results/int8_probe-2026-11-25-h100-trt86.txt.
+    """
+    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"]}[precision]
     if constrained and names:
         names.append("OBEY_PRECISION_CONSTRAINTS")
     return names

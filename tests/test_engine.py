@@ -158,7 +158,7 @@ def test_configure_on_weakly_typed_binding_sets_builder_flags(monkeypatch):
     network = types.SimpleNamespace(num_layers=1, get_layer=lambda i: pinned, num_inputs=0,
                                     num_outputs=0)
     configure(builder, network, BuildSettings(precision="int8", progress=False))
-    assert config.flags == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    assert config.flags == ["INT8", "OBEY_PRECISION_CONSTRAINTS"]
     assert config.tactics == (1 << 3) | (1 << 4)  # TensorRT's own kernels only: no cuBLAS/cuDNN
 
 

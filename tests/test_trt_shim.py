@@ -43,7 +43,7 @@ def test_tensorrt_11_is_strongly_typed_with_python_plugins():
     ("fp32", True, []),
     ("fp16", False, ["FP16"]),
     ("fp16", True, ["FP16", "OBEY_PRECISION_CONSTRAINTS"]),
-    ("int8", False, ["FP16", "INT8"]),
+    ("int8", False, ["INT8"]),
 ])
 def test_weakly_typed_precision_flags(precision, constrained, expected):
     assert weak_precision_flag_names(precision, constrained) == expected
