@@ -3,10 +3,11 @@
     python bench/build.py [--repeat 3] [--cases resnet50] [--precisions fp32,fp16] [--json bench/results/build.json]
 
 netdef path: HDF5 file -> `from_hdf5` -> `define` (network API) -> `build_serialized_network`.
-ONNX path:   the same torch module -> `torch.onnx.export` -> the binding's ONNX parser -> the same build call.
+ONNX path:   the same torch module -> `torch.onnx.export` -> the binding's ONNX parser -> the same build call,
+             with torch's default exporter (dynamo=True since torch 2.9) and with the legacy TorchScript one.
 Both build with the same `BuildSettings` (batch 1, default optimization level, no timing cache) and the
 same builder; each is the best of `--repeat` runs, and the ratio netdef / ONNX is from this one run.
-Target: ResNet-50 netdef <= 0.3x the ONNX path.
+Target: ResNet-50 netdef <= 0.3x the ONNX path (with the exporter `torch.onnx.export` uses by default).
 
 A case is one entry of CASES: a name, the input size and a function writing the HDF5 file and returning
 (network class, torch module). YOLOv4 at 416 is added by appending a Case.
@@ -14,6 +15,7 @@ A case is one entry of CASES: a name, the input size and a function writing the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -95,22 +97,34 @@ def netdef_path(cls: Any, weights: Path, case: Case, precision: str, builder: An
     return {"define": t1 - t0, "build": t2 - t1, "total": t2 - t0}
 
 
-def onnx_path(module: Any, case: Case, precision: str, builder: Any) -> dict[str, float]:
+EXPORTERS = ("dynamo", "torchscript")  # torch.onnx.export's default since torch 2.9, and the legacy one
+
+
+def export_onnx(model: Any, x: Any, input_name: str, exporter: str, work: Path) -> bytes:
+    path = work / "model.onnx"
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":  # weights inline (the default writes them beside the file)
+            torch.onnx.export(model, (x,), str(path), input_names=[input_name], output_names=["output"],
+                              opset_version=18, dynamo=True, external_data=False)
+        else:
+            torch.onnx.export(model, (x,), str(path), input_names=[input_name], output_names=["output"],
+                              opset_version=17, dynamo=False)
+    return path.read_bytes()
+
+
+def onnx_path(module: Any, case: Case, precision: str, builder: Any, exporter: str, work: Path) -> dict[str, float]:
     """torch.onnx.export (FP16 weights and input for fp16: strongly typed networks take the ONNX types) + parse + build."""
     trt = shim.binding()
     half = precision == "fp16"
     model = module.half() if half else module.float()
     x = torch.randn(1, 3, *case.input_size, dtype=torch.float16 if half else torch.float32)
     t0 = time.perf_counter()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, input_names=[case.input_name], output_names=["output"],
-                          opset_version=17, dynamo=False)
+    data = export_onnx(model, x, case.input_name, exporter, work)
     t1 = time.perf_counter()
     network = create_network(builder)
     parser = trt.OnnxParser(network, shim.logger())
-    if not parser.parse(buffer.getvalue()):
+    if not parser.parse(data):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{case.name}: the ONNX parser refused the export: {errors}")
     t2 = time.perf_counter()
@@ -120,7 +134,8 @@ def onnx_path(module: Any, case: Case, precision: str, builder: Any) -> dict[str
     return {"export": t1 - t0, "parse": t2 - t1, "build": t3 - t2, "total": t3 - t0}
 
 
-def measure(case: Case, precisions: list[str], repeat: int, work: Path) -> list[dict[str, Any]]:
+def measure(case: Case, precisions: list[str], repeat: int, work: Path,
+            exporters: tuple[str, ...] = EXPORTERS) -> list[dict[str, Any]]:
     weights = work / f"{case.name}.h5"
     cls, module = case.prepare(weights)
     module.eval()
@@ -128,22 +143,27 @@ def measure(case: Case, precisions: list[str], repeat: int, work: Path) -> list[
     rows = []
     for precision in precisions:
         netdef_path(cls, weights, case, precision, builder)  # warm-up: imports, first-build setup
-        onnx_path(module, case, precision, builder)
         nd = best_of(repeat, lambda: netdef_path(cls, weights, case, precision, builder))
-        ox = best_of(repeat, lambda: onnx_path(module, case, precision, builder))
-        rows.append({"case": case.name, "precision": precision, "netdef_define_s": nd["define"],
-                     "netdef_build_s": nd["build"], "netdef_total_s": nd["total"], "onnx_export_s": ox["export"],
-                     "onnx_parse_s": ox["parse"], "onnx_build_s": ox["build"], "onnx_total_s": ox["total"],
-                     "ratio": nd["total"] / ox["total"]})
+        for exporter in exporters:
+            try:
+                onnx_path(module, case, precision, builder, exporter, work)
+                ox = best_of(repeat, lambda: onnx_path(module, case, precision, builder, exporter, work))
+            except Exception as exc:  # an exporter that cannot handle the model is a row, not a crash
+                logging.warning("%s %s: %s export failed: %s", case.name, precision, exporter, exc)
+                continue
+            rows.append({"case": case.name, "precision": precision, "exporter": exporter,
+                         "netdef_define_s": nd["define"], "netdef_build_s": nd["build"], "netdef_total_s": nd["total"],
+                         "onnx_export_s": ox["export"], "onnx_parse_s": ox["parse"], "onnx_build_s": ox["build"],
+                         "onnx_total_s": ox["total"], "ratio": nd["total"] / ox["total"]})
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'case':<10} {'prec':<5} {'netdef define':>13} {'build':>6} {'total':>6} | {'onnx export':>11} "
+    head = (f"{'case':<10} {'prec':<5} {'exporter':<11} {'netdef define':>13} {'build':>6} {'total':>6} | {'onnx export':>11} "
             f"{'parse':>6} {'build':>6} {'total':>6} | {'netdef/onnx':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['case']:<10} {r['precision']:<5} {r['netdef_define_s']:>13.2f} {r['netdef_build_s']:>6.2f} "
+        lines.append(f"{r['case']:<10} {r['precision']:<5} {r['exporter']:<11} {r['netdef_define_s']:>13.2f} {r['netdef_build_s']:>6.2f} "
                      f"{r['netdef_total_s']:>6.2f} | {r['onnx_export_s']:>11.2f} {r['onnx_parse_s']:>6.2f} "
                      f"{r['onnx_build_s']:>6.2f} {r['onnx_total_s']:>6.2f} | {r['ratio']:>10.2f}x")
     return "\n".join(lines)
@@ -154,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", default="resnet50", help=f"comma-separated, of: {', '.join(c.name for c in CASES)}")
     parser.add_argument("--precisions", default="fp32,fp16")
+    parser.add_argument("--exporters", default=",".join(EXPORTERS), help="ONNX exporters to time: dynamo, torchscript")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("tensorrt").setLevel(logging.ERROR)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the dynamo exporter's notes on absent torchvision ops
     torch.set_num_threads(2)
     known = {c.name: c for c in CASES}
     wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="netdef-bench-build-") as tmp:
         for name in wanted:
-            rows += measure(known[name], precisions, args.repeat, Path(tmp))
+            rows += measure(known[name], precisions, args.repeat, Path(tmp), tuple(args.exporters.split(",")))
     feat = shim.features()
     print(f"definition + build time, best of {args.repeat}, {feat.flavor} {feat.version} "
           f"(seconds; target netdef/onnx <= 0.30x for resnet50)")

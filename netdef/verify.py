@@ -232,6 +232,17 @@ def verify_network(net: Any, reference: Any, inputs: Any, device: str = "cpu",
                          f"{len(net.output_names)} ({net.output_names})")
     keep = set(net.module_outputs.values()) & _tensor_names(net) | set(net.output_names)
     produced, order = _execute(net, feeds, device, keep)
+    layers, unmatched = _module_comparisons(net, produced, order, expected, tol)
+    for name, ref in zip(net.output_names, ref_outputs):
+        layers.append(_comparison(name, name, produced[name], ref, tol, True))
+    if unmatched:
+        log.info("no reference value for %d module outputs: %s", len(unmatched), ", ".join(unmatched[:10]))
+    return VerifyReport(layers, tol, precision, "pytorch", unmatched)
+
+
+def _module_comparisons(net: Any, produced: Mapping[str, Any], order: list[str], expected: Mapping[str, Any],
+                        tol: float) -> tuple[list["LayerComparison"], list[str]]:
+    """One comparison per module output that has a reference value, in execution order; the rest unmatched."""
     position = {name: i for i, name in enumerate(order)}
     layers, unmatched = [], []
     for path, tensor in net.module_outputs.items():
@@ -240,11 +251,7 @@ def verify_network(net: Any, reference: Any, inputs: Any, device: str = "cpu",
             continue
         layers.append(_comparison(path, tensor, produced[tensor], expected[path], tol, False))
     layers.sort(key=lambda c: position.get(c.tensor, len(position)))
-    for name, ref in zip(net.output_names, ref_outputs):
-        layers.append(_comparison(name, name, produced[name], ref, tol, True))
-    if unmatched:
-        log.info("no reference value for %d module outputs: %s", len(unmatched), ", ".join(unmatched[:10]))
-    return VerifyReport(layers, tol, precision, "pytorch", unmatched)
+    return layers, unmatched
 
 
 def verify_activations(net: Any, activations: Mapping[str, Any], inputs: Any = None, device: str = "cpu",
@@ -263,14 +270,7 @@ def verify_activations(net: Any, activations: Mapping[str, Any], inputs: Any = N
     stored = set(activations)
     keep = ({t for p, t in net.module_outputs.items() if p in stored} & _tensor_names(net)) | set(net.output_names)
     produced, order = _execute(net, feeds, device, keep)
-    position = {name: i for i, name in enumerate(order)}
-    layers, unmatched = [], []
-    for path, tensor in net.module_outputs.items():
-        if path not in stored or tensor not in produced:
-            unmatched.append(path)
-            continue
-        layers.append(_comparison(path, tensor, produced[tensor], activations[path], tol, False))
-    layers.sort(key=lambda c: position.get(c.tensor, len(position)))
+    layers, unmatched = _module_comparisons(net, produced, order, activations, tol)
     for name in net.output_names:
         # the exporter stores the root module's output as "output"; a one-output network's output is it
         key = name if name in stored else ROOT_OUTPUT if len(net.output_names) == 1 and ROOT_OUTPUT in stored else None

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from weights_export.darknet_synth import *  # noqa: F401,F403
-from weights_export.darknet_synth import CfgWriter, activations_cfg, yolov4_cfg, yolov4_tiny_cfg  # noqa: F401
+from weights_export.darknet_synth import yolov4_cfg, yolov4_tiny_cfg
 
 
 # --- structure checks -----------------------------------------------------------------------------------
