@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from netdef.cli import main as netdef_main
-from weights_export.darknet import export_darknet, layer_shapes, parse_cfg
+from weights_export.darknet import export_darknet, layer_shapes, parse_cfg, read_darknet_weights
 from weights_export.errors import DarknetCfgError, DarknetWeightsError
 from weights_export.hdf5 import WeightsFile
 
@@ -421,6 +421,20 @@ def test_nan_darknet_weights_name_layer_and_tensor(tmp_path):
     with pytest.raises(DarknetWeightsError, match=r"nan\.weights: layer 'layers\.0\.bn', tensor 'running_var': "
                                                    r"NaN/Inf"):
         export_darknet(EVERY_LAYER_CFG, weights, tmp_path / "out.h5")
+
+
+def test_weights_are_mapped_writable_and_the_file_stays_untouched(tmp_path):
+    weights = tmp_path / "all.weights"
+    expected = export_write_weights(weights, EVERY_LAYER_CONVS)
+    before = weights.read_bytes()
+    tensors, header = read_darknet_weights(parse_cfg(EVERY_LAYER_CFG), weights)
+    assert header == {"version": [0, 2, 5], "seen": 32013312}
+    assert all(tensors[k].tobytes() == v.tobytes() for k, v in expected.items())
+    tensors["layers.0.conv.weight"][...] = 0.0  # copy-on-write mapping: the arrays are writable ...
+    assert weights.read_bytes() == before  # ... and writing them never reaches the file
+    (tmp_path / "empty.weights").write_bytes(b"")
+    with pytest.raises(DarknetWeightsError, match="empty.weights: 0 bytes is too short for a darknet header"):
+        export_darknet(EVERY_LAYER_CFG, tmp_path / "empty.weights", tmp_path / "out.h5")
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import h5py
 import numpy as np
 import pytest
 
 from weights_export.errors import WeightsFileError
-from weights_export.hdf5 import FORMAT_NAME, FORMAT_VERSION, WeightsFile, write_weights
+from weights_export.hdf5 import FORMAT_NAME, FORMAT_VERSION, WeightsFile, checksum, write_weights
 
 
 def export_sample_tensors(seed: int = 0) -> dict[str, np.ndarray]:
@@ -130,6 +131,136 @@ def test_flipped_byte_in_weights_is_a_read_error_naming_layer_and_tensor(sample_
             wf["conv1.weight"]
     with WeightsFile(path, verify=False) as wf:  # plain h5py readers see the flipped value
         assert not np.array_equal(wf["conv1.weight"], export_sample_tensors()["conv1.weight"])
+
+
+def _blocksum64_by_the_doc(array):
+    """docs/hdf5-format.md's plain definition, independent of the fast one."""
+    data = np.asarray(array).tobytes() + bytes(-array.nbytes % 8)
+    words = np.frombuffer(data, "<u8")
+    sums = [int(words[i:i + 512].sum(dtype=np.uint64)) for i in range(0, len(words), 512)]
+    return sum(sums) % 2**64, sum((b + 1) * s for b, s in enumerate(sums)) % 2**64
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros(0, np.float32), np.array(7, np.int64), np.arange(13, dtype=np.int8), np.float16([1, 2, 3]),
+    np.arange(512, dtype=np.uint64), np.random.default_rng(0).standard_normal((64, 3, 7, 7)).astype(np.float32),
+    np.random.default_rng(1).standard_normal((33, 65)).T,  # not C-contiguous
+])
+def test_checksum_follows_its_documented_definition(array):
+    assert checksum(array) == _blocksum64_by_the_doc(array)
+
+
+def test_checksum_catches_every_flipped_byte_and_moved_blocks():
+    data = np.random.default_rng(2).integers(0, 256, 3 * 4096 + 5, dtype=np.uint8)
+    reference = checksum(data)
+    for position in range(0, data.size, 97):
+        flipped = data.copy()
+        flipped[position] ^= 0x80
+        assert checksum(flipped) != reference, position
+    swapped = data.copy()
+    swapped[:4096], swapped[4096:8192] = data[4096:8192], data[:4096]
+    assert checksum(swapped)[0] == reference[0] and checksum(swapped) != reference  # the weighted sum sees it
+
+
+def test_one_checksum_table_covers_every_dataset(sample_file):
+    path, tensors = sample_file
+    with h5py.File(path, "r") as f:
+        paths = list(f.attrs["checksum_paths"])
+        table = dict(zip(paths, map(tuple, f.attrs["checksum_blocksum64"].tolist())))
+        datasets = []
+        f.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert sorted(paths) == sorted(datasets) and len(paths) == len(tensors) + 2  # and 2 activations
+        assert table["conv1/weight"] == checksum(tensors["conv1.weight"])
+        assert table["scale"] == checksum(tensors["scale"])
+        assert table["activations/conv1"] == checksum(np.full((1, 8, 8, 8), 3.0, np.float32))
+        assert all("crc32" not in f[name].attrs for name in datasets)
+    with WeightsFile(path) as wf:
+        assert not {"checksum_paths", "checksum_blocksum64"} & set(wf.attrs)  # metadata only
+
+
+@pytest.mark.parametrize("dataset, read", [
+    ("activations/conv1", lambda wf: wf.activations["conv1"]),
+    ("scale", lambda wf: wf["scale"]),
+])
+def test_flipped_byte_in_activations_and_root_tensors_is_caught(sample_file, dataset, read):
+    path, _ = sample_file
+    offset = _data_offset(path, dataset)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    layer, name = ("activations", "conv1") if "/" in dataset else ("<root>", "scale")
+    with WeightsFile(path) as wf, \
+            pytest.raises(WeightsFileError, match=rf"w\.h5: layer '{layer}', tensor '{name}': checksum mismatch"):
+        read(wf)
+
+
+def test_swapped_blocks_are_caught(tmp_path):
+    path = tmp_path / "big.h5"
+    weight = np.random.default_rng(3).standard_normal((4, 1024)).astype(np.float32)  # 16 KiB: 4 blocks
+    write_weights(path, {"fc.weight": weight})
+    offset = _data_offset(path, "fc/weight")
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 4096], data[offset + 4096:offset + 8192] = \
+        data[offset + 4096:offset + 8192], data[offset:offset + 4096]
+    path.write_bytes(bytes(data))
+    with WeightsFile(path) as wf, pytest.raises(WeightsFileError, match="layer 'fc', tensor 'weight': checksum"):
+        wf["fc.weight"]
+
+
+def _write_crc32_file(path, tensors):
+    """A file as netdef wrote it before the checksum table: a crc32 attribute on every dataset."""
+    with h5py.File(path, "w", track_order=True) as f:
+        f.attrs.update(format=FORMAT_NAME, format_version=1, arch="old")
+        for key, value in tensors.items():
+            layer, _, name = key.rpartition(".")
+            dataset = f.require_group(layer).create_dataset(name, data=value)
+            dataset.attrs["crc32"] = np.uint32(zlib.crc32(value.tobytes()))
+
+
+def test_files_with_crc32_attributes_are_still_verified(tmp_path):
+    path = tmp_path / "old.h5"
+    tensors = export_sample_tensors()
+    del tensors["scale"]
+    _write_crc32_file(path, tensors)
+    with WeightsFile(path) as wf:
+        assert all(wf[key].tobytes() == value.tobytes() for key, value in tensors.items())
+        assert wf.groups() == ["conv1", "bn1", "head.fc"] and wf.attrs["arch"] == "old"
+    offset = _data_offset(path, "bn1/running_var")
+    data = bytearray(path.read_bytes())
+    data[offset + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with WeightsFile(path) as wf, pytest.raises(WeightsFileError, match="layer 'bn1', tensor 'running_var': checksum"):
+        wf["bn1.running_var"]
+
+
+def test_datasets_added_by_other_tools_read_unchecked(sample_file):
+    path, _ = sample_file
+    chunked = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    with h5py.File(path, "a") as f:
+        extra = f.create_group("extra")
+        extra.create_dataset("gzip", data=chunked, chunks=(5, 50), compression="gzip")
+        extra.create_dataset("big_endian", data=np.arange(6, dtype=">i4"))
+        extra.create_dataset("empty", shape=(0, 3), dtype=np.float32)
+    with WeightsFile(path) as wf:
+        np.testing.assert_array_equal(wf["extra.gzip"], chunked)
+        np.testing.assert_array_equal(wf["extra.big_endian"], np.arange(6))
+        assert wf["extra.empty"].shape == (0, 3) and wf.groups()[-1] == "extra"
+
+
+def test_corrupt_checksum_table_is_a_clear_error(sample_file):
+    path, _ = sample_file
+    with h5py.File(path, "a") as f:
+        del f.attrs["checksum_blocksum64"]
+    with pytest.raises(WeightsFileError, match="w.h5: corrupt checksum table"):
+        WeightsFile(path)
+
+
+def test_thousands_of_tensors_need_a_checksum_table_over_64_kib(tmp_path):
+    path = tmp_path / "many.h5"
+    tensors = {f"blocks.{i}.scale": np.full(2, i, np.float32) for i in range(5000)}  # table: 80 KB of sums
+    write_weights(path, tensors)
+    with WeightsFile(path) as wf:
+        assert len(wf) == 5000 and float(wf["blocks.4999.scale"][0]) == 4999.0
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.9])

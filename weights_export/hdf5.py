@@ -10,7 +10,6 @@ import datetime as _dt
 import logging
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import h5py
@@ -28,7 +27,13 @@ ACTIVATIONS_GROUP = "activations"
 IGNORED_TENSORS = ("num_batches_tracked",)
 # Show a progress bar when writing more than this many bytes.
 PROGRESS_BYTES = 64 << 20
-CRC_ATTR = "crc32"  # dataset attribute: zlib CRC-32 of the tensor's bytes
+# Root attributes: the checksum table, one row per dataset (see `checksum`).
+CHECKSUM_PATHS_ATTR = "checksum_paths"  # str[n]: HDF5 paths of the datasets ("conv1/weight")
+CHECKSUM_ATTR = "checksum_blocksum64"  # uint64[n, 2]: their checksums
+CHECKSUM_ATTRS = (CHECKSUM_PATHS_ATTR, CHECKSUM_ATTR)
+CHECKSUM_BLOCK = 512  # uint64 words (4 KiB) per block of the blocksum64
+_MASK64 = (1 << 64) - 1
+CRC_ATTR = "crc32"  # dataset attribute of files written before the table: zlib CRC-32 of the bytes
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -70,36 +75,6 @@ def _from_attr(value: Any) -> Any:
     return value
 
 
-_ATTR_TYPES: dict[str, Any] = {}
-
-
-def _write_attr(obj: Any, name: str, value: Any) -> None:
-    """Create a new attribute through h5py's low-level API with cached types: about 1.4x faster than
-    `obj.attrs[name] = value`, and an export writes thousands."""
-    array = np.asarray(value)
-    if array.dtype.kind in "UO":
-        array = np.array(value, dtype=h5py.string_dtype())
-    key = "str" if array.dtype.kind == "O" else array.dtype.str
-    if key not in _ATTR_TYPES:
-        _ATTR_TYPES[key] = h5py.h5t.py_create(array.dtype, logical=True)
-    space = h5py.h5s.create_simple(array.shape) if array.shape else h5py.h5s.create(h5py.h5s.SCALAR)
-    attr = h5py.h5a.create(obj.id, name.encode(), _ATTR_TYPES[key], space)
-    try:
-        attr.write(array)
-    finally:
-        attr.close()
-
-
-def _set_attrs(obj: Any, attrs: Mapping[str, Any], where: str) -> None:
-    for name, value in attrs.items():
-        if value is None:
-            continue
-        try:
-            _write_attr(obj, name, _to_attr(value))
-        except TypeError as exc:
-            raise TypeError(f"{where}: attribute {name!r}: {exc}") from None
-
-
 def _read_attrs(obj: Any) -> dict[str, Any]:
     return {name: _from_attr(value) for name, value in obj.attrs.items()}
 
@@ -113,19 +88,21 @@ def _as_array(key: str, value: Any) -> np.ndarray:
 
 
 def checksum(array: np.ndarray) -> tuple[int, int]:
-    """The `blocksum64` of an array's bytes in C order (docs/hdf5-format.md).
+    """The blocksum64 of an array's bytes in C order (docs/hdf5-format.md).
 
     The bytes are read as little-endian uint64 words (the last one zero-padded) in blocks of 512 words
     (4 KiB); the result is (sum of all words, sum over blocks of (block index + 1) * block sum), both mod 2**64.
     Any change within one word (a flipped byte) changes the first; moved or swapped blocks change the second.
-    numpy sums at memory speed, about 8x faster than zlib.crc32, which would cost more than the read itself.
+    numpy sums at memory speed, about 8x faster than zlib.crc32, which would cost as much as the read itself.
     """
-    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    data = np.asarray(array, order="C").reshape(-1).view(np.uint8)
     end = data.size - data.size % 8
     words = data[:end].view("<u8")
     full = words.size - words.size % CHECKSUM_BLOCK
-    sums = words[:full].reshape(-1, CHECKSUM_BLOCK).sum(axis=1, dtype=np.uint64)
     last = int(words[full:].sum(dtype=np.uint64)) + int.from_bytes(data[end:].tobytes(), "little")
+    if not full:  # one block: both sums are its sum
+        return last & _MASK64, last & _MASK64
+    sums = words[:full].reshape(-1, CHECKSUM_BLOCK).sum(axis=1, dtype=np.uint64)  # wraps mod 2**64
     weights = np.arange(1, sums.size + 1, dtype=np.uint64)
     total = int(sums.sum(dtype=np.uint64)) + last
     weighted = int((sums * weights).sum(dtype=np.uint64)) + (sums.size + 1) * last
@@ -138,16 +115,17 @@ class _Writer:
 
     def __init__(self, f: h5py.File) -> None:
         self.file = f
-        self.types: dict[str, Any] = {}
+        self.types: dict[str, tuple[Any, Any]] = {}
         self.spaces: dict[tuple[int, ...] | None, Any] = {}
         self.dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         self.dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes for the same export
         self.groups: dict[str, Any] = {"": f.id}
 
-    def _type(self, dtype: np.dtype) -> Any:
+    def _types(self, dtype: np.dtype) -> tuple[Any, Any]:
+        """(file type, memory type); they differ for strings (h5py converts its Python objects itself)."""
         key = "str" if dtype.kind == "O" else dtype.str
         if key not in self.types:
-            self.types[key] = h5py.h5t.py_create(dtype, logical=True)
+            self.types[key] = (h5py.h5t.py_create(dtype, logical=True), h5py.h5t.py_create(dtype))
         return self.types[key]
 
     def _space(self, shape: tuple[int, ...]) -> Any:
@@ -168,9 +146,10 @@ class _Writer:
         array = np.asarray(value)
         if array.dtype.kind in "UO":
             array = np.array(value, dtype=h5py.string_dtype())
-        attr = h5py.h5a.create(obj, name.encode(), self._type(array.dtype), self._space(array.shape))
+        ftype, mtype = self._types(array.dtype)
+        attr = h5py.h5a.create(obj, name.encode(), ftype, self._space(array.shape))
         try:
-            attr.write(array)
+            attr.write(array, mtype)  # h5py would build the memory type on every call
         finally:
             attr.close()
 
@@ -184,13 +163,13 @@ class _Writer:
                 raise TypeError(f"{where}: attribute {name!r}: {exc}") from None
 
     def dataset(self, group: Any, name: str, array: np.ndarray) -> Any:
-        # Contiguous storage writes and reads as fast as torch.save/torch.load (and lets WeightsFile read
-        # the bytes straight from the file); HDF5's own Fletcher-32 filter needs chunking and costs 2-3x.
-        array = np.ascontiguousarray(array)
-        dataset = h5py.h5d.create(group, name.encode(), self._type(array.dtype), self._space(array.shape),
-                                  dcpl=self.dcpl)
+        # Contiguous storage writes and reads as fast as torch.save/torch.load; HDF5's own Fletcher-32 filter
+        # needs chunking and costs 2-3x.
+        array = np.asarray(array, order="C")  # (np.ascontiguousarray makes 0-d arrays 1-d)
+        ftype, mtype = self._types(array.dtype)
+        dataset = h5py.h5d.create(group, name.encode(), ftype, self._space(array.shape), dcpl=self.dcpl)
         if array.size:
-            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
+            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, array, mtype)
         return dataset
 
 
@@ -246,32 +225,31 @@ def write_weights(path: str | os.PathLike, tensors: Mapping[str, Any],
 
     from tqdm import tqdm
 
-    paths: list[str] = []
-    sums: list[tuple[int, int]] = []
-    # libver v108 (HDF5 1.8 format, readable by every current tool): attributes past 64 KiB (the checksum
-    # table of a model with thousands of tensors) go to dense storage instead of failing.
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("v108", "v110"), track_order=True) as f, \
+    # (HDF5 path, tensor name or None for an activation, array) in writing order
+    items = [(dataset_path(key), key, array) for key, array in arrays.items()]
+    items += [(f"{ACTIVATIONS_GROUP}/{key}", None, array) for key, array in activation_arrays.items()]
+    # track_order also gives the root HDF5's newer object header, which stores attributes over 64 KiB (the
+    # checksum table of a model with thousands of tensors).
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f, \
             tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {os.path.basename(os.fspath(path))}",
                  disable=not show, leave=False) as bar:
+        sums = []  # on this thread: a second one made the export slower (GIL hand-offs for every small tensor)
         w = _Writer(f)
         w.attrs(f.id, attrs, "root")
         # Groups in module order: attributes' order first (export walks modules), then any tensor-only layer.
         for layer, la in layer_attrs.items():
             w.attrs(w.group(layer), la, f"layer {layer!r}")
-        items = [(dataset_path(key), key, array) for key, array in arrays.items()]
         if activations is not None:
             w.group(ACTIVATIONS_GROUP, track_order=True)
-            items += [(f"{ACTIVATIONS_GROUP}/{key}", None, array) for key, array in activation_arrays.items()]
         for hpath, key, array in items:
             layer, _, name = hpath.rpartition("/")
             dataset = w.dataset(w.group(layer), name, array)
             if key in tensor_attrs:
                 w.attrs(dataset, tensor_attrs[key], f"tensor {key!r}")
-            paths.append(hpath)
             sums.append(checksum(array))
             bar.update(array.nbytes)
         # One table for all datasets: one attribute per dataset would cost as much as the datasets themselves.
-        w.attr(f.id, CHECKSUM_PATHS_ATTR, np.array(paths, dtype=h5py.string_dtype()))
+        w.attr(f.id, CHECKSUM_PATHS_ATTR, np.array([hpath for hpath, _, _ in items], dtype=h5py.string_dtype()))
         w.attr(f.id, CHECKSUM_ATTR, np.array(sums, dtype=np.uint64).reshape(-1, 2))
     log.info("wrote %s: %d tensors, %.1f MB", path, len(arrays), total / 1e6)
 
@@ -292,7 +270,7 @@ class WeightsFile(Mapping[str, np.ndarray]):
 
     def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
         self.path = os.fspath(path)
-        self.verify = verify  # check each tensor's CRC-32 when it is read
+        self.verify = verify  # check each tensor's checksum when it is read
         if not os.path.exists(self.path):
             raise WeightsFileError(self.path, "weights file not found")
         try:
@@ -302,6 +280,7 @@ class WeightsFile(Mapping[str, np.ndarray]):
         try:
             self.attrs = _read_attrs(self._file)
             self._check_format()
+            self._checksums = self._checksum_table()
             self._index = self._build_index()
         except BaseException:
             self._file.close()
@@ -316,22 +295,41 @@ class WeightsFile(Mapping[str, np.ndarray]):
             raise WeightsFileError(self.path, f"format_version {version!r} is newer than this reader "
                                    f"({FORMAT_VERSION}); update netdef")
 
+    def _checksum_table(self) -> dict[str, tuple[int, int]] | None:
+        """HDF5 path -> blocksum64, taken out of `attrs`; None for files with per-dataset crc32 instead."""
+        paths, sums = (self.attrs.pop(name, None) for name in CHECKSUM_ATTRS)
+        if paths is None and sums is None:
+            return None
+        if not isinstance(paths, list) or not isinstance(sums, list) or len(paths) != len(sums) \
+                or any(len(row) != 2 for row in sums):
+            raise WeightsFileError(self.path, f"corrupt checksum table (root attributes {CHECKSUM_PATHS_ATTR}, "
+                                   f"{CHECKSUM_ATTR})")
+        return {p: (int(a), int(b)) for p, (a, b) in zip(paths, sums)}
+
     def _build_index(self) -> dict[str, "_Entry"]:
+        # One HDF5 traversal that opens no object: opening every dataset here cost more than reading them.
+        kinds: dict[str, int] = {}
+        try:
+            h5py.h5o.visit(self._file.id, lambda name, info: kinds.__setitem__(name.decode(), info.type), info=True)
+            roots = list(self._file)  # creation order (module order)
+        except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as exc:
+            raise WeightsFileError(self.path, f"cannot list the file's contents (corrupt or truncated?): {exc}") \
+                from None
+        members: dict[str, list[str]] = {}
+        for hpath, kind in kinds.items():  # visited in name order within each group
+            layer, _, name = hpath.partition("/")
+            if kind == h5py.h5o.TYPE_DATASET and name and "/" not in name:
+                members.setdefault(layer, []).append(name)
         index: dict[str, _Entry] = {}
         self._groups: list[str] = []
-        layer = ""
-        try:
-            for layer, item in self._file.items():
-                if isinstance(item, h5py.Dataset):
-                    index[layer] = _Entry("", layer, item.id)
-                elif layer != ACTIVATIONS_GROUP:
-                    self._groups.append(layer)
-                    for name, ds in item.items():
-                        if isinstance(ds, h5py.Dataset):
-                            index[f"{layer}.{name}"] = _Entry(layer, name, ds.id)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise WeightsFileError(self.path, f"cannot list the file's contents (corrupt or truncated?): {exc}",
-                                   layer=layer or None) from None
+        for layer in roots:
+            kind = kinds.get(layer)
+            if kind == h5py.h5o.TYPE_DATASET:
+                index[layer] = _Entry("", layer, layer)
+            elif kind == h5py.h5o.TYPE_GROUP and layer != ACTIVATIONS_GROUP:
+                self._groups.append(layer)
+                for name in members.get(layer, ()):
+                    index[f"{layer}.{name}"] = _Entry(layer, name, f"{layer}/{name}")
         return index
 
     # --- Mapping ---------------------------------------------------------------------------------------
@@ -354,16 +352,24 @@ class WeightsFile(Mapping[str, np.ndarray]):
     def _read(self, entry: "_Entry") -> np.ndarray:
         self._require_open()
         try:
-            array = _read_whole(entry.id)
-            crc = _read_crc(entry.id) if self.verify else None
+            dsid = h5py.h5d.open(self._file.id, entry.path.encode())
+            array = _read_whole(dsid)
+            ok = self._verified(entry.path, dsid, array) if self.verify else True
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise WeightsFileError(self.path, f"cannot read data (corrupt or truncated file?): {exc}",
                                    layer=entry.layer or "<root>", tensor=entry.name) from None
-        if crc is not None and crc32_of(array) != crc:
+        if not ok:
             raise WeightsFileError(self.path, "checksum mismatch: the data is corrupt (or was edited without "
-                                   f"updating its {CRC_ATTR} attribute)", layer=entry.layer or "<root>",
-                                   tensor=entry.name)
+                                   "updating its checksum)", layer=entry.layer or "<root>", tensor=entry.name)
         return array
+
+    def _verified(self, path: str, dsid: Any, array: np.ndarray) -> bool:
+        """Whether the data matches its checksum; a dataset without one (added by another tool) passes."""
+        if self._checksums is not None:
+            expected = self._checksums.get(path)
+            return expected is None or checksum(array) == expected
+        crc = _read_crc(dsid)  # written before the checksum table
+        return crc is None or zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B")) == crc
 
     def _require_open(self) -> None:
         if not self._file:
@@ -372,7 +378,8 @@ class WeightsFile(Mapping[str, np.ndarray]):
     # --- checked access --------------------------------------------------------------------------------
     def shape_of(self, key: str) -> tuple[int, ...]:
         """A tensor's shape without reading its data."""
-        return tuple(self._index[key].id.shape)
+        self._require_open()
+        return tuple(h5py.h5d.open(self._file.id, self._index[key].path.encode()).shape)
 
     def get(self, key: str, shape: Iterable[int] | None = None,  # type: ignore[override]
             dtype: Any = None) -> np.ndarray:
@@ -429,8 +436,8 @@ class WeightsFile(Mapping[str, np.ndarray]):
         return _read_attrs(self._file[group])
 
     def tensor_attrs(self, key: str) -> dict[str, Any]:
-        entry = self._index[key]
-        return _read_attrs(self._file[f"{entry.layer}/{entry.name}" if entry.layer else entry.name])
+        self._require_open()
+        return _read_attrs(self._file[self._index[key].path])
 
     @property
     def activations(self) -> "Activations | None":
@@ -466,7 +473,7 @@ class Activations(Mapping[str, np.ndarray]):
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._names:
             raise KeyError(f"{self._owner.path}: no recorded activation {key!r}")
-        return self._owner._read(_Entry(ACTIVATIONS_GROUP, key, self._group[key].id))
+        return self._owner._read(_Entry(ACTIVATIONS_GROUP, key, f"{ACTIVATIONS_GROUP}/{key}"))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -476,11 +483,11 @@ class Activations(Mapping[str, np.ndarray]):
 
 
 class _Entry(NamedTuple):
-    """Where a tensor lives: its layer group, dataset name and open HDF5 dataset id (no lookup per read)."""
+    """Where a tensor lives: its layer group, dataset name and HDF5 path."""
 
     layer: str
     name: str
-    id: Any  # h5py.h5d.DatasetID
+    path: str
 
 
 def all_finite(array: np.ndarray) -> bool:
