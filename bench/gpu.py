@@ -25,6 +25,8 @@ from netdef import trt as shim  # noqa: E402
 from netdef.engine import BuildSettings, build_engine, create_builder, create_network, save_engine  # noqa: E402
 from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
+from netdef.verify import cosine_similarity as cosine  # noqa: E402
+from netdef.verify import relative_error as rel_err  # noqa: E402
 
 # Most important first: the FP16 comparison, then INT8 and FP32, YOLOv4 after ResNet-50. The ONNX model carries
 # no Q/DQ, so INT8 is compared with the FP16 ONNX-path engine.
@@ -55,16 +57,6 @@ class CudaArray:
         cuda.check(rt.cudaMemcpy(dev.buf.ptr, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
                    "cudaMemcpy(HostToDevice)")
         return dev
-
-
-def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-30))
-
-
-def cosine(a: np.ndarray, ref: np.ndarray) -> float:
-    a, ref = np.asarray(a, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
-    return float(a @ ref / max(np.linalg.norm(a) * np.linalg.norm(ref), 1e-30))
 
 
 def onnx_plan(path: Path, settings: BuildSettings):

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as `
 
 import numpy as np  # noqa: E402
 
+from netdef.verify import relative_error as rel_err  # noqa: E402
+
 BATCH = (1, 8, 32)
 
 
@@ -101,11 +103,6 @@ class CudaArray:
 
     def free(self) -> None:
         self.buffer.free()
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def hdf5_weights(path: Path, workdir: Path) -> Path:
@@ -297,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in BATCH:
             xb = x_all[:b]
             stats = measure(lambda: session.infer(xb), b, args.iterations, 10)
-            latency_rows.append([f"host arrays (infer)", b, stats.p50_ms, stats.p99_ms, round(stats.throughput)])
+            latency_rows.append(["host arrays (infer)", b, stats.p50_ms, stats.p99_ms, round(stats.throughput)])
         return "see table"
 
     def bench_cli() -> str:

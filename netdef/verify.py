@@ -128,6 +128,15 @@ def compare(actual: Any, expected: Any) -> tuple[float, float, float]:
     return max_abs, rel, cosine
 
 
+def relative_error(actual: Any, expected: Any) -> float:
+    """||a - b|| / ||b|| in float64 (numpy arrays or torch tensors)."""
+    return compare(actual, expected)[1]
+
+
+def cosine_similarity(actual: Any, expected: Any) -> float:
+    return compare(actual, expected)[2]
+
+
 def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().to("cpu").double().numpy()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from netdef.verify import relative_error as rel_err
 from netdef import trt as shim
 from netdef.engine import BuildSettings, EngineFileError, Plan, load_engine, save_engine
 from netdef.executor import execute
@@ -20,11 +21,6 @@ from netdef.plugins.builtin import ChannelShuffle, YoloLayer, yolo_decode_refere
 trt = shim.binding()
 FEAT = shim.features()
 YOLO_FIELDS = dict(anchors=[12.0, 16.0, 19.0, 36.0, 40.0, 28.0], stride=8, classes=4, scale_x_y=1.05)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm())
 
 
 @register

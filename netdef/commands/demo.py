@@ -79,8 +79,6 @@ def export_random_resnet(path: Path, arch: str, input_size: tuple[int, int], see
 
 def run_demo(work: Path, arch: str = "resnet50", input_size: tuple[int, int] = (224, 224), batch: int = 1,
              precisions: list[str] | None = None, seed: int = 0, progress: bool = True) -> list[DemoRow]:
-    import torch
-
     from networks.resnet import ResNet
 
     weights = work / f"{arch}.h5"
