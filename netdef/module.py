@@ -131,12 +131,8 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         net = current()
-        saved = net._scope
-        net._scope = [self._path]  # a module's layers are named by its absolute path
-        try:
+        with net.module_scope(self._path):
             out = self.forward(*args, **kwargs)
-        finally:
-            net._scope = saved
         if self._path and out is not None and not isinstance(out, (tuple, list, dict)):
             net.record_module_output(self._path, out)
         return out

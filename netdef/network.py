@@ -91,6 +91,15 @@ class Network:
         finally:
             self._scope.pop()
 
+    @contextlib.contextmanager
+    def module_scope(self, path: str) -> Iterator[None]:
+        """Layers added inside are named by a module's absolute path, whatever scope encloses the call."""
+        saved, self._scope = self._scope, [path]
+        try:
+            yield
+        finally:
+            self._scope = saved
+
     @property
     def path(self) -> str:
         return ".".join(p for p in self._scope if p)
