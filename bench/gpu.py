@@ -35,6 +35,7 @@ DEFAULT_PLAN = ",".join([
     "resnet50:fp32:onnx", "yolov4:fp16:netdef", "yolov4:fp16:onnx", "yolov4:int8:netdef", "yolov4:fp32:netdef",
     "yolov4:fp32:onnx"])
 INT8_SKIP: list[str] = []  # --int8-skip: layers kept in float in INT8 builds
+HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
@@ -78,6 +79,7 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings):
     options = {"input_size": INPUT_SIZE[name]}
     if name == "yolov4":
         options["nms"] = "raw"
+        options["heads"] = settings.precision in HEADS_FOR
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(s for s in INT8_SKIP if s)
@@ -85,33 +87,82 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings):
 
 
 def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
-    """Latency of one inference with device-resident input and outputs (no host copies), wall clock + sync."""
+    """Latency with device-resident input and outputs (no host copies): wall clock of `infer` (Python included)
+    and GPU time of the enqueue alone (CUDA events around execute_async_v3, what trtexec calls GPU compute)."""
     dev_in = CudaArray.from_host(x)
     outs = {s.name: CudaArray((x.shape[0],) + tuple(s.shape[1:]), s.dtype) for s in session.outputs}
+    feed = {session.input_names[0]: dev_in}
     for _ in range(warmup):
-        session.infer({session.input_names[0]: dev_in}, out=outs)
+        session.infer(feed, out=outs)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        session.infer({session.input_names[0]: dev_in}, out=outs)
+        session.infer(feed, out=outs)
         times.append((time.perf_counter() - t0) * 1e3)
+    backend = session.backend  # addresses and shapes stay set from the last infer
+    start, end = cuda.Event(), cuda.Event()
+    gpu = []
+    for _ in range(iters):
+        start.record(backend.stream)
+        backend.context.execute_async_v3(backend.stream.ptr)
+        end.record(backend.stream)
+        end.synchronize()
+        gpu.append(end.elapsed_ms(start))
+    start.destroy()
+    end.destroy()
     for a in [dev_in, *outs.values()]:
         a.buf.free()
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "gpu_median_ms": float(np.median(gpu)), "gpu_p90_ms": float(np.percentile(gpu, 90))}
 
 
-def evaluate(plan, path: Path, inputs, refs, iters: int, warmup: int) -> dict:
+def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int = 30) -> dict:
+    """Per-layer GPU time (TensorRT's IProfiler, fused layers as the engine runs them), mean over `iters`."""
+    trt = shim.binding()
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.ms: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
+
+    profiler = LayerTimes()
+    session.backend.context.profiler = profiler
+    for _ in range(iters):
+        session.infer({session.input_names[0]: x})
+    mean = {name: ms / iters for name, ms in profiler.ms.items()}
+    ranked = sorted(mean.items(), key=lambda kv: -kv[1])
+    return {"total_ms": round(sum(mean.values()), 4), "layers": len(mean),
+            "top": [[name[:160], round(ms, 4)] for name, ms in ranked[:top]]}
+
+
+def compare(outputs: dict, refs: dict, batch: int) -> dict:
+    """Error of each output against its float64 reference, by name (`b1_head0`) or else by position (`b1_out0`)."""
+    per = {}
+    for i, (name, value) in enumerate(outputs.items()):
+        ref = refs.get(f"b{batch}_{name}", refs.get(f"b{batch}_out{i}"))
+        if ref is not None:
+            per[name] = {"rel_err": rel_err(value, ref), "cosine": cosine(value, ref)}
+    main = {k: v for k, v in per.items() if not k.startswith("head")}
+    heads = {k: v for k, v in per.items() if k.startswith("head")}
+    result = {"rel_err": max(v["rel_err"] for v in main.values()),
+              "cosine": min(v["cosine"] for v in main.values()), "outputs": per}
+    if heads:
+        result["heads_cosine"] = min(v["cosine"] for v in heads.values())
+    return result
+
+
+def evaluate(plan, path: Path, inputs, refs, iters: int, warmup: int, profile_iters: int) -> dict:
     save_engine(plan, path)
     result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
     with InferenceSession.from_engine(path) as session:
         for b in (1, 32):
             y = session.infer({session.input_names[0]: inputs[f"b{b}"]})
-            outs = list(y.values())
-            result[f"b{b}"] = {
-                "rel_err": max(rel_err(o, refs[f"b{b}_out{i}"]) for i, o in enumerate(outs)),
-                "cosine": min(cosine(o, refs[f"b{b}_out{i}"]) for i, o in enumerate(outs)),
-                **time_session(session, inputs[f"b{b}"], iters, warmup),
-            }
+            result[f"b{b}"] = {**compare(y, refs, b), **time_session(session, inputs[f"b{b}"], iters, warmup)}
+        if profile_iters:  # last: the profiler stays attached to this context
+            result["profile_b32"] = layer_profile(session, inputs["b32"], profile_iters)
     return result
 
 
@@ -125,9 +176,15 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default="gpu_results.json")
+    ap.add_argument("--timing-cache", default=None, help="timing cache file (default WORK/timing.cache)")
+    ap.add_argument("--yolo-heads", default="int8",
+                    help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
+    ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
     work = Path(args.work)
     INT8_SKIP[:] = args.int8_skip.split(",")
+    HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
+    timing_cache = Path(args.timing_cache) if args.timing_cache else work / "timing.cache"
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
@@ -140,13 +197,13 @@ def main() -> int:
             loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
         inputs, refs = loaded[name]
         settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
-                                 timing_cache=work / "timing.cache", progress=False)
+                                 timing_cache=timing_cache, progress=False)
         t0 = time.perf_counter()
         try:
             plan = (netdef_plan(name, work, settings) if path_kind == "netdef"
                     else onnx_plan(work / f"{name}.onnx", settings))
             row = evaluate(plan, work / f"{name}-{path_kind}-{precision}.engine", inputs, refs,
-                           args.iters, args.warmup)
+                           args.iters, args.warmup, args.profile_iters)
         except Exception as exc:  # keep going: one failed build must not lose the other numbers
             row = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,

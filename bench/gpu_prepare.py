@@ -103,6 +103,9 @@ def references(model: torch.nn.Module, inputs: dict[int, np.ndarray]) -> dict[st
             ys = y if isinstance(y, (tuple, list)) else (y,)
             for i, t in enumerate(ys):
                 refs[f"b{b}_out{i}"] = t.cpu().numpy()
+            if hasattr(m, "heads"):  # YOLOv4: the raw [yolo] inputs too (INT8 is judged on them)
+                for i, t in enumerate(m.heads(torch.from_numpy(x).to("cuda", torch.float64))):
+                    refs[f"b{b}_head{i}"] = t.cpu().numpy()
     model.to("cpu", torch.float32)
     return refs
 

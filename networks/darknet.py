@@ -157,9 +157,11 @@ def decode_netdef(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[
                               head.classes, head.scale_x_y, head.new_coords)
 
 
-def decode_torch(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[Any, Any]:
+def decode_torch(x: Any, head: YoloHead, input_size: tuple[int, int],
+                 anchors: list[float] | None = None) -> tuple[Any, Any]:
     """The PyTorch decode of one head, in x's dtype (float64 for reference comparisons)."""
-    return yolo_decode_reference(x, head.anchors.reshape(-1).tolist(), _head_stride(x.shape, input_size),
+    anchors = head.anchors.reshape(-1).tolist() if anchors is None else anchors
+    return yolo_decode_reference(x, anchors, _head_stride(x.shape, input_size),
                                  head.classes, head.scale_x_y, head.new_coords)
 
 
@@ -295,15 +297,17 @@ class Darknet(Module):
             return UpsampleLayer(**o)
         return YoloLayer(o["head"], self.input_size)
 
-    def forward(self, x: Any) -> tuple[Any, Any]:
+    def forward(self, x: Any, heads: bool = False) -> tuple[Any, ...]:
+        """(boxes, scores); with heads=True also the list of raw [yolo] inputs, as the reference's `heads(x)`."""
         outputs: list[Any] = []
-        boxes, scores = [], []
+        boxes, scores, raw = [], [], []
         for s, layer in zip(self.plan.layers, self.layers):
             ins = [x if j < 0 else outputs[j] for j in s.sources]
             if s.type == "yolo":
                 b, c = layer(*ins)
                 boxes.append(b)
                 scores.append(c)
+                raw.append(ins[0])
                 outputs.append(ins[0])  # a route to a [yolo] layer reads its input, as in Darknet
             else:
                 outputs.append(layer(*ins))
@@ -312,8 +316,10 @@ class Darknet(Module):
         net = current()
         with net.scope("decode"), net.float32():
             if len(boxes) == 1:
-                return boxes[0], scores[0]
-            return F.concat(boxes, dim=1, op="boxes"), F.concat(scores, dim=1, op="scores")
+                decoded = boxes[0], scores[0]
+            else:
+                decoded = F.concat(boxes, dim=1, op="boxes"), F.concat(scores, dim=1, op="scores")
+        return (*decoded, raw) if heads else decoded
 
 
 # --- PyTorch reference ----------------------------------------------------------------------------------
@@ -417,6 +423,8 @@ def reference_module(darknet_plan: DarknetPlan) -> Any:
                 else:
                     mods.append(Yolo(o["head"]))
             self.layers = tnn.ModuleList(mods)
+            # plain floats: torch.compile would otherwise trace (and mis-guard) the numpy anchors
+            self.anchors = [darknet_plan.layers[i].options["head"].anchors.reshape(-1).tolist() for i in darknet_plan.heads]
             self.postprocess: Any = None  # e.g. host NMS: (boxes, scores) -> outputs
 
         def heads(self, x: Any) -> list[Any]:
@@ -431,7 +439,7 @@ def reference_module(darknet_plan: DarknetPlan) -> Any:
         def forward(self, x: Any) -> tuple[Any, Any]:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             specs = [self.plan.layers[i].options["head"] for i in self.plan.heads]
-            decoded = [decode_torch(h, spec, size) for h, spec in zip(self.heads(x), specs)]
+            decoded = [decode_torch(h, spec, size, anchors) for h, spec, anchors in zip(self.heads(x), specs, self.anchors)]
             boxes, scores = torch.cat([d[0] for d in decoded], 1), torch.cat([d[1] for d in decoded], 1)
             return (boxes, scores) if self.postprocess is None else self.postprocess(boxes, scores)
 

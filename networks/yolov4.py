@@ -102,9 +102,12 @@ class YOLOv4(NetworkModel):
 
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False, nms: str = "auto",
                max_detections: int = 100, score_threshold: float = 0.25, iou_threshold: float = 0.45,
-               topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (),
+               topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (), heads: bool = False,
                **options: Any) -> Network:
         """The definition: input `input` (B, C, H, W) letterboxed RGB 0..1; outputs per `nms` (module docstring).
+
+        heads=True adds outputs `head0`.. (the raw [yolo] inputs, cfg order) after those, for accuracy checks
+        against the reference's `heads(x)` (INT8 is judged on them: the decode squashes errors).
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
         decode and NMS stay FP32 either way.
@@ -121,7 +124,7 @@ class YOLOv4(NetworkModel):
         net = Network(f"{self.arch}-{h}x{w}", precision, fp16_io)
         with net:
             x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
-            boxes, scores = model(x)
+            boxes, scores, raw_heads = model(x, heads=True)
             if nms == "raw":
                 names, outputs = RAW_OUTPUTS, (boxes, scores)
             else:
@@ -129,6 +132,8 @@ class YOLOv4(NetworkModel):
                 outputs = engine_nms(net, boxes, scores, max_detections, score_threshold, iou_threshold, topk)
             for name, tensor in zip(names, outputs):
                 net.mark_output(tensor, name)
+            for i, tensor in enumerate(raw_heads if heads else ()):
+                net.mark_output(tensor, f"head{i}")
             if precision == "int8":
                 from netdef import quantize
 

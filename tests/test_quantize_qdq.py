@@ -143,6 +143,20 @@ def test_plan_sites_and_skip() -> None:
     assert {s.layer for s in skipped.sites} == {"conv1"}  # a float conv2: its residual add stays float too
 
 
+def test_average_pooling_input_is_quantized_max_pooling_is_not() -> None:
+    """ResNet's global pool reads an INT8 tensor, so the last conv + residual add can end in INT8 (TensorRT
+    8.6 on the H100 rejects that fusion with a float output); max pooling commutes with Q/DQ: no site."""
+    net = create_network(create_builder())
+    x = net.add_input("input", trt.DataType.FLOAT, (-1, 4, 8, 8))
+    relu = _named(net.add_activation(x, trt.ActivationType.RELU), "relu")
+    mx = _named(net.add_pooling_nd(relu, trt.PoolingType.MAX, (2, 2)), "maxpool")
+    avg = _named(net.add_pooling_nd(mx, trt.PoolingType.AVERAGE, (4, 4)), "avgpool")
+    net.mark_output(avg)
+    sites = {(s.layer, s.input_index, s.tensor, s.kind) for s in plan_qdq(net).sites}
+    assert sites == {("avgpool", 0, "maxpool", "activation")}
+    assert plan_qdq(net, skip=("avgpool",)).sites == []
+
+
 def test_missing_amax_names_tensor_and_layer() -> None:
     net, keep, _ = _block_definition()
     with pytest.raises(CalibrationMissingError, match=r"relu1 \(feeds conv2\).*Recalibrate"):

@@ -91,6 +91,38 @@ def test_heads_and_decode_match_pytorch_and_build(models, name, size, precision)
     assert plan.meta["outputs"][0]["max"] == [2, n, 4] and len(plan.data) > 100_000
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_head_outputs_match_reference_heads_and_keep_the_fingerprint(models, precision):
+    """heads=True adds head0.. outputs (what INT8 is judged on), and no layer: calibration caches still fit."""
+    from netdef.quantize.cache import definition_digest
+
+    model = models["yolov4-tiny"]
+    net = model.define(precision, input_size=256, nms="raw", heads=True)
+    assert net.output_names == ["boxes", "scores", "head0", "head1"]
+    assert definition_digest(net.definition) == definition_digest(model.define(precision, 256, nms="raw").definition)
+    x = model.sample_input(2, 256, seed=11)
+    heads, boxes, _ = reference(model, x)
+    out = executor.execute(net.definition, {"input": x})
+    for i, expected in enumerate(heads):
+        assert rel(out[f"head{i}"], expected) <= TOLERANCE[precision], i
+    assert rel(out["boxes"], boxes) <= TOLERANCE[precision]
+    plan = net.build(BuildSettings(precision=precision, batch=(1, 2, 2), progress=False))
+    assert [o["name"] for o in plan.meta["outputs"]] == ["boxes", "scores", "head0", "head1"]
+
+
+def test_reference_traces_with_torch_compile(models):
+    """bench/gpu_prepare.py times the reference under torch.compile: dynamo must trace it (backend="eager"
+    runs the tracing and guards without compiling kernels)."""
+    model = models["yolov4-tiny"]
+    ref = model.reference(nms="raw")
+    x = torch.from_numpy(model.sample_input(1, 128, seed=3))
+    compiled = torch.compile(ref, backend="eager", fullgraph=False)
+    with torch.inference_mode():
+        want, got = ref(x), compiled(x)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.slow
 def test_yolov4_608_and_non_square_build(models):
     for name, size in (("yolov4", 608), ("yolov4-tiny", (320, 512))):

@@ -6,6 +6,9 @@ Placement follows TensorRT's explicit-quantization guidance, so the builder fuse
   a convolution's kernel becomes constant -> quantize(axis 0) -> dequantize on input 1, bias stays;
 - residual adds (an elementwise SUM with a convolution on one side): the other, shortcut input is
   quantized, so the add fuses into that convolution as its residual;
+- average pooling inputs (ResNet's global pool), as NVIDIA's QAT models do: the last residual block then
+  ends in INT8 too. TensorRT 8.6 on Hopper rejects a conv + residual add with INT8 input and a float
+  output ("All of the candidates were removed"), so without this ResNet-50 does not build there;
 - nothing else: decode, NMS, softmax and every layer named in `skip` stay in floating point.
 One Q/DQ pair per tensor is shared by all its consumers. Scales are FP32 constants; on strongly
 typed bindings the dequantized tensor takes the compute dtype (FP16 for the INT8 policy).
@@ -118,12 +121,20 @@ def plan_qdq(definition: Any, skip: Iterable[str] = ()) -> QDQPlan:
                 kind = "weight" if _is_constant(source) else "activation"
                 plan.sites.append(Site(layer.name, idx, canonical_name(t, produced_by) if kind == "activation"
                                        else t.name, kind))
+        elif layer.type == trt.LayerType.POOLING and _is_average(layer):
+            plan.sites.append(Site(layer.name, 0, canonical_name(layer.get_input(0), produced_by), "activation"))
         elif layer.type == trt.LayerType.ELEMENTWISE and _is_sum(layer):
             shortcut = _shortcut_input(layer, conv_outputs, produced_by)
             if shortcut is not None:
                 plan.sites.append(Site(layer.name, shortcut,
                                        canonical_name(layer.get_input(shortcut), produced_by), "activation"))
     return plan
+
+
+def _is_average(layer: Any) -> bool:
+    trt = shim.binding()
+    layer.__class__ = trt.IPoolingLayer
+    return layer.type == trt.PoolingType.AVERAGE
 
 
 def _is_sum(layer: Any) -> bool:
