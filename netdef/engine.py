@@ -161,23 +161,26 @@ def configure(builder: Any, network: Any, settings: BuildSettings) -> Any:
     return config
 
 
-def weak_precision_flag_names(precision: str, constrained: bool) -> list[str]:
+def weak_precision_flag_names(precision: str, constrained: bool, quantized: bool = True) -> list[str]:
     """Builder flags a weakly typed network needs for a precision (strongly typed networks need none).
 
-    INT8 gets the INT8 flag alone: the Q/DQ layers say what runs in INT8 and the rest stays FP32. With
-    FP16 added, TensorRT 8.6 rejects netdef's Q/DQ ResNet ("All of the candidates were removed, which
-    points to the node being incorrectly marked as an int8 node"); measured on an H100 with
-    bench/int8_probe.py, results in bench/results/int8_probe-2026-11-25-h100-trt86.txt.
+    INT8 gets the INT8 flag alone: the Q/DQ layers say what runs in INT8 and the rest stays FP32 (measured on
+    an H100 with TensorRT 8.6: bench/results/int8_*-2026-11-25-h100-trt86.txt). An INT8 network without any
+    Q/DQ (every layer skipped) gets no flag: TensorRT 8.6 refuses the INT8 flag without scales.
     """
-    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"]}[precision]
+    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"] if quantized else []}[precision]
     if constrained and names:
         names.append("OBEY_PRECISION_CONSTRAINTS")
     return names
 
 
 def _weak_precision_flags(config: Any, network: Any, precision: str, trt: Any) -> None:
-    constrained = any(network.get_layer(i).precision_is_set for i in range(network.num_layers))
-    for name in weak_precision_flag_names(precision, constrained):
+    all_layers = [network.get_layer(i) for i in range(network.num_layers)]
+    constrained = any(layer.precision_is_set for layer in all_layers)
+    quantized = any(layer.type == trt.LayerType.QUANTIZE for layer in all_layers)
+    if precision == "int8" and not quantized:
+        log.warning("network %r is int8 but has no quantize layer (all skipped?): built in FP32", network.name)
+    for name in weak_precision_flag_names(precision, constrained, quantized):
         config.set_flag(getattr(trt.BuilderFlag, name))
 
 

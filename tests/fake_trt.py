@@ -31,7 +31,8 @@ def make_module(generation: str) -> types.SimpleNamespace:
     config = type("IBuilderConfig", (), {"builder_optimization_level": 3, "progress_monitor": None,
                                          "set_tactic_sources": lambda self, s: None})
     tactic = _enum("TacticSource", ["CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"])
+    layer_type = _enum("LayerType", ["CONVOLUTION", "ACTIVATION", "QUANTIZE", "DEQUANTIZE"])
     mod = types.SimpleNamespace(__name__="tensorrt", __version__=version, NetworkDefinitionCreationFlag=creation,
                                 BuilderFlag=flags, INetworkDefinition=network, IBuilderConfig=config,
-                                TacticSource=tactic, **extra)
+                                TacticSource=tactic, LayerType=layer_type, **extra)
     return mod

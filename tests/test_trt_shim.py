@@ -49,6 +49,12 @@ def test_weakly_typed_precision_flags(precision, constrained, expected):
     assert weak_precision_flag_names(precision, constrained) == expected
 
 
+def test_int8_without_quantize_layers_gets_no_int8_flag():
+    """TensorRT 8.6 fails an INT8-flagged build without scales ("no scaling factors"), e.g. all layers skipped."""
+    assert weak_precision_flag_names("int8", False, quantized=False) == []
+    assert weak_precision_flag_names("int8", True, quantized=False) == []
+
+
 def test_forced_binding_must_be_known(monkeypatch):
     with pytest.raises(ValueError, match="NETDEF_TRT='onnxruntime'"):
         shim._import_binding("onnxruntime")
