@@ -99,13 +99,15 @@ def references(model: torch.nn.Module, inputs: dict[int, np.ndarray]) -> dict[st
     with torch.inference_mode():
         m = model.to("cuda", torch.float64)
         for b, x in inputs.items():
-            y = m(torch.from_numpy(x).to("cuda", torch.float64))
-            ys = y if isinstance(y, (tuple, list)) else (y,)
+            xt = torch.from_numpy(x).to("cuda", torch.float64)
+            if hasattr(m, "heads"):  # YOLOv4: the raw [yolo] inputs too (INT8 is judged on them), one pass
+                heads = m.heads(xt)
+                refs.update({f"b{b}_head{i}": t.cpu().numpy() for i, t in enumerate(heads)})
+                ys = m.decode(heads, tuple(x.shape[-2:]))
+            else:
+                ys = (m(xt),)
             for i, t in enumerate(ys):
                 refs[f"b{b}_out{i}"] = t.cpu().numpy()
-            if hasattr(m, "heads"):  # YOLOv4: the raw [yolo] inputs too (INT8 is judged on them)
-                for i, t in enumerate(m.heads(torch.from_numpy(x).to("cuda", torch.float64))):
-                    refs[f"b{b}_head{i}"] = t.cpu().numpy()
     model.to("cpu", torch.float32)
     return refs
 

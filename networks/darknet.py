@@ -35,9 +35,10 @@ LEAKY_SLOPE = 0.1
 
 @dataclass(frozen=True)
 class YoloHead:
-    """One [yolo] layer's decoding parameters: anchors (A, 2) in input pixels (those selected by `mask`)."""
+    """One [yolo] layer's decoding parameters: anchors ((w, h) per anchor) in input pixels (those selected by
+    `mask`), as plain floats: torch.compile traces the reference's decode, and numpy arrays there mis-guard."""
 
-    anchors: np.ndarray
+    anchors: tuple[tuple[float, float], ...]
     classes: int
     scale_x_y: float = 1.0
     new_coords: bool = False
@@ -45,6 +46,11 @@ class YoloHead:
     @property
     def num_anchors(self) -> int:
         return len(self.anchors)
+
+    @property
+    def flat_anchors(self) -> list[float]:
+        """w0, h0, w1, h1, ...: what the decode takes."""
+        return [v for pair in self.anchors for v in pair]
 
 
 @dataclass
@@ -138,7 +144,8 @@ def plan(cfg: Any) -> DarknetPlan:
 
 def _yolo_head(s: Any) -> YoloHead:
     pairs = np.asarray(s.floats("anchors"), dtype=np.float64).reshape(-1, 2)
-    return YoloHead(pairs[yolo_mask(s)], s.int("classes"), s.float("scale_x_y", 1.0), bool(s.int("new_coords", 0)))
+    masked = tuple((float(w), float(h)) for w, h in pairs[yolo_mask(s)])
+    return YoloHead(masked, s.int("classes"), s.float("scale_x_y", 1.0), bool(s.int("new_coords", 0)))
 
 
 # --- [yolo] decoding: one implementation (netdef.plugins.builtin.yolo) serves both sides ----------------
@@ -153,15 +160,13 @@ def _head_stride(x_shape: Any, input_size: tuple[int, int]) -> float:
 
 def decode_netdef(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[Any, Any]:
     """Native layers decoding one head (B, A*(5+C), H, W) into boxes (B, A*H*W, 4) and scores (B, A*H*W, C)."""
-    return yolo_decode_native(current(), x, head.anchors.reshape(-1).tolist(), _head_stride(x.shape, input_size),
+    return yolo_decode_native(current(), x, head.flat_anchors, _head_stride(x.shape, input_size),
                               head.classes, head.scale_x_y, head.new_coords)
 
 
-def decode_torch(x: Any, head: YoloHead, input_size: tuple[int, int],
-                 anchors: list[float] | None = None) -> tuple[Any, Any]:
+def decode_torch(x: Any, head: YoloHead, input_size: tuple[int, int]) -> tuple[Any, Any]:
     """The PyTorch decode of one head, in x's dtype (float64 for reference comparisons)."""
-    anchors = head.anchors.reshape(-1).tolist() if anchors is None else anchors
-    return yolo_decode_reference(x, anchors, _head_stride(x.shape, input_size),
+    return yolo_decode_reference(x, head.flat_anchors, _head_stride(x.shape, input_size),
                                  head.classes, head.scale_x_y, head.new_coords)
 
 
@@ -274,7 +279,7 @@ class YoloLayer(Module):
 
 
 class Darknet(Module):
-    """The netdef definition of a cfg: `layers.{i}` is cfg layer i. forward returns (boxes, scores)."""
+    """The netdef definition of a cfg: `layers.{i}` is cfg layer i. forward returns (boxes, scores, heads)."""
 
     def __init__(self, darknet_plan: DarknetPlan, input_size: tuple[int, int]) -> None:
         super().__init__()
@@ -297,8 +302,8 @@ class Darknet(Module):
             return UpsampleLayer(**o)
         return YoloLayer(o["head"], self.input_size)
 
-    def forward(self, x: Any, heads: bool = False) -> tuple[Any, ...]:
-        """(boxes, scores); with heads=True also the list of raw [yolo] inputs, as the reference's `heads(x)`."""
+    def forward(self, x: Any) -> tuple[Any, Any, list[Any]]:
+        """(boxes, scores, heads): heads are the raw [yolo] inputs, as the reference's `heads(x)`."""
         outputs: list[Any] = []
         boxes, scores, raw = [], [], []
         for s, layer in zip(self.plan.layers, self.layers):
@@ -316,10 +321,8 @@ class Darknet(Module):
         net = current()
         with net.scope("decode"), net.float32():
             if len(boxes) == 1:
-                decoded = boxes[0], scores[0]
-            else:
-                decoded = F.concat(boxes, dim=1, op="boxes"), F.concat(scores, dim=1, op="scores")
-        return (*decoded, raw) if heads else decoded
+                return boxes[0], scores[0], raw
+            return F.concat(boxes, dim=1, op="boxes"), F.concat(scores, dim=1, op="scores"), raw
 
 
 # --- PyTorch reference ----------------------------------------------------------------------------------
@@ -423,8 +426,6 @@ def reference_module(darknet_plan: DarknetPlan) -> Any:
                 else:
                     mods.append(Yolo(o["head"]))
             self.layers = tnn.ModuleList(mods)
-            # plain floats: torch.compile would otherwise trace (and mis-guard) the numpy anchors
-            self.anchors = [darknet_plan.layers[i].options["head"].anchors.reshape(-1).tolist() for i in darknet_plan.heads]
             self.postprocess: Any = None  # e.g. host NMS: (boxes, scores) -> outputs
 
         def heads(self, x: Any) -> list[Any]:
@@ -436,11 +437,14 @@ def reference_module(darknet_plan: DarknetPlan) -> Any:
                     found.append(outputs[-1])
             return found
 
-        def forward(self, x: Any) -> tuple[Any, Any]:
-            size = (int(x.shape[-2]), int(x.shape[-1]))
+        def decode(self, heads: list[Any], size: tuple[int, int]) -> tuple[Any, Any]:
+            """(boxes, scores) of the `heads(x)` outputs for an input of `size` (H, W)."""
             specs = [self.plan.layers[i].options["head"] for i in self.plan.heads]
-            decoded = [decode_torch(h, spec, size, anchors) for h, spec, anchors in zip(self.heads(x), specs, self.anchors)]
-            boxes, scores = torch.cat([d[0] for d in decoded], 1), torch.cat([d[1] for d in decoded], 1)
+            decoded = [decode_torch(h, spec, size) for h, spec in zip(heads, specs)]
+            return torch.cat([d[0] for d in decoded], 1), torch.cat([d[1] for d in decoded], 1)
+
+        def forward(self, x: Any) -> tuple[Any, Any]:
+            boxes, scores = self.decode(self.heads(x), (int(x.shape[-2]), int(x.shape[-1])))
             return (boxes, scores) if self.postprocess is None else self.postprocess(boxes, scores)
 
     return DarknetReference()

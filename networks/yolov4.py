@@ -124,7 +124,7 @@ class YOLOv4(NetworkModel):
         net = Network(f"{self.arch}-{h}x{w}", precision, fp16_io)
         with net:
             x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
-            boxes, scores, raw_heads = model(x, heads=True)
+            boxes, scores, raw_heads = model(x)
             if nms == "raw":
                 names, outputs = RAW_OUTPUTS, (boxes, scores)
             else:

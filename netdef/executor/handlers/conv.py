@@ -39,15 +39,20 @@ def _prod(shape: tuple[int, ...]) -> int:
     return p
 
 
-@handles("CONVOLUTION", interface="IConvolutionLayer")
-def convolution(layer: Any, ctx: LayerContext) -> Any:
+def _geometry(layer: Any, ctx: LayerContext, ops: dict) -> tuple[tuple[int, ...], int, int, int]:
+    """(kernel size, spatial rank, groups, input channels) of a (de)convolution, checked against `ops`."""
     ksize = tuple(layer.kernel_size_nd)
     nd = len(ksize)
-    ctx.require(nd in _CONV, "kernel_size_nd", ksize)
+    ctx.require(nd in ops, "kernel_size_nd", ksize)
     ctx.require(ctx.input_rank(0) == nd + 2, "input rank", ctx.input_rank(0))
-    groups = layer.num_groups
     in_channels = tuple(ctx.input(0).shape)[1]
     ctx.require(in_channels > 0, "dynamic channel dim", in_channels)
+    return ksize, nd, layer.num_groups, in_channels
+
+
+@handles("CONVOLUTION", interface="IConvolutionLayer")
+def convolution(layer: Any, ctx: LayerContext) -> Any:
+    ksize, nd, groups, in_channels = _geometry(layer, ctx, _CONV)
     kernel_shape = (layer.num_output_maps, in_channels // groups) + ksize
     kernel, bias = _weights(layer, ctx, kernel_shape)
     stride, dilation = tuple(layer.stride_nd), tuple(layer.dilation_nd)
@@ -68,15 +73,9 @@ def convolution(layer: Any, ctx: LayerContext) -> Any:
 
 @handles("DECONVOLUTION", interface="IDeconvolutionLayer")
 def deconvolution(layer: Any, ctx: LayerContext) -> Any:
-    ksize = tuple(layer.kernel_size_nd)
-    nd = len(ksize)
-    ctx.require(nd in _DECONV, "kernel_size_nd", ksize)
-    ctx.require(ctx.input_rank(0) == nd + 2, "input rank", ctx.input_rank(0))
+    ksize, nd, groups, in_channels = _geometry(layer, ctx, _DECONV)
     mode = enum_name(layer.padding_mode)
     ctx.require(mode == "EXPLICIT_ROUND_DOWN", "padding_mode", mode)
-    groups = layer.num_groups
-    in_channels = tuple(ctx.input(0).shape)[1]
-    ctx.require(in_channels > 0, "dynamic channel dim", in_channels)
     # TensorRT's deconvolution kernel is laid out (C_in, K / groups, *kernel), as torch's conv_transpose.
     kernel_shape = (in_channels, layer.num_output_maps // groups) + ksize
     kernel, bias = _weights(layer, ctx, kernel_shape)
