@@ -164,11 +164,13 @@ def configure(builder: Any, network: Any, settings: BuildSettings) -> Any:
 def weak_precision_flag_names(precision: str, constrained: bool, quantized: bool = True) -> list[str]:
     """Builder flags a weakly typed network needs for a precision (strongly typed networks need none).
 
-    INT8 gets the INT8 flag alone: the Q/DQ layers say what runs in INT8 and the rest stays FP32 (measured on
-    an H100 with TensorRT 8.6: bench/results/int8_*-2026-11-25-h100-trt86.txt). An INT8 network without any
-    Q/DQ (every layer skipped) gets no flag: TensorRT 8.6 refuses the INT8 flag without scales.
+    INT8 gets the INT8 and FP16 flags: the Q/DQ layers say what runs in INT8, and what they do not cover runs
+    in FP16, as it does on strongly typed bindings (the INT8 policy's compute dtype) and as NVIDIA builds its
+    QAT engines (`trtexec --int8 --fp16`). The INT8 flag alone left Mish, residual adds and the YOLO decode in
+    FP32. An INT8 network without any Q/DQ (every layer skipped) builds as FP16: TensorRT 8.6 refuses the
+    INT8 flag without scales.
     """
-    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"] if quantized else []}[precision]
+    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"] if quantized else ["FP16"]}[precision]
     if constrained and names:
         names.append("OBEY_PRECISION_CONSTRAINTS")
     return names
@@ -179,7 +181,7 @@ def _weak_precision_flags(config: Any, network: Any, precision: str, trt: Any) -
     constrained = any(layer.precision_is_set for layer in all_layers)
     quantized = any(layer.type == trt.LayerType.QUANTIZE for layer in all_layers)
     if precision == "int8" and not quantized:
-        log.warning("network %r is int8 but has no quantize layer (all skipped?): built in FP32", network.name)
+        log.warning("network %r is int8 but has no quantize layer (all skipped?): built in FP16", network.name)
     for name in weak_precision_flag_names(precision, constrained, quantized):
         config.set_flag(getattr(trt.BuilderFlag, name))
 

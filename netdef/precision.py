@@ -36,7 +36,8 @@ class PrecisionPolicy:
         """dtype of weights/constants and activations in the definition itself.
 
         Strongly typed: FP16 when reduced. Weakly typed (8.6): always FP32; the FP16 builder flag reduces
-        fp16 builds, and int8 builds run what the Q/DQ layers do not cover in FP32 (see engine.py).
+        fp16 builds, and int8 builds (INT8 + FP16 flags) run what the Q/DQ layers do not cover in FP16
+        (see engine.py).
         """
         return np.dtype(np.float16 if self.reduced and self.strongly_typed else np.float32)
 

@@ -159,14 +159,14 @@ def test_configure_on_weakly_typed_binding_sets_builder_flags(monkeypatch):
     network = types.SimpleNamespace(num_layers=2, get_layer=lambda i: layers[i], num_inputs=0,
                                     num_outputs=0, name="n")
     configure(builder, network, BuildSettings(precision="int8", progress=False))
-    assert config.flags == ["INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    assert config.flags == ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]
     assert config.tactics == (1 << 3) | (1 << 4)  # TensorRT's own kernels only: no cuBLAS/cuDNN
-    del layers[1]  # no quantize layer left (everything skipped): no INT8 flag, an FP32 build
+    del layers[1]  # no quantize layer left (everything skipped): no INT8 flag, an FP16 build
     network.num_layers = 1
     config = _Recorder()
     builder = types.SimpleNamespace(create_builder_config=lambda: config)
     configure(builder, network, BuildSettings(precision="int8", progress=False))
-    assert config.flags == []
+    assert config.flags == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
 
 
 def test_configure_on_strongly_typed_binding_sets_no_precision_flags(monkeypatch):

@@ -43,16 +43,18 @@ def test_tensorrt_11_is_strongly_typed_with_python_plugins():
     ("fp32", True, []),
     ("fp16", False, ["FP16"]),
     ("fp16", True, ["FP16", "OBEY_PRECISION_CONSTRAINTS"]),
-    ("int8", False, ["INT8"]),
+    ("int8", False, ["INT8", "FP16"]),
+    ("int8", True, ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]),
 ])
 def test_weakly_typed_precision_flags(precision, constrained, expected):
     assert weak_precision_flag_names(precision, constrained) == expected
 
 
 def test_int8_without_quantize_layers_gets_no_int8_flag():
-    """TensorRT 8.6 fails an INT8-flagged build without scales ("no scaling factors"), e.g. all layers skipped."""
-    assert weak_precision_flag_names("int8", False, quantized=False) == []
-    assert weak_precision_flag_names("int8", True, quantized=False) == []
+    """TensorRT 8.6 fails an INT8-flagged build without scales ("no scaling factors"), e.g. all layers skipped:
+    such a network builds as FP16, what its unquantized layers would have run in anyway."""
+    assert weak_precision_flag_names("int8", False, quantized=False) == ["FP16"]
+    assert weak_precision_flag_names("int8", True, quantized=False) == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
 
 
 def test_forced_binding_must_be_known(monkeypatch):
