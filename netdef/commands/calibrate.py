@@ -2,12 +2,16 @@
 
 Runs the calibration data through ARCH's FP32 definition with netdef's executor and writes the amax of
 every tensor the INT8 build quantizes; `netdef build ... --precision int8 --calib-cache calib.json` uses it.
+`--sensitivity K` also ranks the quantization sites (residual blocks / layers) by the output error quantizing
+each alone causes and keeps the worst K in FP16; the ranking goes into the cache and is printed (and written
+with `--sensitivity-report`).
 """
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from netdef.commands.build import parse_size
 
@@ -32,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=parse_size, default=None, help="H,W (default: the network's own)")
     p.add_argument("--recalibrate", action="store_true", help="replace an existing cache that does not match")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sensitivity", type=int, default=None, metavar="K",
+                   help="rank quantization sites by the output error of quantizing each alone; keep the worst K in FP16")
+    p.add_argument("--sensitivity-samples", type=int, default=8, help="samples the ranking runs on (default 8)")
+    p.add_argument("--sensitivity-depth", type=int, default=2,
+                   help="a site is a module path cut to this many components (2: `layer1.0`, `layers.5`)")
+    p.add_argument("--sensitivity-report", type=Path, default=None, help="write the ranking as JSON here")
     p.set_defaults(func=run)
 
 
@@ -50,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cache = calibrate(model, args.data, method=args.method, samples=args.samples, batch=args.batch,
                       device=args.device, input_size=args.input_size, out=args.out, recalibrate=args.recalibrate,
-                      percentile=args.percentile, progress=not args.no_progress)
+                      percentile=args.percentile, progress=not args.no_progress, sensitivity=args.sensitivity,
+                      sensitivity_samples=args.sensitivity_samples, sensitivity_depth=args.sensitivity_depth)
+    if args.sensitivity is not None:
+        _report_sensitivity(cache, args.sensitivity_report)
     if reuse:
         print(f"{args.arch}: {args.out} matches this network and weights (fingerprint {cache.fingerprint[:12]}): "
               "reused; pass --recalibrate to compute it again")
@@ -58,3 +71,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.arch}: {len(cache.amax)} tensors calibrated ({cache.algorithm}, {cache.num_samples} samples) "
           f"-> {args.out} in {time.perf_counter() - t0:.1f} s (fingerprint {cache.fingerprint[:12]})")
     return 0
+
+
+def _report_sensitivity(cache: Any, report: Path | None) -> None:
+    import json
+
+    from netdef.atomic import write_text_atomic
+    from netdef.quantize.sensitivity import SensitivityResult
+
+    stored = cache.meta["sensitivity"]
+    print(SensitivityResult.from_json(stored).format())
+    if report is not None:
+        write_text_atomic(report, json.dumps(stored, indent=1) + "\n")

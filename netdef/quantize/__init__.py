@@ -4,7 +4,10 @@
   with netdef's executor, collect |x| statistics of every tensor that will be quantized, compute one
   amax per tensor and return (and optionally save) a `CalibrationCache`.
 - `apply(net, calibration, skip)`: called by a network class's `define` for precision="int8"; appends a
-  finalizer to `net.finalizers` that inserts Q/DQ (netdef.quantize.qdq) before the build.
+  finalizer to `net.finalizers` that inserts Q/DQ (netdef.quantize.qdq) before the build. Sites a
+  sensitivity ranking chose to keep in FP16 (`calibrate(..., sensitivity=K)`) are skipped too.
+- `groups` (scale groups), `placement` (placement report of a built INT8 definition) and `sensitivity`
+  (ranking sites by the error quantizing each alone causes) serve the placement rules of docs/int8.md.
 Names are the contract: the FP32 and INT8 definitions share tensor names, so the cache is keyed by them.
 """
 from __future__ import annotations
@@ -93,12 +96,16 @@ def calibrate_definition(definition: Any, data: Any, method: str = "entropy", ba
 def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | None = 256, batch: int = 32,
               device: str = "cpu", input_size: tuple[int, int] | None = None, out: str | os.PathLike | None = None,
               recalibrate: bool = False, percentile: float = DEFAULT_PERCENTILE, skip: Iterable[str] = (),
-              progress: bool = True) -> CalibrationCache:
+              progress: bool = True, sensitivity: int | None = None, sensitivity_samples: int = 8,
+              sensitivity_depth: int = 2) -> CalibrationCache:
     """Calibrate a network class (`networks.base.NetworkModel`) on its FP32 definition.
 
     `data`: image folder (the network's preprocessing), .npy/.npz path or array. With `out`, an existing
     cache is reused when its fingerprint and method match, refused when they do not (unless
     `recalibrate`), and a new one is written atomically.
+    `sensitivity=K`: also rank the quantization sites (module paths cut to `sensitivity_depth`) by the
+    output error quantizing each alone causes on the first `sensitivity_samples` samples, and keep the
+    worst K in FP16; the ranking is stored in `cache.meta["sensitivity"]` (reused when present).
     """
     net = model.define(precision="fp32", input_size=input_size)
     definition = net.definition
@@ -111,6 +118,9 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
             raise CalibrationCacheError(f"{out}: was calibrated with {cache.algorithm!r}, {method!r} asked; "
                                         "pass recalibrate=True (--recalibrate) to replace it")
         log.info("%s: fingerprint matches, reusing the calibration cache", out)
+        if sensitivity is not None:
+            _add_sensitivity(cache, model, data, sensitivity, sensitivity_samples, sensitivity_depth, device,
+                             input_size, skip, progress, out)
         return cache
     inp = definition.get_input(0)
     if not isinstance(data, (np.ndarray, CalibrationData)) and Path(data).is_dir():
@@ -119,10 +129,37 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     cache = new_cache(result.amax, method, result.num_samples, definition, weights_sha, arch=getattr(model, "arch", None) or None, device=device, batch=batch,
                       seconds={"statistics": round(result.collect_s, 3), "amax": round(result.amax_s, 3)},
                       **({"percentile": percentile} if method == "percentile" else {}))
+    if sensitivity is not None:
+        _add_sensitivity(cache, model, data, sensitivity, sensitivity_samples, sensitivity_depth, device,
+                         input_size, skip, progress, None)
     if out is not None:
         cache.save(out)
         log.info("wrote calibration cache %s (%d tensors)", out, len(result.amax))
     return cache
+
+
+def _add_sensitivity(cache: CalibrationCache, model: Any, data: Any, k: int, samples: int, depth: int, device: str,
+                     input_size: Any, skip: Iterable[str], progress: bool, out: str | os.PathLike | None) -> None:
+    """Rank the sites (or reuse a ranking made with the same settings) and keep the worst `k` in FP16."""
+    from netdef.quantize.sensitivity import SensitivityResult, rank_model
+
+    if k < 0 or samples < 1:
+        raise ValueError(f"sensitivity: keep K >= 0 sites in FP16 on >= 1 samples (got K={k}, samples={samples})")
+    stored = cache.meta.get("sensitivity")
+    if stored and stored.get("samples") == samples and stored.get("depth") == depth:
+        result = SensitivityResult.from_json(stored)
+    else:
+        inp = model.define(precision="fp32", input_size=input_size).definition.get_input(0)
+        if not isinstance(data, (np.ndarray, CalibrationData)) and Path(data).is_dir():
+            data = load_data(data, tuple(inp.shape)[1:], preprocessing_for(model), limit=samples)
+        data = load_data(data, tuple(inp.shape)[1:], limit=samples, input_name=inp.name)
+        inputs = next(data.batches(samples))
+        result = rank_model(model, cache.amax, inputs, device, input_size, depth, skip, progress)
+    result.fp16 = result.worst(k)
+    cache.meta["sensitivity"] = {**result.to_json(), "depth": depth}
+    if out is not None:
+        cache.save(out)
+    log.info("sensitivity: keeping %s in FP16", result.fp16 or "nothing")
 
 
 def _as_cache_or_amax(calibration: Any) -> CalibrationCache | dict[str, float] | None:
@@ -165,6 +202,9 @@ def apply(net: Any, calibration: Any, skip: Iterable[str] = (), weights: Any = N
             amax = source.amax
             info = {"algorithm": source.algorithm, "num_samples": source.num_samples,
                     "fingerprint": source.fingerprint}
+            fp16 = tuple((source.meta.get("sensitivity") or {}).get("fp16", ()))
+            if fp16:
+                info["sensitivity_fp16"] = list(fp16)
         elif source is not None:
             amax = source
             info = {"algorithm": "given"}
@@ -172,9 +212,10 @@ def apply(net: Any, calibration: Any, skip: Iterable[str] = (), weights: Any = N
             result = calibrate_definition(definition, calibration, method, batch, device, skip=skip)
             amax = result.amax
             info = {"algorithm": method, "num_samples": result.num_samples}
-        plan = insert_qdq(definition, amax, net.policy.compute_dtype, net.keep, skip, unique=net.unique)
+        kept = tuple(skip) + tuple(info.get("sensitivity_fp16", ()))
+        plan = insert_qdq(definition, amax, net.policy.compute_dtype, net.keep, kept, unique=net.unique)
         info["quantized_tensors"] = len(plan.sites)
-        info["skip"] = list(skip)
+        info["skip"] = list(kept)
         net.meta["int8"] = info
 
     net.finalizers.append(finalize)

@@ -1,0 +1,253 @@
+"""docs/int8.md's placement rules, checked on definitions: the placement report (where TensorRT must requantize),
+scale groups (union-find, group amax from merged histograms), and the sensitivity ranking behind
+`netdef calibrate --sensitivity K`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from netdef.engine import create_builder, create_network
+from netdef.quantize import calibrate, plan_qdq
+from netdef.quantize.groups import ScaleGroups, merge_stats
+from netdef.quantize.placement import check_placement, commuting_groups
+from netdef.quantize.sensitivity import SensitivityResult, rank_sites, site_of
+from netdef.quantize.stats import TensorStats
+from tests.test_quantize_qdq import STRONG, Keep, _const, _named, _qdq, trt
+
+
+def _quantized_conv(net, keep, x, scale, name, qdq_name=None):
+    """conv(DQ(Q(x))) with per-channel quantized weights, like netdef's Q/DQ pass writes it."""
+    _, dq = _qdq(net, keep, x, scale, 0, qdq_name or f"{name}/in")
+    w = keep(np.random.default_rng().standard_normal((4, int(x.shape[1]), 1, 1)).astype(np.float32))
+    _, wdq = _qdq(net, keep, _const(net, keep, w, f"{name}/w"), np.full(4, 0.01, np.float32), 0, f"{name}/wq")
+    layer = net.add_convolution_nd(dq, 4, (1, 1), trt.Weights(trt.DataType.FLOAT), trt.Weights())
+    layer.set_input(1, wdq)
+    return _named(layer, name)
+
+
+def _input(net, channels=4):
+    return net.add_input("input", trt.DataType.FLOAT, (-1, channels, 8, 8))
+
+
+def test_skip_read_in_float_needs_a_standalone_quantize_and_its_skip_qdq_removes_it() -> None:
+    """The residual rule: the add's skip input gets the Q/DQ its conv consumer already has (one per tensor)."""
+    for skip_quantized in (False, True):
+        keep = Keep()
+        net = create_network(create_builder())
+        relu = _named(net.add_activation(_input(net), trt.ActivationType.RELU), "relu")
+        conv = _quantized_conv(net, keep, relu, 0.05, "conv", qdq_name="relu")
+        skip = relu
+        if skip_quantized:  # the same tensor's Q/DQ (here a second pair with the same scale)
+            _, skip = _qdq(net, keep, relu, 0.05, 0, "relu/skip")
+        net.mark_output(_named(net.add_elementwise(conv, skip, trt.ElementWiseOperation.SUM), "add"))
+        report = check_placement(net)
+        assert report.int8_layers() == ["conv"]
+        if skip_quantized:
+            assert report.requantized == [] and report.dequantized_inputs("add") == [1]
+        else:
+            [r] = report.requantized
+            assert (r.tensor, r.kind, r.float_readers, r.scales) == ("relu", "float+int8", ["add"], [pytest.approx(0.05)])
+
+
+def _concat_net(scale_a: float, scale_concat: float):
+    """a = relu(x) feeds a quantized conv and, with b = sigmoid(x), a concat -> max pool -> quantized conv."""
+    keep = Keep()
+    net = create_network(create_builder())
+    x = _input(net)
+    a = _named(net.add_activation(x, trt.ActivationType.RELU), "a")
+    b = _named(net.add_activation(x, trt.ActivationType.SIGMOID), "b")
+    net.mark_output(_quantized_conv(net, keep, a, scale_a, "conv_a", qdq_name="a"))
+    cat = _named(net.add_concatenation([a, b]), "cat")
+    pool = net.add_pooling_nd(cat, trt.PoolingType.MAX, (2, 2))
+    net.mark_output(_quantized_conv(net, keep, _named(pool, "pool"), scale_concat, "conv_c", qdq_name="pool"))
+    return net, keep
+
+
+def test_concat_and_max_pool_share_the_scale_of_their_inputs() -> None:
+    """TensorRT moves the pool's quantize across max pool and concat onto `a` and `b`: `a`, quantized for its
+    own conv too, then needs two scales. One scale for the group {a, b, cat, pool} removes that."""
+    net, _ = _concat_net(0.05, 0.02)
+    report = check_placement(net)
+    [r] = report.requantized
+    assert (r.tensor, r.kind) == ("a", "scales") and r.scales == [pytest.approx(0.02), pytest.approx(0.05)]
+    groups = commuting_groups(net)
+    assert groups.members("a") == ["a", "b", "cat", "pool"]
+    net, _ = _concat_net(0.03, 0.03)
+    report = check_placement(net)
+    assert report.requantized == [] and report.same_scale("a", "pool") and report.shared == [["a", "pool"]]
+    assert sorted(report.int8_layers()) == ["conv_a", "conv_c"]
+
+
+def test_dequantized_value_quantized_again_with_another_scale_is_a_requantization() -> None:
+    keep = Keep()
+    net = create_network(create_builder())
+    relu = _named(net.add_activation(_input(net), trt.ActivationType.RELU), "relu")
+    _, dq = _qdq(net, keep, relu, 0.05, 0, "relu")
+    pool = _named(net.add_pooling_nd(dq, trt.PoolingType.MAX, (2, 2)), "pool")
+    net.mark_output(_quantized_conv(net, keep, pool, 0.02, "conv", qdq_name="pool"))
+    report = check_placement(net)
+    assert [(r.tensor, r.producer, r.scales) for r in report.requantized] == \
+        [("relu", "relu/dq", [pytest.approx(0.05), pytest.approx(0.02)])]
+
+
+def _amax_for(definition, value=lambda i: 1.0 + 0.37 * i):
+    return {n: value(i) for i, n in enumerate(plan_qdq(definition).activation_tensors)}
+
+
+def test_resnet_placement_quantizes_only_the_skip_of_each_residual_add() -> None:
+    """Per block: the add reads one dequantized input, the identity (input 1); nothing is requantized; every conv
+    and the fc run INT8; the only quantized conv outputs are projection shortcuts (the skip of their block)."""
+    from networks.resnet import ResNet, random_bn_init, torch_resnet
+
+    module = random_bn_init(torch_resnet("resnet18", num_classes=10, seed=0), seed=1)
+    model = ResNet({k: v.numpy() for k, v in module.state_dict().items()})
+    fp32 = model.define("fp32", input_size=(32, 32))
+    int8 = model.define("int8", input_size=(32, 32), calibration=_amax_for(fp32.definition))
+    int8.finalize()
+    report = check_placement(int8)
+    blocks = [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
+    assert {b: report.dequantized_inputs(f"{b}/add") for b in blocks} == {b: [1] for b in blocks}
+    assert report.requantized == []
+    assert len(report.int8_layers()) == len(report.weighted) == 21  # 20 convs + fc
+    assert report.quantized_weighted_outputs == [f"layer{s}.0.downsample.1" for s in (2, 3, 4)]
+    assert report.site("layer4.1.relu#1").readers == ["avgpool:0"]  # the global pool reads INT8
+
+
+def test_yolov4_tiny_route_groups_remove_every_requantization(tmp_path) -> None:
+    """YOLOv4-tiny's routes (channel-group slices, concats) and max pools: with one amax per tensor the Q/DQ
+    placement needs two scales on 7 tensors; with one amax per scale group, none."""
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+
+    text = yolov4_tiny_cfg(width_div=8, classes=4)
+    (tmp_path / "t.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "t.weights", seed=3, gain=1.2)
+    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
+    model = YOLOv4.from_hdf5(tmp_path / "t.h5")
+    fp32 = model.define("fp32", input_size=96, nms="raw")
+    amax = _amax_for(fp32.definition)
+    int8 = model.define("int8", input_size=96, nms="raw", calibration=amax)
+    int8.finalize()
+    report = check_placement(int8)
+    assert report.summary()["two_scales"] == 7 and report.summary()["float_and_int8"] == 0
+    groups = commuting_groups(fp32)
+    assert groups.members("layers.2") == ["layers.2", "layers.3", "layers.7", "layers.8", "layers.9"]
+    grouped = model.define("int8", input_size=96, nms="raw", calibration=groups.amax(amax))
+    grouped.finalize()
+    assert check_placement(grouped).requantized == []
+
+
+def test_scale_groups_union_find_and_json() -> None:
+    g = ScaleGroups([["a", "b"], ["c", "d"]])
+    g.union("b", "d")
+    g.add("e")
+    assert g.same("a", "c") and not g.same("a", "e") and "e" in g
+    assert g.groups() == [["a", "b", "c", "d"]] and g.groups(min_size=1)[-1] == ["e"]
+    assert ScaleGroups(g.to_json()).groups() == g.groups()
+    assert g.union() is None
+    amax = g.amax({"a": 1.0, "c": 3.0, "e": 2.0, "x": 5.0})
+    assert amax == {"a": 3.0, "b": 3.0, "c": 3.0, "d": 3.0, "e": 2.0, "x": 5.0}  # the largest member amax
+
+
+def _stats(name: str, *arrays: np.ndarray) -> TensorStats:
+    s = TensorStats(name)
+    for a in arrays:
+        s.update(torch.from_numpy(a))
+    return s
+
+
+def test_group_amax_is_the_calibration_of_the_merged_histogram() -> None:
+    """A concat's values are its inputs' values: with equal ranges the merged histogram is the concat's, exactly;
+    with different ranges the resampled one gives the concat's amax within a bin or two."""
+    rng = np.random.default_rng()
+    a = rng.standard_normal(40000).astype(np.float32)
+    b = (rng.standard_normal(60000) * 3).astype(np.float32)
+    a[0] = b[0] = max(np.abs(a).max(), np.abs(b).max())  # equal ranges: the same bins for a, b and the concat
+    sa, sb, sc = _stats("a", a), _stats("b", b), _stats("cat", np.concatenate([a, b]))
+    merged = merge_stats([sa, sb], "a+b")
+    np.testing.assert_allclose(merged.counts, sc.counts)
+    assert merged.amax("entropy") == sc.amax("entropy") and merged.num_values == 100000
+    c = (rng.standard_normal(50000) * 0.5).astype(np.float32)  # a much narrower range
+    sd, se = _stats("c", c), _stats("cat2", np.concatenate([b, c]))
+    width = se.hist_max / se.num_bins
+    for method in ("entropy", "percentile", "mse"):
+        assert abs(merge_stats([sb, sd], "b+c").amax(method) - se.amax(method)) <= 2 * width
+    groups = ScaleGroups([["b", "c"]])
+    amax = groups.amax({"b": 1.0, "c": 2.0}, stats={"b": sb, "c": sd}, method="percentile")
+    assert amax["b"] == amax["c"] == merge_stats([sb, sd], "g").amax("percentile")
+
+
+def test_rank_sites_orders_by_the_error_each_site_alone_causes() -> None:
+    ref = np.random.default_rng(0).standard_normal((2, 50))
+    noise = {"s1": 0.01, "s2": 0.2, "s3": 0.05}
+    calls = []
+
+    def run(quantized: frozenset) -> dict:
+        calls.append(quantized)
+        err = sum(noise[s] for s in quantized)
+        return {"logits": ref * (1 + err)}
+
+    result = rank_sites(run, ["s1", "s2", "s3"], progress=False)
+    assert [e.site for e in result.ranking] == ["s2", "s3", "s1"]
+    assert result.ranking[0].rel_err == pytest.approx(0.2) and result.all_quantized.rel_err == pytest.approx(0.26)
+    assert calls[0] == frozenset() and len(calls) == 5 and result.samples == 2
+    result.fp16 = result.worst(2)
+    back = SensitivityResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert back.worst(2) == ["s2", "s3"] and back.fp16 == ["s2", "s3"] and "s2" in back.format()
+    assert site_of("layer1.0.conv1", 2) == "layer1.0" and site_of("layers.5/mish/mul#1", 2) == "layers.5"
+    assert site_of("fc/matmul", 2) == "fc"
+
+
+def test_calibrate_cli_sensitivity_keeps_the_worst_sites_in_fp16(tmp_path, capsys) -> None:
+    """Rank ResNet-18's stages (depth 1) on 2 samples, keep the worst 2 in FP16; the cache carries the ranking,
+    a build skips those sites; a second call reuses the ranking (only K changes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as test_int8_resnet: no OpenMP spin-waiting on shared cores
+    try:
+        _sensitivity_cli(tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sensitivity_cli(tmp_path, capsys) -> None:
+    from netdef.cli import main
+    from netdef.executor import execute
+    from networks.resnet import ResNet
+    from tests.test_int8_resnet import _resnet_h5
+
+    h5 = _resnet_h5("resnet18", tmp_path / "r18.h5", seed=4)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    calib = tmp_path / "calib.json"
+    args = ["calibrate", "resnet18", "--weights", str(h5), "--data", str(tmp_path / "calib.npy"), "--out", str(calib),
+            "--samples", "8", "--batch", "8", "--input-size", "32", "--no-progress", "--sensitivity", "2",
+            "--sensitivity-samples", "2", "--sensitivity-depth", "1", "--sensitivity-report", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    stored = json.loads(calib.read_text())["meta"]["sensitivity"]
+    sites = [s for s, _, _ in stored["ranking"]]
+    assert sorted(sites) == ["avgpool", "conv1", "fc", "layer1", "layer2", "layer3", "layer4"]
+    assert stored["fp16"] == sites[:2] and stored["depth"] == 1 and stored["samples"] == 2
+    assert json.loads((tmp_path / "s.json").read_text()) == stored and sites[0] in table
+    errors = [r for _, r, _ in stored["ranking"]]
+    assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1] > 0
+    model = ResNet.from_hdf5(h5)
+    int8 = model.define("int8", input_size=(32, 32), calibration=str(calib))
+    int8.finalize()
+    assert int8.meta["int8"]["sensitivity_fp16"] == sites[:2]
+    quantized = {s.layer for s in plan_qdq(model.define("fp32", input_size=(32, 32)).definition).sites}
+    kept = {w.layer for w in check_placement(int8).weighted if w.int8_input}
+    assert not any(site_of(layer, 1) in sites[:2] for layer in kept) and kept < quantized
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert torch.isfinite(execute(int8.definition, {"input": x})["logits"]).all()
+    assert main(args) == 0  # reused: the stored ranking, no recomputation
+    assert "reused" in capsys.readouterr().out
+    again = calibrate(model, tmp_path / "calib.npy", samples=8, input_size=(32, 32), out=calib, progress=False,
+                      sensitivity=3, sensitivity_samples=2, sensitivity_depth=1)
+    assert again.meta["sensitivity"]["fp16"] == sites[:3] == json.loads(calib.read_text())["meta"]["sensitivity"]["fp16"]
+    assert again.meta["sensitivity"]["ranking"] == stored["ranking"]
+    with pytest.raises(ValueError, match="K >= 0"):
+        calibrate(model, tmp_path / "calib.npy", input_size=(32, 32), out=calib, progress=False, sensitivity=-1)
