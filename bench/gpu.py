@@ -1,17 +1,26 @@
 """GPU benchmark, step 2 of 2: run in /tmp/gpu-trt/python (TensorRT 8.6, Python 3.10, no torch).
 
 For each model prepared by `bench/gpu_prepare.py` (HDF5, ONNX, inputs, float64 references, torch timings,
-INT8 calibration caches) and each precision: build the netdef engine and the ONNX-parsed engine on the same
-builder with the same optimization level and a shared timing cache, run both through netdef's runtime,
-compare with the float64 reference and time them with device-resident I/O. Prints one table and writes
-JSON (`--out`).
+INT8 calibration data and caches) and each precision: build the netdef engine and the ONNX-parsed engine on
+the same builder with the same optimization level and a shared timing cache, run both through netdef's
+runtime, compare with the float64 reference and time them with device-resident I/O. Writes JSON (`--out`).
 
-    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu.py --work /tmp/nd --out results.json
+Path kinds: `netdef`, `onnx` (the ONNX-parsed model) and `implicit` (the ONNX-parsed model with TensorRT's
+own implicit INT8: IInt8EntropyCalibrator2 on `<model>_calib.npy`, the array netdef calibrated on, INT8+FP16
+flags). Every engine is built with DETAILED profiling verbosity; its layer list (engine inspector) and its
+full per-layer profile are saved beside it (`.layers.json.gz`, `.profile.json.gz`) and counted in the row
+(reformats, INT8 convolutions, merged convolutions); netdef INT8 rows also carry the placement report of
+their definition (netdef.quantize.placement). With INT8 rows the run ends with the INT8 table
+(bench/gpu_table.py --int8).
+
+    PYTHONPATH=.:bench /tmp/gpu-trt/python bench/gpu.py --work /tmp/nd --out results.json
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import gzip
 import json
 import sys
 import time
@@ -20,8 +29,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from device_array import CudaArray  # noqa: E402
+from engine_layers import engine_layers, layer_counts  # noqa: E402
+from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
+from netdef.atomic import atomic_path  # noqa: E402
 from netdef.engine import BuildSettings, build_engine, create_builder, create_network, save_engine  # noqa: E402
 from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
@@ -35,32 +50,12 @@ DEFAULT_PLAN = ",".join([
     "resnet50:fp32:onnx", "yolov4:fp16:netdef", "yolov4:fp16:onnx", "yolov4:int8:netdef", "yolov4:fp32:netdef",
     "yolov4:fp32:onnx"])
 INT8_SKIP: list[str] = []  # --int8-skip: layers kept in float in INT8 builds
+CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
-class CudaArray:
-    """A device array (cudaMalloc) exposing __cuda_array_interface__, so the runtime reads/writes it in place."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: object) -> None:
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.buf = cuda.DeviceBuffer(int(np.prod(shape)) * self.dtype.itemsize)
-
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.buf.ptr, False), "version": 3}
-
-    @classmethod
-    def from_host(cls, array: np.ndarray) -> "CudaArray":
-        dev = cls(array.shape, array.dtype)
-        host = np.ascontiguousarray(array)
-        rt = cuda.cudart()
-        cuda.check(rt.cudaMemcpy(dev.buf.ptr, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
-                   "cudaMemcpy(HostToDevice)")
-        return dev
-
-
-def onnx_plan(path: Path, settings: BuildSettings):
+def parse_onnx(path: Path):
     trt = shim.binding()
     builder = create_builder()
     network = create_network(builder)
@@ -69,11 +64,33 @@ def onnx_plan(path: Path, settings: BuildSettings):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{path}: ONNX parse failed: {errors}")
     network.name = path.stem + "-onnx"
+    return builder, network, parser
+
+
+def onnx_plan(path: Path, settings: BuildSettings):
+    builder, network, _parser = parse_onnx(path)
     return build_engine(network, settings, builder, {"arch": path.stem, "path": "onnx"})
 
 
-def netdef_plan(name: str, work: Path, settings: BuildSettings):
+def implicit_plan(name: str, work: Path, settings: BuildSettings):
+    """The ONNX model (with the raw YOLO heads as outputs where prepared) and TensorRT's implicit INT8:
+    FP16 settings (the FP16 flag) plus the INT8 flag and the entropy calibrator on netdef's calibration array."""
+    onnx = work / f"{name}_heads.onnx"
+    builder, network, _parser = parse_onnx(onnx if onnx.exists() else work / f"{name}.onnx")
+    calib = calibrator(np.load(work / f"{name}_calib.npy", mmap_mode="r"), CALIB_BATCH,
+                       work / f"{name}_trt_entropy.cache")
+    fp16 = dataclasses.replace(settings, precision="fp16")
+    with builder_config(implicit_int8(calib)):
+        plan = build_engine(network, fp16, builder, {"arch": name, "path": "implicit"})
+    plan.meta.update(precision="int8", calibration={"algorithm": "IInt8EntropyCalibrator2", "batches": calib.batches,
+                                                    "seconds": calib.seconds})
+    return plan
+
+
+def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Path):
+    """Define (INT8: write the placement report beside the engine), then build."""
     import networks
+    from netdef.quantize.placement import check_placement
 
     model = networks.get(name).from_hdf5(work / f"{name}.h5")
     options = {"input_size": INPUT_SIZE[name]}
@@ -83,7 +100,23 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings):
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(s for s in INT8_SKIP if s)
-    return model.build(settings=settings, **options)
+    net = model.define(precision=settings.precision, **options)
+    placement = None
+    if settings.precision == "int8":
+        net.finalize()
+        report = check_placement(net)
+        placement = report.summary()
+        write_gz(Path(f"{engine_path}.placement.json.gz"), json.dumps(report.to_json()))
+        print(report.format(), flush=True)
+    plan = net.build(settings, arch=model.arch)
+    if placement is not None:
+        plan.meta["placement"] = placement
+    return plan
+
+
+def write_gz(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(text.encode()))
 
 
 def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
@@ -116,8 +149,9 @@ def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: i
             "gpu_median_ms": float(np.median(gpu)), "gpu_p90_ms": float(np.percentile(gpu, 90))}
 
 
-def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int = 30) -> dict:
-    """Per-layer GPU time (TensorRT's IProfiler, fused layers as the engine runs them), mean over `iters`."""
+def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int = 30) -> tuple[dict, dict]:
+    """Per-layer GPU time (TensorRT's IProfiler, fused layers as the engine runs them), mean over `iters`:
+    (summary with the `top` slowest layers, every layer's mean ms)."""
     trt = shim.binding()
 
     class LayerTimes(trt.IProfiler):
@@ -135,7 +169,7 @@ def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int
     mean = {name: ms / iters for name, ms in profiler.ms.items()}
     ranked = sorted(mean.items(), key=lambda kv: -kv[1])
     return {"total_ms": round(sum(mean.values()), 4), "layers": len(mean),
-            "top": [[name[:160], round(ms, 4)] for name, ms in ranked[:top]]}
+            "top": [[name[:160], round(ms, 4)] for name, ms in ranked[:top]]}, mean
 
 
 def compare(outputs: dict, refs: dict, batch: int) -> dict:
@@ -157,12 +191,20 @@ def compare(outputs: dict, refs: dict, batch: int) -> dict:
 def evaluate(plan, path: Path, inputs, refs, iters: int, warmup: int, profile_iters: int) -> dict:
     save_engine(plan, path)
     result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
+    for key in ("placement", "calibration"):
+        if key in plan.meta:
+            result[key] = plan.meta[key]
     with InferenceSession.from_engine(path) as session:
         for b in (1, 32):
             y = session.infer({session.input_names[0]: inputs[f"b{b}"]})
             result[f"b{b}"] = {**compare(y, refs, b), **time_session(session, inputs[f"b{b}"], iters, warmup)}
+        # the context's shapes are batch 32 now: the layer list resolves each tensor's format and data type
+        text, layers = engine_layers(session.backend.engine, session.backend.context)
+        write_gz(Path(f"{path}.layers.json.gz"), text)
+        result["engine_layers"] = layer_counts(layers)
         if profile_iters:  # last: the profiler stays attached to this context
-            result["profile_b32"] = layer_profile(session, inputs["b32"], profile_iters)
+            result["profile_b32"], every = layer_profile(session, inputs["b32"], profile_iters)
+            write_gz(Path(f"{path}.profile.json.gz"), json.dumps(every))
     return result
 
 
@@ -181,6 +223,11 @@ def main() -> int:
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
+    with builder_config(detailed_profiling):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = args.int8_skip.split(",")
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
@@ -199,18 +246,28 @@ def main() -> int:
         settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
                                  timing_cache=timing_cache, progress=False)
         t0 = time.perf_counter()
+        engine_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
         try:
-            plan = (netdef_plan(name, work, settings) if path_kind == "netdef"
-                    else onnx_plan(work / f"{name}.onnx", settings))
-            row = evaluate(plan, work / f"{name}-{path_kind}-{precision}.engine", inputs, refs,
-                           args.iters, args.warmup, args.profile_iters)
+            if path_kind == "netdef":
+                plan = netdef_plan(name, work, settings, engine_path)
+            elif path_kind == "implicit":
+                if precision != "int8":
+                    raise ValueError(f"{item}: the implicit path is INT8 only")
+                plan = implicit_plan(name, work, settings)
+            else:
+                plan = onnx_plan(work / f"{name}.onnx", settings)
+            row = evaluate(plan, engine_path, inputs, refs, args.iters, args.warmup, args.profile_iters)
         except Exception as exc:  # keep going: one failed build must not lose the other numbers
             row = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,
                    wall_s=round(time.perf_counter() - t0, 1))
         results["rows"].append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         out_path.write_text(json.dumps(results, indent=1))
+    if any(r["precision"] == "int8" for r in results["rows"]):
+        from gpu_table import int8_table
+
+        print(int8_table(results["rows"]))
     return 0
 
 

@@ -56,6 +56,19 @@ def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path, outputs: li
                       dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)
 
 
+class WithHeads(torch.nn.Module):
+    """The YOLOv4 reference returning (boxes, scores, head0, head1, ...): the ONNX model TensorRT's implicit INT8
+    is built from, so its raw heads are judged against float64 like netdef's INT8 engine's."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        heads = self.model.heads(x)
+        return (*self.model.decode(heads, (int(x.shape[-2]), int(x.shape[-1]))), *heads)
+
+
 def cuda_time(fn, warmup: int = 10, iters: int = 50) -> dict[str, float]:
     for _ in range(warmup):
         fn()
@@ -120,6 +133,9 @@ def main() -> int:
     ap.add_argument("--compile-models", default="resnet50,yolov4",
                     help="models timed with torch.compile (reduce-overhead) too; compiling takes minutes")
     ap.add_argument("--no-calibration", action="store_true")
+    ap.add_argument("--no-torch-timings", action="store_true", help="skip the PyTorch eager/compile timings")
+    ap.add_argument("--onnx-heads", default="",
+                    help="models also exported as <model>_heads.onnx with the raw YOLO heads as outputs")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -133,10 +149,14 @@ def main() -> int:
                   else rng.random((b, 3, h, w), dtype=np.float32) for b in BATCHES}
         outputs = ["logits"] if name.startswith("resnet") else ["boxes", "scores"]
         export_onnx(model, torch.from_numpy(inputs[1]), work / f"{name}.onnx", outputs)
+        if name in args.onnx_heads.split(","):
+            heads = [f"head{i}" for i in range(len(model.plan.heads))]
+            export_onnx(WithHeads(model), torch.from_numpy(inputs[1]), work / f"{name}_heads.onnx", outputs + heads)
         np.savez(work / f"{name}_inputs.npz", **{f"b{b}": x for b, x in inputs.items()})
         np.savez(work / f"{name}_refs.npz", **references(model, inputs))
         entry = {"prepare_s": round(time.perf_counter() - t0, 1)}
-        entry["torch"] = torch_timings(model, inputs, compile_=name in args.compile_models.split(","))
+        if not args.no_torch_timings:
+            entry["torch"] = torch_timings(model, inputs, compile_=name in args.compile_models.split(","))
         report["models"][name] = entry
         if args.no_calibration:
             continue

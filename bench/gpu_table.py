@@ -1,6 +1,7 @@
 """Merge the GPU benchmark's results into one table (runs anywhere: json only).
 
     python bench/gpu_table.py --torch T.json [T2.json ...] --trt R.json [R2.json ...] [--markdown]
+    python bench/gpu_table.py --int8 R.json [R2.json ...] [--json summary.json]
 
 `--torch`: step 1's torch_report.json files (models merged); `--trt`: bench/gpu.py result files (rows merged).
 Each netdef row is compared with the ONNX-path row of the same model, precision and optimization level (INT8:
@@ -66,12 +67,98 @@ def line(r: dict) -> list[str]:
             fmt(r["compile_speedup"]), fmt(r["rel_err"], ".1e"), cos]
 
 
+# --- issue 14: netdef INT8 against TensorRT's implicit INT8 and netdef FP16 (batch 32, GPU time) ---------------
+INT8_TARGETS = {"yolov4": {"vs_implicit": 1.0, "vs_fp16": 0.8, "cosine": 0.995},
+                "resnet50": {"vs_implicit": 1.0, "vs_fp16": None, "cosine": 0.9995}}
+
+
+def _accuracy(row: dict) -> tuple[float | None, float | None, str]:
+    """(rel err, cosine, on what) at batch 32: a detector's raw heads where the row has them, else its outputs."""
+    per = row.get("b32", {}).get("outputs", {})
+    heads = {k: v for k, v in per.items() if k.startswith("head")}
+    judged = heads or per
+    if not judged:
+        return None, None, "-"
+    return (max(v["rel_err"] for v in judged.values()), min(v["cosine"] for v in judged.values()),
+            "heads" if heads else ",".join(sorted(judged)))
+
+
+def int8_summary(gpu_rows: list[dict]) -> list[dict]:
+    """Per model and level: GPU ms of netdef FP16, netdef INT8 and implicit INT8, their ratios, accuracies,
+    engine layer counts and the INT8 placement report; `met` says which of issue 14's targets hold."""
+    out = []
+    for r in gpu_rows:
+        if r.get("path") != "netdef" or r.get("precision") != "int8":
+            continue
+        model, level = r["model"], r.get("opt_level")
+        same = {(x.get("path"), x.get("precision")): x for x in gpu_rows
+                if x.get("model") == model and x.get("opt_level") == level}
+        rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")), "netdef_fp16": same.get(("netdef", "fp16"))}
+        gpu = {k: (v or {}).get("b32", {}).get("gpu_median_ms") for k, v in rows.items()}
+        acc = {k: _accuracy(v) if v and not v.get("error") else (None, None, "-") for k, v in rows.items()}
+        ratio = {"vs_implicit": gpu["netdef_int8"] / gpu["implicit_int8"] if gpu["netdef_int8"] and gpu["implicit_int8"] else None,
+                 "vs_fp16": gpu["netdef_int8"] / gpu["netdef_fp16"] if gpu["netdef_int8"] and gpu["netdef_fp16"] else None,
+                 "implicit_vs_fp16": gpu["implicit_int8"] / gpu["netdef_fp16"] if gpu["implicit_int8"] and gpu["netdef_fp16"] else None}
+        target = INT8_TARGETS.get(model, {})
+        met = {}
+        for key in ("vs_implicit", "vs_fp16"):
+            if target.get(key) is not None and ratio[key] is not None:
+                met[key] = ratio[key] <= target[key]
+        nd, im = acc["netdef_int8"], acc["implicit_int8"]
+        if nd[1] is not None and target.get("cosine") is not None:
+            met["cosine"] = nd[1] >= target["cosine"]
+        if nd[0] is not None and im[0] is not None:
+            met["at_least_implicit_accuracy"] = nd[0] <= im[0] and nd[1] >= im[1]
+        out.append({"model": model, "level": level, "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
+                    "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
+                    "errors": {k: v.get("error") for k, v in rows.items() if v and v.get("error")},
+                    "engine_layers": {k: (v or {}).get("engine_layers") for k, v in rows.items()},
+                    "placement": r.get("placement")})
+    return out
+
+
+def int8_table(gpu_rows: list[dict]) -> str:
+    lines = []
+    for s in int8_summary(gpu_rows):
+        g, q, a = s["gpu_ms_b32"], s["ratios"], s["accuracy"]
+        lines.append(f"{s['model']} (level {s['level']}), batch 32, GPU ms: netdef FP16 {fmt(g['netdef_fp16'], '.3f')} | "
+                     f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")
+        lines.append(f"  netdef INT8 / implicit INT8 = {fmt(q['vs_implicit'])}   netdef INT8 / netdef FP16 = "
+                     f"{fmt(q['vs_fp16'])}   implicit INT8 / netdef FP16 = {fmt(q['implicit_vs_fp16'])}")
+        for key, label in (("netdef_int8", "netdef INT8"), ("implicit_int8", "implicit INT8"), ("netdef_fp16", "netdef FP16")):
+            lines.append(f"  {label:<14} vs float64 ({a[key]['on']}): rel err {fmt(a[key]['rel_err'], '.2e')}, "
+                         f"cosine {fmt(a[key]['cosine'], '.5f')}")
+        for key, counts in s["engine_layers"].items():
+            if counts:
+                lines.append(f"  {key:<14} engine: {counts['layers']} layers, {counts['reformats']} reformats, "
+                             f"{counts['int8_input_convolutions']}/{counts['convolutions']} INT8 convs "
+                             f"({counts['conv_precisions']}), {counts['merged_convolutions']} merged, "
+                             f"{counts['pointwise']} pointwise, {counts['standalone_quantize']} standalone Q")
+        if s["placement"]:
+            lines.append(f"  placement: {s['placement']}")
+        for key, err in s["errors"].items():
+            lines.append(f"  {key} FAILED: {str(err)[:200]}")
+        lines.append(f"  targets met: {s['met']}")
+    return "\n".join(lines) if lines else "no netdef INT8 rows"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--torch", nargs="+", required=True)
-    ap.add_argument("--trt", nargs="+", required=True)
+    ap.add_argument("--torch", nargs="+")
+    ap.add_argument("--trt", nargs="+")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--int8", nargs="+", help="bench/gpu.py result files: the INT8 table of issue 14")
+    ap.add_argument("--json", default=None, help="with --int8: write the summary here")
     args = ap.parse_args()
+    if args.int8:
+        gpu_rows = [row for path in args.int8 for row in json.load(open(path))["rows"]]
+        print(int8_table(gpu_rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(int8_summary(gpu_rows), f, indent=1)
+        return 0
+    if not args.torch or not args.trt:
+        ap.error("--torch and --trt are required (or --int8)")
     reports = [json.load(open(p)) for p in args.torch]
     results = [json.load(open(p)) for p in args.trt]
     torch_models = {k: v for rep in reports for k, v in rep["models"].items()}

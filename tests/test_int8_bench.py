@@ -1,0 +1,188 @@
+"""Issue 14's GPU benchmark as far as it runs without a GPU: engine layer counts (on the stored implicit-INT8
+YOLOv4 engine), the INT8 table, the implicit-INT8 builder configuration and calibrator (fake binding), the
+ONNX path with the raw heads and DETAILED profiling (TensorRT-RTX), netdef INT8 plans with their placement."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef import trt as shim
+from netdef.engine import BuildSettings, build_engine
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+REFERENCE = BENCH / "results" / "yolov4-416-implicit-int8-h200-trt86-layers.json.gz"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return _load("gpu")  # puts bench/ on sys.path for its helpers
+
+
+def test_layer_counts_of_the_implicit_int8_yolov4_engine(gpu) -> None:
+    from engine_layers import conv_precision, layer_counts, read_layers
+
+    counts = layer_counts(read_layers(REFERENCE))
+    assert counts["layers"] == 200 and counts["reformats"] == 17 and counts["pointwise"] == 46
+    assert counts["convolutions"] == counts["int8_weight_convolutions"] == counts["int8_input_convolutions"] == 105
+    assert counts["conv_precisions"] == {"i8->f32": 4, "i8->i8": 101} and counts["merged_convolutions"] == 5
+    assert counts["standalone_quantize"] == 0
+    assert conv_precision({"TacticName": "sm80_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwc"}) == "f16->f16"
+    q = layer_counts([{"Name": "layers.4/quantize", "LayerType": "Scale"}, {"Name": "a + b/quantize"}])
+    assert q["standalone_quantize"] == 1
+
+
+def _row(model, precision, path, gpu_ms, heads_cos=None, cos=0.9999, rel=1e-3, level=1, **extra):
+    outputs = {"logits": {"rel_err": rel, "cosine": cos}}
+    if heads_cos is not None:
+        outputs = {"boxes": {"rel_err": 0.5, "cosine": 0.5},
+                   **{f"head{i}": {"rel_err": rel * (i + 1), "cosine": heads_cos + 0.001 * i} for i in range(3)}}
+    return {"model": model, "precision": precision, "path": path, "opt_level": level,
+            "b32": {"gpu_median_ms": gpu_ms, "outputs": outputs}, **extra}
+
+
+def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
+    from gpu_table import int8_summary, int8_table
+
+    rows = [_row("yolov4", "int8", "implicit", 6.5, heads_cos=0.99, rel=0.03),
+            _row("yolov4", "fp16", "netdef", 8.4, heads_cos=0.9999, rel=1e-3),
+            _row("yolov4", "int8", "netdef", 5.2, heads_cos=0.996, rel=0.01, placement={"requantized": 0}),
+            _row("yolov4", "int8", "netdef", 9.0, level=3, error="BuildError: x"),
+            _row("resnet50", "int8", "netdef", 0.80, level=3, cos=0.9996),
+            _row("resnet50", "int8", "implicit", 0.78, level=3, cos=0.9990, rel=5e-3)]
+    s = {(x["model"], x["level"]): x for x in int8_summary(rows)}
+    y = s[("yolov4", 1)]
+    assert y["ratios"]["vs_implicit"] == pytest.approx(0.8) and y["ratios"]["vs_fp16"] == pytest.approx(5.2 / 8.4)
+    assert y["accuracy"]["netdef_int8"] == {"rel_err": pytest.approx(0.03), "cosine": pytest.approx(0.996),
+                                            "on": "heads"}
+    assert y["met"] == {"vs_implicit": True, "vs_fp16": True, "cosine": True, "at_least_implicit_accuracy": True}
+    r = s[("resnet50", 3)]
+    assert r["met"] == {"vs_implicit": False, "cosine": True, "at_least_implicit_accuracy": True}
+    assert r["ratios"]["vs_fp16"] is None and r["accuracy"]["netdef_int8"]["on"] == "logits"
+    assert s[("yolov4", 3)]["errors"] == {"netdef_int8": "BuildError: x"}
+    table = int8_table(rows)
+    assert "netdef INT8 / implicit INT8 = 0.80" in table and "placement: {'requantized': 0}" in table
+
+
+class _Config:
+    def __init__(self) -> None:
+        self.flags, self.calibration_profile, self.int8_calibrator = [], None, None
+
+    def set_flag(self, flag) -> None:
+        self.flags.append(flag)
+
+    def set_calibration_profile(self, profile) -> None:
+        self.calibration_profile = profile
+
+
+class _Profile(dict):
+    def set_shape(self, name, lo, opt, hi) -> None:
+        self[name] = (lo, opt, hi)
+
+
+def _fake_binding(monkeypatch):
+    class Calibrator:
+        def __init__(self) -> None:
+            pass
+
+    mod = types.SimpleNamespace(IInt8EntropyCalibrator2=Calibrator,
+                                BuilderFlag=types.SimpleNamespace(INT8="INT8"),
+                                ProfilingVerbosity=types.SimpleNamespace(DETAILED="DETAILED"))
+    monkeypatch.setattr(shim, "_binding", mod)
+    return mod
+
+
+def test_implicit_int8_calibrator_serves_full_batches_and_keeps_its_cache(gpu, tmp_path, monkeypatch) -> None:
+    import implicit_int8
+
+    _fake_binding(monkeypatch)
+    copies = []
+
+    class HostArray:  # stands in for the cudaMalloc array: records what was copied
+        def __init__(self, shape, dtype) -> None:
+            self.shape, self.buf = shape, types.SimpleNamespace(ptr=1234)
+
+        def copy_from(self, array):
+            assert array.shape == self.shape
+            copies.append(np.array(array))
+            return self
+
+    monkeypatch.setitem(sys.modules, "device_array", types.SimpleNamespace(CudaArray=HostArray))
+    data = np.random.default_rng().standard_normal((70, 3, 4, 4)).astype(np.float32)
+    cache = tmp_path / "trt.cache"
+    calib = implicit_int8.calibrator(data, 32, cache)
+    assert calib.get_batch_size() == 32 and calib.read_calibration_cache() is None
+    assert calib.get_batch(["input"]) == [1234] and calib.get_batch(["input"]) == [1234]
+    assert calib.get_batch(["input"]) is None  # 6 samples left: no partial batch
+    np.testing.assert_array_equal(copies[1], data[32:64])
+    calib.write_calibration_cache(b"cache-bytes")
+    assert cache.read_bytes() == b"cache-bytes" == calib.read_calibration_cache() and calib.seconds >= 0
+    config = _Config()
+    builder = types.SimpleNamespace(create_optimization_profile=_Profile)
+    network = types.SimpleNamespace(num_inputs=1, get_input=lambda i: types.SimpleNamespace(name="input",
+                                                                                            shape=(-1, 3, 4, 4)))
+    implicit_int8.implicit_int8(calib)(config, builder, network)
+    assert config.flags == ["INT8"] and config.int8_calibrator is calib
+    assert config.calibration_profile == {"input": ((32, 3, 4, 4),) * 3}
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        implicit_int8.calibrator(data[:8], 32, cache)
+
+
+def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> None:
+    """gpu_prepare's heads export of YOLOv4(-tiny), parsed by the binding's ONNX parser (TensorRT-RTX here), built
+    through netdef's builder configuration with the bench's additions applied."""
+    import implicit_int8
+    import torch
+
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+
+    prepare = _load("gpu_prepare")
+    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
+    (tmp_path / "t.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
+    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
+    reference = YOLOv4.from_hdf5(tmp_path / "t.h5").reference(nms="raw").eval()
+    x = torch.from_numpy(np.random.default_rng().random((1, 3, 96, 96), dtype=np.float32))
+    onnx = tmp_path / "yolov4_heads.onnx"
+    prepare.export_onnx(prepare.WithHeads(reference), x, onnx, ["boxes", "scores", "head0", "head1"])
+    builder, network, _ = gpu.parse_onnx(onnx)
+    assert [network.get_output(i).name for i in range(network.num_outputs)] == ["boxes", "scores", "head0", "head1"]
+    seen = []
+    with implicit_int8.builder_config(implicit_int8.detailed_profiling, lambda c, b, n: seen.append(c.profiling_verbosity)):
+        plan = build_engine(network, BuildSettings(precision="fp16", progress=False), builder)
+    assert seen == [shim.binding().ProfilingVerbosity.DETAILED] and len(plan.data) > 10_000
+    import netdef.engine
+
+    assert netdef.engine.configure.__module__ == "netdef.engine"  # restored after the block
+
+
+def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatch) -> None:
+    from netdef.quantize import calibrate
+    from networks.resnet import ResNet
+    from tests.test_int8_resnet import _resnet_h5
+
+    _resnet_h5("resnet18", tmp_path / "resnet18.h5", seed=6)
+    monkeypatch.setitem(gpu.INPUT_SIZE, "resnet18", (32, 32))
+    model = ResNet.from_hdf5(tmp_path / "resnet18.h5")
+    data = np.random.default_rng().standard_normal((4, 3, 32, 32)).astype(np.float32)
+    calibrate(model, data, batch=4, input_size=(32, 32), out=tmp_path / "resnet18_calib.json", progress=False)
+    engine = tmp_path / "r18.engine"
+    plan = gpu.netdef_plan("resnet18", tmp_path, BuildSettings(precision="int8", progress=False), engine)
+    assert plan.meta["placement"]["requantized"] == 0 and plan.meta["placement"]["int8_weighted_layers"] == 21
+    report = json.loads(gzip.decompress(Path(f"{engine}.placement.json.gz").read_bytes()))
+    assert report["summary"] == plan.meta["placement"] and len(report["activations"]) > 20
