@@ -53,3 +53,11 @@ def test_netdef_info_reports_the_binding():
     out = subprocess.run([sys.executable, "-m", "netdef", "info"], capture_output=True, text=True, check=True).stdout
     assert "tensorrt_rtx 1.7.1.116" in out
     assert "strongly_typed" in out and "numpy" in out and "CUDA" in out
+
+
+def test_only_the_shim_changes_a_layers_class():
+    """Layers are downcast in one place (netdef.trt.downcast, dispatching on layer.type): a wrong class crashes."""
+    pattern = re.compile(r"__class__\s*=[^=]")
+    files = list(python_files()) + list((ROOT / "tests").rglob("*.py")) + list((ROOT / "bench").rglob("*.py"))
+    hits = sorted(str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text()))
+    assert hits == ["netdef/trt.py"]

@@ -33,7 +33,7 @@ def _source_coords(out_size: int, in_size: int, scale: float, transform: str, se
     return (o + 0.5) / scale - 0.5  # HALF_PIXEL
 
 
-@handles("RESIZE", interface="IResizeLayer")
+@handles("RESIZE")
 def resize(layer: Any, ctx: LayerContext) -> Any:
     mode = enum_name(layer.resize_mode)
     transform = enum_name(layer.coordinate_transformation)
