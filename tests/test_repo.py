@@ -61,3 +61,10 @@ def test_only_the_shim_changes_a_layers_class():
     files = list(python_files()) + list((ROOT / "tests").rglob("*.py")) + list((ROOT / "bench").rglob("*.py"))
     hits = sorted(str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text()))
     assert hits == ["netdef/trt.py"]
+
+
+def test_network_files_speak_netdef_not_raw_tensorrt():
+    """networks/ builds with netdef modules and netdef.functional: no INetworkDefinition.add_* call."""
+    hits = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "networks").rglob("*.py")
+            for n, line in enumerate(p.read_text().splitlines(), 1) if "definition.add_" in line]
+    assert hits == []

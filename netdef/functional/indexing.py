@@ -6,11 +6,11 @@ from typing import Any
 import numpy as np
 
 from netdef import trt as shim
+from netdef.detect import TRT_TOPK_LIMIT as NMS_TOPK_LIMIT
 from netdef.functional.core import axis, index_tensor, join, out, rank, require, same_dtype, site
 from netdef.network import current
 
 TOPK_LIMIT = 3840  # TensorRT's largest k for ITopKLayer (8.6 and TensorRT-RTX alike)
-NMS_TOPK_LIMIT = 5000  # TensorRT's default and largest `topk_box_limit` (except SM 5.3/6.2)
 BOX_FORMATS = {"xyxy": "CORNER_PAIRS", "cxcywh": "CENTER_SIZES"}
 
 
