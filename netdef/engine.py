@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 from netdef import trt as shim
@@ -203,7 +203,7 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
                  meta: dict[str, Any] | None = None) -> Plan:
     """Build a serialized engine from a finished definition; raise BuildError with TensorRT's log lines on failure."""
     settings = settings or BuildSettings()
-    builder = builder or getattr(network, "_netdef_builder", None) or create_builder()
+    builder = builder or create_builder()
     config = configure(builder, network, settings)
     cache_path = Path(settings.timing_cache) if settings.timing_cache else None
     cache = _load_timing_cache(config, cache_path) if cache_path else None
@@ -332,13 +332,21 @@ class LoadedEngine:
     path: Path
 
 
-def load_engine(path: str | os.PathLike, check_binding: bool = True) -> LoadedEngine:
-    """Deserialize an engine after checking its sidecar; registers the netdef plugins it records first."""
+def load_engine(path: str | os.PathLike, check_binding: bool = True,
+                register_plugins: Callable[[list[dict[str, Any]]], Any] | None = None) -> LoadedEngine:
+    """Deserialize an engine after checking its sidecar.
+
+    An engine with custom layers needs their plugin creators registered first: `register_plugins` gets the
+    sidecar's plugin records (netdef.plugins.register_for_engine; the runtime passes it). Nothing named in
+    the sidecar is ever imported.
+    """
     meta = read_sidecar(path, check_binding)
     if meta.get("plugins"):
-        from netdef.plugins import register_for_engine
-
-        register_for_engine(meta["plugins"])
+        if register_plugins is None:
+            names = ", ".join(sorted({str(r.get("name")) for r in meta["plugins"]}))
+            raise EngineFileError(f"{path}: the engine uses custom layers ({names}): pass register_plugins="
+                                  "netdef.plugins.register_for_engine, or open it with netdef's runtime")
+        register_plugins(meta["plugins"])
     trt = shim.binding()
     runtime = trt.Runtime(shim.logger())
     bridge = shim.logger()
