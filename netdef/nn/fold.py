@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import weakref
+
 import numpy as np
 
 from netdef.module import Module, Sequential, WeightsError, tree_hooks
 from netdef.network import Network, current
 
-_NO_FOLD = "no fold"  # a norm's `_fold` marker: declared unfoldable
+# A pair is kept as conv._norm (the norm) and norm._fold (a weak reference to the conv, or None): the module
+# tree owns both, and no reference cycle keeps a dropped tree (and its weights) alive until a GC pass.
 
 
 class ConvLike(Module):
@@ -45,22 +48,22 @@ class ConvLike(Module):
         return self.norm is None  # folded: the norm's path names the output
 
     def weights_with_norm(self, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """The parameters to emit: as loaded, or with the paired norm folded in (checked finite in the
-        compute dtype, where FP16 can overflow)."""
+        """The parameters to emit: as loaded, or with the paired norm folded in, then rounded to the compute
+        dtype once (emitting them costs no second conversion) and checked finite there (FP16 can overflow)."""
         norm = self.norm
         if norm is None:
             return weight, bias
         scale, shift = norm.scale_shift()
-        weight, bias = self.fold_norm(weight, bias, scale, shift)
         dtype = current().compute_dtype
-        for name, value in (("weight", weight), ("bias", bias)):
-            with np.errstate(over="ignore"):  # an overflow is reported below, naming the tensor
-                bad = int((~np.isfinite(np.asarray(value).astype(dtype))).sum())
-            if bad:
+        with np.errstate(over="ignore"):  # an overflow is reported below, naming the tensor
+            folded = [np.asarray(v, dtype=dtype) for v in self.fold_norm(weight, bias, scale, shift)]
+        for name, value in zip(("weight", "bias"), folded):
+            if not (np.isfinite(value.max()) and np.isfinite(value.min())):  # two reductions, no temporaries
+                bad = int((~np.isfinite(value)).sum())
                 origin = self.__dict__.get("_origin", "weights")
                 raise WeightsError(f"{origin}: {self.path}.{name} folded with {norm.path} has {bad} non-finite "
                                    f"values in {np.dtype(dtype).name} (check {norm.path}.running_var and .weight)")
-        return weight, bias
+        return folded[0], folded[1]
 
     def hand_to_norm(self, y: Any) -> Any:
         """After emitting: when folded, the output awaits the norm (Network.__exit__ reports it if it never comes)."""
@@ -73,7 +76,7 @@ class ConvLike(Module):
 
 def take_folded(net: Network, x: Any, norm: Module) -> None:
     """The norm's side: `x` must be its conv's pending output, not yet read by any other layer."""
-    conv = norm.__dict__["_fold"]
+    conv = folded_into(norm)
     pending = net.pending_folds.get(x.name)
     if pending is None or pending[1] != norm.path:
         raise ValueError(f"{norm.path}: folded into {conv.path} (a conv+norm pair), but its input {x.name!r} is not "
@@ -102,16 +105,17 @@ def fold(conv: ConvLike, norm: Module) -> None:
 
 def no_fold(norm: Module) -> None:
     """Declare that `norm` stays a scale layer (its conv's raw output is used elsewhere)."""
-    old = norm.__dict__.get("_fold")
-    if isinstance(old, ConvLike):
+    old = folded_into(norm)
+    if old is not None:
         object.__setattr__(old, "_norm", None)
-    object.__setattr__(norm, "_fold", _NO_FOLD)
+    object.__setattr__(norm, "_fold", None)
     object.__setattr__(norm, "_fold_declared", True)
 
 
 def folded_into(norm: Module) -> ConvLike | None:
-    fold_ = norm.__dict__.get("_fold")
-    return fold_ if isinstance(fold_, ConvLike) else None
+    """The conv a norm is folded into, or None."""
+    ref = norm.__dict__.get("_fold")
+    return ref() if ref is not None else None
 
 
 def _pair(conv: ConvLike, norm: Module, declared: bool = False) -> None:
@@ -121,7 +125,7 @@ def _pair(conv: ConvLike, norm: Module, declared: bool = False) -> None:
     if old_conv is not None and old_conv is not conv:
         object.__setattr__(old_conv, "_norm", None)
     object.__setattr__(conv, "_norm", norm)
-    object.__setattr__(norm, "_fold", conv)
+    object.__setattr__(norm, "_fold", weakref.ref(conv))
     object.__setattr__(norm, "_fold_declared", declared)
 
 
@@ -131,7 +135,7 @@ def _free(conv: Any, norm: Any) -> bool:
         return False
     if norm.__dict__.get("_fold_declared") or (conv.norm is not None and conv.norm is not norm):
         return False
-    return conv.out_channels == norm.num_features and norm.__dict__.get("_fold") in (None, conv)
+    return conv.out_channels == norm.num_features and folded_into(norm) in (None, conv)
 
 
 def declare_folds(root: Module) -> None:
