@@ -36,7 +36,10 @@ class ConvLike(Module):
 
     def fold_norm(self, weight: np.ndarray, bias: np.ndarray | None, scale: np.ndarray,
                   shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(weight, bias) in float32 that compute norm(conv(x)); scale/shift are per output channel, float64."""
+        """(weight, bias) that compute norm(conv(x)); scale/shift are per output channel, float64. Take the
+        kernel product in FP32 (it is rounded to the compute dtype once, afterwards). Conv2d scales axis 0 of
+        (out, in/groups, kh, kw); a ConvTranspose2d's (in, out/groups, kh, kw) kernel viewed as
+        (groups, in/groups, out/groups, kh, kw) takes scale.reshape(groups, 1, out/groups, 1, 1)."""
         raise NotImplementedError(f"{type(self).__name__}.fold_norm")
 
     @property
