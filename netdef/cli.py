@@ -9,6 +9,8 @@ import logging
 import sys
 
 COMMANDS = ("info", "export", "build", "verify", "calibrate", "infer", "bench", "demo")
+# commands that define, build or run networks: they take --plugin MODULE (custom layers the user trusts)
+PLUGIN_COMMANDS = ("build", "verify", "calibrate", "infer", "bench", "demo")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -19,6 +21,11 @@ def make_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"netdef.commands.{name}")
         module.add_parser(sub)
+        if name in PLUGIN_COMMANDS:
+            sub.choices[name].add_argument(
+                "--plugin", action="append", default=[], metavar="MODULE",
+                help="import MODULE for the custom layers it registers (repeatable; installed 'netdef.plugins' "
+                     "entry points load too). Modules named in engine sidecars are never imported.")
     return parser
 
 
@@ -37,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "plugin", None) is not None:
+            from netdef.plugins import load_plugins
+
+            load_plugins(args.plugin)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

@@ -1,8 +1,9 @@
-"""Detection pre/post-processing in numpy: letterbox resize, mapping boxes back, reference NMS.
+"""Detection pre/post-processing: letterbox resize, mapping boxes back, NMS on the host and in the engine.
 
 `nms()` is THE reference implementation of TensorRT's NMS layer (INMSLayer, `add_nms`): the executor
 runs NMS layers through it and host-side NMS (raw engines) uses it too, so the engine, the executor
-and the host agree by construction. TensorRT's semantics, reproduced here:
+and the host agree by construction; `engine_nms` puts the same NMS, padded per image as `detect` pads it,
+into a definition (netdef.functional only). TensorRT's semantics, reproduced here:
 
 - per batch item and per class; a candidate's score must *exceed* the score threshold;
 - at most `topk` (TensorRT's `topk_box_limit`) of the highest-scoring candidates of a batch item
@@ -11,12 +12,12 @@ and the host agree by construction. TensorRT's semantics, reproduced here:
 - at most `max_per_class` boxes are kept per class;
 - selected rows are (batch, class, box), ordered by batch, then by decreasing score.
 
-Only numpy: this module is on the build-and-run path.
+Only numpy at import: this module is on the build-and-run path (engine_nms imports netdef.functional).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -137,6 +138,70 @@ def detect(boxes: np.ndarray, scores: np.ndarray, max_detections: int = 100, iou
     scores = np.asarray(scores)
     selected = nms(boxes, scores, iou_threshold, score_threshold, max_per_class=max_detections, topk=topk)
     return pad_detections(selected, boxes, scores, max_detections)
+
+
+# --- NMS inside the engine -------------------------------------------------------------------------------
+
+def engine_nms(boxes: Any, scores: Any, max_detections: int, score_threshold: float, iou_threshold: float,
+               topk: int = TRT_TOPK_LIMIT) -> tuple[Any, Any, Any, Any]:
+    """`detect` as layers of the network being built: TensorRT's NMS layer, then each image's selected rows
+    gathered into `max_detections` fixed slots (num_detections, det_boxes, det_scores, det_classes).
+
+    The NMS layer returns (batch, class, box) rows for all images, ordered by image then by decreasing
+    score, with a data-dependent count. Image b's rows start at offsets[b] = #rows of earlier images;
+    slot k of image b reads row offsets[b] + k when k < counts[b], else a padding row appended at the end.
+    """
+    import netdef.functional as F
+    from netdef.network import current
+
+    net = current()
+    k = int(max_detections)
+    if k <= 0:
+        raise ValueError(f"max_detections must be positive, got {max_detections}")
+    n, classes = int(tuple(boxes.shape)[1]), int(tuple(scores.shape)[2])
+    # no net.float32() scope: most layers here are integer index arithmetic, every float constant is typed
+    with net.scope("nms"):
+        boxes, scores = F.cast(boxes, np.float32), F.cast(scores, np.float32)
+        selected, count = F.nms(boxes, scores, k, iou_threshold, score_threshold, topk, op=None)  # (M, 3), ()
+
+        image = F.slice(selected, 1, 0, 1, op="image")  # (M, 1)
+        cls = F.slice(selected, 1, 1, 2, op="class")
+        row = F.add(F.mul(image, n, op="row/mul"), F.slice(selected, 1, 2, 3, op="box"), op="row")  # b*N + box
+        sel_boxes = F.index_select(F.reshape(boxes, (-1, 4), op="flat_boxes"), 0,
+                                   F.reshape(row, (-1,), op="row/flat"), op="sel_boxes")
+        score_index = F.reshape(F.add(F.mul(row, classes, op="score_index/mul"), cls, op="score_index/add"), (-1,),
+                                op="score_index")
+        sel_scores = F.index_select(F.reshape(scores, (-1,), op="flat_scores"), 0, score_index, op="sel_scores")
+        sel_classes = F.reshape(cls, (-1,), op="sel_classes")
+
+        images = F.reshape(F.arange_like(boxes, 0, op="batch"), (1, -1), op="images")  # (1, B)
+        counts = _count_rows(F.eq(image, images, op="counts/compare"), "counts")  # (B, 1)
+        offsets = _count_rows(F.lt(image, images, op="offsets/compare"), "offsets")
+        slot = F.constant(np.arange(k, dtype=np.int32)[None], dtype=np.int32, op="slots")  # (1, K)
+        rows = F.where(F.lt(slot, counts, op="valid"), F.add(offsets, slot, op="rows"),
+                       F.reshape(count, (1, 1), op="padding_row"), op="slot_rows")  # (B, K)
+
+        num = F.minimum(counts, k, op="num_detections")
+        det_boxes = F.index_select(_pad(sel_boxes, np.zeros((1, 4), np.float32), "boxes"), 0, rows, op="det_boxes")
+        det_scores = F.index_select(_pad(sel_scores, np.zeros(1, np.float32), "scores"), 0, rows, op="det_scores")
+        det_classes = F.index_select(_pad(sel_classes, np.full(1, PAD_CLASS, np.int32), "classes"), 0, rows,
+                                     op="det_classes")
+    return num, det_boxes, det_scores, det_classes
+
+
+def _count_rows(hits: Any, op: str) -> Any:
+    """(B, 1) int32: per image, how many selected rows hit (a (M, B) bool), summed in FP32 as before on 8.6."""
+    import netdef.functional as F
+
+    total = F.sum(F.cast(hits, np.float32, op=f"{op}/cast"), 0, op=f"{op}/sum")  # over rows -> (B,)
+    return F.reshape(F.cast(total, np.int32, op=f"{op}/int"), (-1, 1), op=op)
+
+
+def _pad(x: Any, row: np.ndarray, op: str) -> Any:
+    """x with one padding row appended on axis 0 (what empty slots read)."""
+    import netdef.functional as F
+
+    return F.concat([x, F.constant(row, dtype=row.dtype, op=f"pad_{op}/value")], dim=0, op=f"pad_{op}")
 
 
 # --- letterbox -----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ metadata that goes into the JSON sidecar). `save_engine` writes plan + sidecar a
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -15,9 +14,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-import numpy as np
 
 from netdef import trt as shim
 from netdef.atomic import atomic_path, write_text_atomic
@@ -207,7 +205,7 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
                  meta: dict[str, Any] | None = None) -> Plan:
     """Build a serialized engine from a finished definition; raise BuildError with TensorRT's log lines on failure."""
     settings = settings or BuildSettings()
-    builder = builder or getattr(network, "_netdef_builder", None) or create_builder()
+    builder = builder or create_builder()
     config = configure(builder, network, settings)
     cache_path = Path(settings.timing_cache) if settings.timing_cache else None
     cache = _load_timing_cache(config, cache_path) if cache_path else None
@@ -228,33 +226,6 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
     full_meta["build_seconds"] = round(seconds, 3)
     full_meta.update(meta or {})
     return Plan(data, full_meta)
-
-
-@functools.lru_cache(maxsize=None)
-def nms_layer_builds() -> bool:
-    """Whether this binding can build an NMS layer: TensorRT-RTX 1.7 has `add_nms` but no implementation
-    ("has no runners that implement it"), so `features().nms_layer` alone does not tell. Probed once by
-    building a tiny network (about half a second), with TensorRT's error for the failing case silenced."""
-    if not shim.features().nms_layer:
-        return False
-    trt = shim.binding()
-    builder = create_builder()
-    network = create_network(builder)
-    boxes = network.add_input("boxes", trt.DataType.FLOAT, (1, 4, 4))
-    scores = network.add_input("scores", trt.DataType.FLOAT, (1, 4, 2))
-    limit = np.array(2, np.int32)
-    layer = network.add_nms(boxes, scores, network.add_constant((), trt.Weights(limit)).get_output(0))
-    for i in range(2):
-        network.mark_output(layer.get_output(i))
-    quiet = logging.getLogger("tensorrt")
-    was_disabled, quiet.disabled = quiet.disabled, True
-    try:
-        plan = builder.build_serialized_network(network, builder.create_builder_config())
-    finally:
-        quiet.disabled = was_disabled
-    log.debug("NMS layer probe on %s %s: %s", shim.features().flavor, shim.features().version,
-              "builds" if plan is not None else "cannot build")
-    return plan is not None
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -363,13 +334,21 @@ class LoadedEngine:
     path: Path
 
 
-def load_engine(path: str | os.PathLike, check_binding: bool = True) -> LoadedEngine:
-    """Deserialize an engine after checking its sidecar; registers the netdef plugins it records first."""
+def load_engine(path: str | os.PathLike, check_binding: bool = True,
+                register_plugins: Callable[[list[dict[str, Any]]], Any] | None = None) -> LoadedEngine:
+    """Deserialize an engine after checking its sidecar.
+
+    An engine with custom layers needs their plugin creators registered first: `register_plugins` gets the
+    sidecar's plugin records (netdef.plugins.register_for_engine; the runtime passes it). Nothing named in
+    the sidecar is ever imported.
+    """
     meta = read_sidecar(path, check_binding)
     if meta.get("plugins"):
-        from netdef.plugins import register_for_engine
-
-        register_for_engine(meta["plugins"])
+        if register_plugins is None:
+            names = ", ".join(sorted({str(r.get("name")) for r in meta["plugins"]}))
+            raise EngineFileError(f"{path}: the engine uses custom layers ({names}): pass register_plugins="
+                                  "netdef.plugins.register_for_engine, or open it with netdef's runtime")
+        register_plugins(meta["plugins"])
     trt = shim.binding()
     runtime = trt.Runtime(shim.logger())
     bridge = shim.logger()

@@ -6,7 +6,7 @@ A netdef network class has the same attribute names as its PyTorch reference, so
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -15,6 +15,11 @@ from netdef.network import current
 
 class WeightsError(ValueError):
     """Missing, unexpected, mis-shaped, wrongly typed or non-finite weights, all listed in one message."""
+
+
+# Run on the root whenever a tree's paths are assigned (so before any forward): netdef.nn.fold pairs each
+# convolution with the norm after it there.
+tree_hooks: list[Callable[["Module"], None]] = []
 
 
 class Parameter:
@@ -79,9 +84,11 @@ class Module:
                 yield (f"{path}.{name}" if path else name), p
 
     def assign_paths(self, prefix: str = "") -> "Module":
-        """Give every module its dotted path (the root's is `prefix`, usually empty)."""
+        """Give every module its dotted path (the root's is `prefix`, usually empty), then run `tree_hooks`."""
         for path, module in self.named_modules(prefix):
             object.__setattr__(module, "_path", path)
+        for hook in tree_hooks:
+            hook(self)
         return self
 
     @property
@@ -116,6 +123,10 @@ class Module:
                 problems.append(f"non-finite values: {name} has {bad} NaN/Inf of {value.size}")
                 continue
             p.value = value.astype(p.dtype, copy=False)
+        if not problems:  # values each module checks itself (a BatchNorm's variance)
+            for _, module in self.named_modules():
+                object.__setattr__(module, "_origin", origin)
+                problems += module.check_loaded()
         if strict:
             for key in sorted(keys - set(expected)):
                 if key.rsplit(".", 1)[-1] not in self.ignored_keys:
@@ -125,38 +136,27 @@ class Module:
                                + "\n  ".join(problems))
         return self
 
+    def check_loaded(self) -> list[str]:
+        """Problems with this module's loaded values that shapes and dtypes do not show (override; one line each,
+        naming the tensor by its dotted path)."""
+        return []
+
     # --- forward -----------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def records_output(self) -> bool:
+        """Whether this module's output is named after its path and compared in verification (a conv folded
+        with its norm says no: the norm's path names that tensor)."""
+        return True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         net = current()
         with net.module_scope(self._path):
             out = self.forward(*args, **kwargs)
-        if self._path and out is not None and not isinstance(out, (tuple, list, dict)):
+        if self._path and out is not None and not isinstance(out, (tuple, list, dict)) and self.records_output():
             net.record_module_output(self._path, out)
         return out
-
-
-class Sequential(Module):
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
-
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def forward(self, x: Any) -> Any:
-        for m in self._modules.values():
-            x = m(x)
-        return x
 
 
 class ModuleList(Module):
@@ -176,3 +176,15 @@ class ModuleList(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    """Children `0`, `1`, ... applied in order (a ModuleList with a forward)."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__(modules)
+
+    def forward(self, x: Any) -> Any:
+        for m in self._modules.values():
+            x = m(x)
+        return x

@@ -67,6 +67,8 @@ class Network:
         self.output_names: list[str] = []
         self.plugins: list[dict[str, Any]] = []  # custom layers lowered as TensorRT plugins (for the sidecar)
         self.finalizers: list[Callable[["Network"], None]] = []  # run once before the build (INT8 Q/DQ pass)
+        # conv outputs emitted with their norm folded in, awaiting that norm: tensor name -> (conv, norm, layer index)
+        self.pending_folds: dict[str, tuple[str, str, int]] = {}
         self.meta: dict[str, Any] = {}
         self._scope: list[str] = []
         self._names: dict[str, int] = {}
@@ -79,8 +81,13 @@ class Network:
         self._token = _current.set(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         _current.reset(self._token)
+        if exc_type is None and self.pending_folds:
+            missing = ", ".join(f"{conv} -> {norm}" for conv, norm, _ in self.pending_folds.values())
+            raise ValueError(f"network {self.definition.name!r}: convolutions emitted with their norm folded in, "
+                             f"but the norm never received their output ({missing}); apply the norm in forward "
+                             "or declare netdef.nn.no_fold(norm)")
 
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
@@ -133,11 +140,6 @@ class Network:
             tensor.name = name
         self.module_outputs[name] = tensor.name
         return tensor
-
-    def forget_module_output(self, tensor_name: str) -> None:
-        """A fold (BatchNorm into conv) made this tensor another module's output."""
-        for key in [k for k, v in self.module_outputs.items() if v == tensor_name]:
-            del self.module_outputs[key]
 
     def _is_network_input(self, tensor: Any) -> bool:
         return any(self.definition.get_input(i).name == tensor.name for i in range(self.definition.num_inputs))

@@ -1,7 +1,8 @@
 """What every user-facing network class offers (ResNet, YOLOv4, ...).
 
-A subclass implements `define` (emit the netdef definition into a Network) and `reference`
-(the PyTorch module with the same weights, for verification); `build` and `from_hdf5` are shared.
+A subclass implements `make_module` (the netdef module tree), `define` (emit the definition into a Network)
+and `reference` (the PyTorch module with the same weights, for verification; it depends only on its
+arguments, never on an earlier `define`); `module`, `quantize`, `build` and `from_hdf5` are shared.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from netdef.engine import BuildSettings, Plan
+from netdef.module import Module
 from netdef.network import Network
 
 
@@ -21,6 +23,7 @@ class NetworkModel:
     def __init__(self, weights: Any, path: str | os.PathLike | None = None) -> None:
         self.weights = weights  # a mapping of dotted names -> arrays (weights_export's WeightsFile)
         self.path = path
+        self._modules: dict[Any, Module] = {}
 
     @classmethod
     def from_hdf5(cls, path: str | os.PathLike) -> "NetworkModel":
@@ -29,6 +32,14 @@ class NetworkModel:
         return cls(WeightsFile(path), path)
 
     # --- to implement ----------------------------------------------------------------------------
+    def make_module(self, input_size: Any = None) -> Module:
+        """A new netdef module tree for `input_size` (weights not loaded yet)."""
+        raise NotImplementedError
+
+    def module_key(self, input_size: Any = None) -> Any:
+        """What a module tree depends on besides the weights: None (one tree) unless the tree depends on the size."""
+        return None
+
     def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None,
                fp16_io: bool = False, **options: Any) -> Network:
         """A Network holding the definition (inputs with a dynamic batch dim, outputs marked), not built."""
@@ -42,6 +53,22 @@ class NetworkModel:
         raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------------------------
+    def module(self, input_size: Any = None) -> Module:
+        """The netdef module tree with the weights loaded (every problem reported at once), made once per
+        `module_key`: loading reads every tensor, and defining never changes the loaded arrays."""
+        key = self.module_key(input_size)
+        if key not in self._modules:
+            origin = os.fspath(self.path) if self.path is not None else "weights"
+            self._modules[key] = self.make_module(input_size).load_weights(self.weights, origin=origin)
+        return self._modules[key]
+
+    def quantize(self, net: Network, calibration: Any, skip: tuple[str, ...] = ()) -> None:
+        """Make an int8 definition quantized (netdef.quantize.apply places Q/DQ as a finalizer); a calibration
+        cache is checked against these weights (the file when there is one, else the arrays)."""
+        from netdef import quantize
+
+        quantize.apply(net, calibration, skip=skip, weights=self.path if self.path is not None else self.weights)
+
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: tuple[int, int] | None = None,
               settings: BuildSettings | None = None, **options: Any) -> Plan:
         """Define and build an engine plan; `batch` is N or (min, opt, max)."""

@@ -1,17 +1,18 @@
 """ResNet-18/34/50/101/152: the PyTorch reference and the netdef definition side by side.
 
-Both sides are built by the same helpers (`_basic_layers`, `_bottleneck_layers`, `_resnet_layers`) with the
+Both sides are built by the same helpers (`basic_layers`, `bottleneck_layers`, `resnet_layers`) with the
 module namespace as argument (`torch.nn` or `netdef.nn`), so attribute names - and with them state-dict keys,
 HDF5 groups and TensorRT layer names - are identical by construction and match torchvision's: a torchvision
-checkpoint exports and builds as is. Only `forward` differs: netdef tensors add with `F.add`.
-torch is imported lazily (reference side only): defining and building needs numpy, h5py and TensorRT.
+checkpoint exports and builds as is. The forwards are written once too (`basic_forward`, ...): netdef tensors
+add with `+` as torch's do. The torch classes live in networks.resnet_torch, imported on first use: defining
+and building needs numpy, h5py and TensorRT only. BatchNorms fold into their convs (conv1/bn1 names, the
+downsample Sequential), as netdef.nn.fold pairs them.
 """
 from __future__ import annotations
 
-import functools
 import os
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -35,148 +36,123 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# --- architecture, written once for both namespaces ---------------------------------------------------
+# --- architecture and forwards, written once: each side adds its module base and `ns` (netdef.nn / torch.nn) ----
 def _downsample(ns: Any, inplanes: int, outplanes: int, stride: int) -> Any:
     if stride == 1 and inplanes == outplanes:
         return None
     return ns.Sequential(ns.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), ns.BatchNorm2d(outplanes))
 
 
-def _basic_layers(block: Any, ns: Any, inplanes: int, planes: int, stride: int) -> None:
-    block.conv1 = ns.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-    block.bn1 = ns.BatchNorm2d(planes)
-    block.relu = ns.ReLU(inplace=True)
-    block.conv2 = ns.Conv2d(planes, planes, 3, padding=1, bias=False)
-    block.bn2 = ns.BatchNorm2d(planes)
-    block.downsample = _downsample(ns, inplanes, planes, stride)
+class BasicBlockLayers:
+    ns: Any
 
-
-def _bottleneck_layers(block: Any, ns: Any, inplanes: int, planes: int, stride: int) -> None:
-    block.conv1 = ns.Conv2d(inplanes, planes, 1, bias=False)
-    block.bn1 = ns.BatchNorm2d(planes)
-    block.conv2 = ns.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)  # torchvision v1.5 stride
-    block.bn2 = ns.BatchNorm2d(planes)
-    block.conv3 = ns.Conv2d(planes, planes * 4, 1, bias=False)
-    block.bn3 = ns.BatchNorm2d(planes * 4)
-    block.relu = ns.ReLU(inplace=True)
-    block.downsample = _downsample(ns, inplanes, planes * 4, stride)
-
-
-def _resnet_layers(model: Any, ns: Any, blocks: Any, kind: str, layers: tuple[int, ...], num_classes: int) -> None:
-    block_cls = blocks.BasicBlock if kind == "basic" else blocks.Bottleneck
-    model.conv1 = ns.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-    model.bn1 = ns.BatchNorm2d(64)
-    model.relu = ns.ReLU(inplace=True)
-    model.maxpool = ns.MaxPool2d(kernel_size=3, stride=2, padding=1)
-    inplanes = 64
-    for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
-        stride = 1 if i == 0 else 2
-        stage = []
-        for j in range(count):
-            stage.append(block_cls(inplanes, planes, stride if j == 0 else 1))
-            inplanes = planes * EXPANSION[kind]
-        setattr(model, f"layer{i + 1}", ns.Sequential(*stage))
-    model.avgpool = ns.AdaptiveAvgPool2d((1, 1))
-    model.fc = ns.Linear(512 * EXPANSION[kind], num_classes)
-
-
-# --- netdef definition ---------------------------------------------------------------------------------
-class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        _basic_layers(self, nn, inplanes, planes, stride)
+        ns = self.ns
+        self.conv1 = ns.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = ns.BatchNorm2d(planes)
+        self.relu = ns.ReLU(inplace=True)
+        self.conv2 = ns.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = ns.BatchNorm2d(planes)
+        self.downsample = _downsample(ns, inplanes, planes, stride)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any) -> Any:  # netdef tensors add with + as torch's do (netdef.functional.operators)
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(F.add(out, identity))
+        return self.relu(out + identity)
 
 
-class Bottleneck(nn.Module):
+class BottleneckLayers:
+    ns: Any
+
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        _bottleneck_layers(self, nn, inplanes, planes, stride)
+        ns = self.ns
+        self.conv1 = ns.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = ns.BatchNorm2d(planes)
+        self.conv2 = ns.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)  # torchvision v1.5 stride
+        self.bn2 = ns.BatchNorm2d(planes)
+        self.conv3 = ns.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = ns.BatchNorm2d(planes * 4)
+        self.relu = ns.ReLU(inplace=True)
+        self.downsample = _downsample(ns, inplanes, planes * 4, stride)
 
     def forward(self, x: Any) -> Any:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(F.add(out, identity))
+        return self.relu(out + identity)
 
 
-class ResNetModule(nn.Module):
+class ResNetLayers:
+    ns: Any
+    blocks: dict[str, type]  # "basic" / "bottleneck" -> the side's block class
+
     def __init__(self, kind: str, layers: tuple[int, ...], num_classes: int = 1000) -> None:
         super().__init__()
-        _resnet_layers(self, nn, SimpleNamespace(BasicBlock=BasicBlock, Bottleneck=Bottleneck), kind, layers,
-                       num_classes)
+        ns, block_cls = self.ns, self.blocks[kind]
+        self.conv1 = ns.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = ns.BatchNorm2d(64)
+        self.relu = ns.ReLU(inplace=True)
+        self.maxpool = ns.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = 64
+        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
+            stage = []
+            for j in range(count):
+                stage.append(block_cls(inplanes, planes, (1 if i == 0 else 2) if j == 0 else 1))
+                inplanes = planes * EXPANSION[kind]
+            setattr(self, f"layer{i + 1}", ns.Sequential(*stage))
+        self.avgpool = ns.AdaptiveAvgPool2d((1, 1))
+        self.fc = ns.Linear(512 * EXPANSION[kind], num_classes)
+
+    def flatten(self, x: Any) -> Any:
+        raise NotImplementedError  # the side's flatten(x, 1)
 
     def forward(self, x: Any) -> Any:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(F.flatten(self.avgpool(x), 1))
+        return self.fc(self.flatten(self.avgpool(x)))
 
 
-# --- PyTorch reference (torchvision's modules and state-dict names) ----------------------------------------
-@functools.cache
-def torch_classes() -> SimpleNamespace:
-    """The torch reference classes, created on first use so the build path never imports torch."""
-    import torch
+def side_classes(base: type, ns: Any, flatten: Callable[..., Any], module: str) -> SimpleNamespace:
+    """BasicBlock, Bottleneck and ResNet on one side: the classes above on `base` (netdef's or torch's Module)
+    with that side's namespace `ns` and flatten function."""
+    def make(name: str, layers: type, **attrs: Any) -> type:
+        return type(name, (layers, base), {"ns": ns, "__module__": module, "__doc__": layers.__doc__, **attrs})
 
-    tnn = torch.nn
-
-    class TorchBasicBlock(tnn.Module):
-        def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-            super().__init__()
-            _basic_layers(self, tnn, inplanes, planes, stride)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + identity)
-
-    class TorchBottleneck(tnn.Module):
-        def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-            super().__init__()
-            _bottleneck_layers(self, tnn, inplanes, planes, stride)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            return self.relu(out + identity)
-
-    blocks = SimpleNamespace(BasicBlock=TorchBasicBlock, Bottleneck=TorchBottleneck)
-
-    class TorchResNet(tnn.Module):
-        def __init__(self, kind: str, layers: tuple[int, ...], num_classes: int = 1000) -> None:
-            super().__init__()
-            _resnet_layers(self, tnn, blocks, kind, layers, num_classes)
-            for m in self.modules():  # torchvision's initialisation
-                if isinstance(m, tnn.Conv2d):
-                    tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return SimpleNamespace(BasicBlock=TorchBasicBlock, Bottleneck=TorchBottleneck, ResNet=TorchResNet)
+    blocks = {"basic": make("BasicBlock", BasicBlockLayers), "bottleneck": make("Bottleneck", BottleneckLayers)}
+    resnet = make("ResNet", ResNetLayers, blocks=blocks, flatten=lambda self, x: flatten(x, 1))
+    return SimpleNamespace(BasicBlock=blocks["basic"], Bottleneck=blocks["bottleneck"], ResNet=resnet)
 
 
+# --- netdef definition ---------------------------------------------------------------------------------
+NETDEF = side_classes(nn.Module, nn, F.flatten, __name__)
+ResNetModule = NETDEF.ResNet
+
+
+# --- PyTorch reference: networks.resnet_torch (torchvision's modules and names), imported on first use -----
 def torch_resnet(arch: str, num_classes: int = 1000, seed: int | None = None) -> Any:
     """An untrained torch ResNet of `arch` with torchvision's init (seeded when `seed` is given), eval mode."""
     import torch
 
+    from networks.resnet_torch import TorchResNet
+
     kind, layers = _arch(arch)
-    if seed is not None:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return torch_classes().ResNet(kind, layers, num_classes).eval()
-    return torch_classes().ResNet(kind, layers, num_classes).eval()
+
+    def make() -> Any:
+        model = TorchResNet(kind, layers, num_classes)
+        for m in model.modules():  # torchvision's initialisation
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        return model.eval()
+
+    if seed is None:
+        return make()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make()
 
 
 def resnet18_reference(**kw: Any) -> Any:
@@ -260,20 +236,14 @@ class ResNet(NetworkModel):
             raise ValueError(f"{origin}: no fc.weight, cannot tell the number of classes of this {self.arch}")
         shape_of = getattr(weights, "shape_of", None)  # WeightsFile reads a shape without the data
         self.num_classes = int((shape_of("fc.weight") if shape_of else np.shape(weights["fc.weight"]))[0])
-        self._module: ResNetModule | None = None
 
     @classmethod
     def torch_reference(cls, arch: str, num_classes: int = 1000, seed: int | None = None) -> Any:
         """An untrained torch module of `arch` (what `netdef export` instantiates for a checkpoint)."""
         return torch_resnet(arch, num_classes, seed)
 
-    def module(self) -> ResNetModule:
-        """The netdef module tree with weights loaded (once; folding never changes the loaded arrays)."""
-        if self._module is None:
-            origin = os.fspath(self.path) if self.path is not None else "weights"
-            self._module = ResNetModule(self.kind, self.layers, self.num_classes)
-            self._module.load_weights(self.weights, origin=origin)
-        return self._module
+    def make_module(self, input_size: Any = None) -> ResNetModule:
+        return ResNetModule(self.kind, self.layers, self.num_classes)
 
     def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
                calibration: Any = None, skip: tuple[str, ...] = (), **options: Any) -> Network:
@@ -285,7 +255,7 @@ class ResNet(NetworkModel):
             x = net.add_input(self.input_name, (-1, 3, height, width))
             net.mark_output(model(x), "logits")
             if precision == "int8":
-                _apply_int8(net, calibration, skip, self.path if self.path is not None else self.weights)
+                self.quantize(net, calibration, skip)
         net.meta.update({"arch": self.arch, "input_size": [height, width], "num_classes": self.num_classes})
         return net
 
@@ -307,14 +277,3 @@ class ResNet(NetworkModel):
         height, width = input_size or DEFAULT_INPUT_SIZE
         return np.random.default_rng(seed).standard_normal((batch, 3, height, width)).astype(np.float32)
 
-
-def _apply_int8(net: Network, calibration: Any, skip: tuple[str, ...], weights: Any) -> None:
-    """The INT8 seam: netdef.quantize places Q/DQ (as a finalizer) from calibration data or a cache."""
-    try:
-        from netdef import quantize
-    except ImportError as exc:
-        raise NotImplementedError(f"int8 needs netdef.quantize, which is not available: {exc}") from exc
-    apply = getattr(quantize, "apply", None)
-    if apply is None:
-        raise NotImplementedError("int8: netdef.quantize.apply is not available yet")
-    apply(net, calibration, skip=skip, weights=weights)  # weights: the calibration cache's fingerprint check

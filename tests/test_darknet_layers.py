@@ -9,7 +9,7 @@ from netdef.verify import verify_network
 from networks.darknet import plan, reference_module
 from networks.yolov4 import YOLOv4
 from weights_export.darknet_synth import CfgWriter, activations_cfg, write_darknet_weights
-from weights_export.darknet import parse_cfg
+from netdef.darknet_cfg import parse_cfg
 
 torch.set_num_threads(2)
 

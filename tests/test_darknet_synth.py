@@ -14,7 +14,7 @@ from weights_export.darknet_synth import yolov4_cfg, yolov4_tiny_cfg
 ])
 def test_synthesized_cfg_has_the_real_structure(make, layers, heads, strides):
     from networks.darknet import plan
-    from weights_export.darknet import parse_cfg
+    from netdef.darknet_cfg import parse_cfg
 
     p = plan(parse_cfg(make(classes=80)))
     assert len(p.layers) == layers
@@ -27,7 +27,7 @@ def test_synthesized_cfg_has_the_real_structure(make, layers, heads, strides):
 
 def test_yolov4_uses_every_layer_feature():
     from networks.darknet import plan
-    from weights_export.darknet import parse_cfg
+    from netdef.darknet_cfg import parse_cfg
 
     p = plan(parse_cfg(yolov4_cfg()))
     acts = {s.options.get("activation") for s in p.layers if s.type == "convolutional"}

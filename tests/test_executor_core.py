@@ -185,7 +185,7 @@ def test_onnx_parsed_yolov4_sized_network_matches_pytorch():
     from networks.darknet import plan, reference_module
     from networks.resnet import random_bn_init
     from weights_export.darknet_synth import yolov4_cfg
-    from weights_export.darknet import parse_cfg
+    from netdef.darknet_cfg import parse_cfg
 
     torch.manual_seed(0)
     cfg = parse_cfg(yolov4_cfg(width=128, height=128, width_div=8, classes=3))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from netdef.cli import main as netdef_main
-from weights_export.darknet import export_darknet, layer_shapes, parse_cfg, read_darknet_weights
+from netdef.darknet_cfg import layer_shapes, parse_cfg
+from weights_export.darknet import export_darknet, read_darknet_weights
 from weights_export.errors import DarknetCfgError, DarknetWeightsError
 from weights_export.hdf5 import WeightsFile
 

@@ -109,6 +109,10 @@ MODULE_CASES = [
     ("upsample_size", lambda: torch.nn.Upsample(size=(9, 10)), lambda: nn.Upsample(size=(9, 10)), (2, 3, 3, 5)),
     ("upsample_size_fractional", lambda: torch.nn.Upsample(size=(7, 8)), lambda: nn.Upsample(size=(7, 8)),
      (2, 3, 3, 5)),
+    ("upsample_bilinear", lambda: torch.nn.Upsample(scale_factor=2, mode="bilinear"),
+     lambda: nn.Upsample(scale_factor=2, mode="bilinear"), (2, 3, 4, 5)),
+    ("upsample_bicubic_align", lambda: torch.nn.Upsample(size=(9, 7), mode="bicubic", align_corners=True),
+     lambda: nn.Upsample(size=(9, 7), mode="bicubic", align_corners=True), (2, 3, 4, 5)),
     ("flatten", torch.nn.Flatten, nn.Flatten, (2, 3, 4, 5)),
     ("flatten_middle", lambda: torch.nn.Flatten(1, 2), lambda: nn.Flatten(1, 2), (2, 3, 4, 5)),
     ("softmax", lambda: torch.nn.Softmax(1), lambda: nn.Softmax(1), (2, 6, 3, 3)),
@@ -237,16 +241,34 @@ def test_batchnorm_after_conv_folds_and_names_follow_module_paths() -> None:
 
 
 def test_batchnorm_becomes_scale_when_conv_output_is_used_twice() -> None:
+    """A forward that also uses the raw conv output declares no_fold(bn): the norm is a scale layer, results exact;
+    without the declaration the pair folds and that forward is refused, naming the layer that reads too early."""
     conv, bn = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)
     root = nn.Module()
     root.conv, root.bn = conv, bn
     rng = np.random.default_rng(1)
     root.load_weights({k: rng.uniform(0.5, 2, p.shape).astype(np.float32) for k, p in root.named_parameters()})
-    with Network("twice") as net:
+
+    def forward(net: Network) -> None:
         c = conv(net.add_input("input", (-1, 2, 4, 4)))
         shortcut = F.relu(c, op="shortcut")
         net.mark_output(F.add(bn(c), shortcut), "out")
+
+    with pytest.raises(ValueError, match=r"bn: layer 'shortcut' reads conv's output before bn does.*no_fold"):
+        with Network("twice") as net:
+            forward(net)
+    nn.no_fold(bn)
+    with Network("twice") as net:
+        forward(net)
     assert ("bn", "SCALE") in layers(net)
+    torch_conv, torch_bn = torch.nn.Conv2d(2, 2, 1).double(), torch.nn.BatchNorm2d(2).double().eval()
+    params = {k: p.data.astype(np.float64) for k, p in root.named_parameters()}
+    for module, prefix in ((torch_conv, "conv."), (torch_bn, "bn.")):
+        module.load_state_dict({k: torch.from_numpy(params[prefix + k]) for k in module.state_dict()
+                                if k != "num_batches_tracked"}, strict=False)
+    x = np.random.default_rng(2).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    c = torch_conv(torch.from_numpy(x).double())
+    assert rel_err(run(net, x), torch_bn(c) + torch.relu(c)) <= 1e-5
 
 
 def test_fp16_network_has_fp16_compute_and_fp32_io() -> None:
@@ -278,8 +300,8 @@ def test_conv_channel_error_names_layer_and_tensor() -> None:
 def test_unsupported_options_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="only output size 1"):
         nn.AdaptiveAvgPool2d(2)
-    with pytest.raises(ValueError, match="only 'nearest'"):
-        nn.Upsample(scale_factor=2, mode="bilinear")
+    with pytest.raises(ValueError, match="supported modes are nearest, nearest-exact, bilinear, bicubic"):
+        nn.Upsample(scale_factor=2, mode="trilinear")
 
 
 def test_every_layer_builds_into_an_engine_in_fp32_and_fp16() -> None:

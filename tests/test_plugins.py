@@ -381,8 +381,11 @@ def test_loading_an_engine_registers_its_plugins_first_or_names_the_missing_one(
 
     missing = dict(known, name="Reorg3000", module="no_such_module_for_netdef")
     save_engine(Plan(b"not really a plan", {"plugins": [missing]}), tmp_path / "m.engine")
-    with pytest.raises(CustomLayerNotFound, match=r"netdef::Reorg3000 v1 \(layer 'head.tag'\).*no_such_module"):
-        load_engine(tmp_path / "m.engine")
+    with pytest.raises(CustomLayerNotFound, match=r"netdef::Reorg3000 v1 \(layer 'head.tag'\).*--plugin MODULE.*"
+                                                  r"no_such_module"):
+        load_engine(tmp_path / "m.engine", register_plugins=register_for_engine)
     save_engine(Plan(b"not really a plan", {"plugins": [known]}), tmp_path / "k.engine")
     with pytest.raises(EngineFileError, match="could not deserialize"):  # got past plugin registration
-        load_engine(tmp_path / "k.engine")
+        load_engine(tmp_path / "k.engine", register_plugins=register_for_engine)
+    with pytest.raises(EngineFileError, match=r"uses custom layers \(TestTagged\): pass register_plugins="):
+        load_engine(tmp_path / "k.engine")  # netdef.engine never reaches into netdef.plugins itself

@@ -53,3 +53,44 @@ def test_netdef_info_reports_the_binding():
     out = subprocess.run([sys.executable, "-m", "netdef", "info"], capture_output=True, text=True, check=True).stdout
     assert "tensorrt_rtx 1.7.1.116" in out
     assert "strongly_typed" in out and "numpy" in out and "CUDA" in out
+
+
+def test_only_the_shim_changes_a_layers_class():
+    """Layers are downcast in one place (netdef.trt.downcast, dispatching on layer.type): a wrong class crashes."""
+    pattern = re.compile(r"__class__\s*=[^=]")
+    files = list(python_files()) + list((ROOT / "tests").rglob("*.py")) + list((ROOT / "bench").rglob("*.py"))
+    hits = sorted(str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text()))
+    assert hits == ["netdef/trt.py"]
+
+
+def test_network_files_speak_netdef_not_raw_tensorrt():
+    """networks/ builds with netdef modules and netdef.functional: no INetworkDefinition.add_* call."""
+    hits = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "networks").rglob("*.py")
+            for n, line in enumerate(p.read_text().splitlines(), 1) if "definition.add_" in line]
+    assert hits == []
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (at any depth: lazy imports count), read from its syntax tree."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_layers_point_down():
+    """The runtime gets definitions from its caller (never the model zoo); the engine module gets plugin
+    registration from its caller; netdef and weights_export never import networks."""
+    def hits(paths, prefix):
+        return sorted(f"{p.relative_to(ROOT)}: {name}" for p in paths for name in _imports(p)
+                      if name == prefix or name.startswith(prefix + "."))
+
+    library = [p for pkg in ("netdef", "weights_export") for p in (ROOT / pkg).rglob("*.py")
+               if "commands" not in p.parts and p.name != "cli.py"]
+    assert hits(library, "networks") == []
+    assert hits([ROOT / "netdef" / "engine.py"], "netdef.plugins") == []

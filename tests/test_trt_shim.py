@@ -89,3 +89,26 @@ def test_logger_bridge_forwards_to_python_logging(caplog):
         bridge.log(shim.binding().ILogger.Severity.ERROR, "netdef-test-message")
     assert ("tensorrt", logging.ERROR, "netdef-test-message") in caplog.record_tuples
     assert bridge.recent[-1].endswith("netdef-test-message")
+
+
+def test_downcast_reaches_a_read_back_layers_interface():
+    from netdef.engine import create_builder, create_network
+
+    trt = shim.binding()
+    builder = create_builder()
+    network = create_network(builder)
+    x = network.add_input("x", trt.DataType.FLOAT, (1, 2, 3, 3))
+    network.add_pooling_nd(x, trt.PoolingType.AVERAGE, (2, 2))
+    network.add_activation(x, trt.ActivationType.SIGMOID)
+    pool, act = network.get_layer(0), network.get_layer(1)
+    assert type(pool) is trt.ILayer
+    assert shim.downcast(pool) is pool and isinstance(pool, trt.IPoolingLayer) and tuple(pool.window_size_nd) == (2, 2)
+    assert shim.downcast(act).type == trt.ActivationType.SIGMOID
+    assert shim.downcast(act) is act  # already downcast: unchanged (its `type` is the activation type now)
+
+
+def test_feature_probes_for_fill_and_slice_modes():
+    feat = shim.features()
+    assert feat.fill_output_type and {"FILL", "CLAMP", "REFLECT", "WRAP"} <= set(feat.sample_modes)
+    old = shim.probe(make_module("8.6"))
+    assert not old.fill_output_type and old.sample_modes == ()

@@ -27,8 +27,7 @@ def _conv_layer(net, name: str):
         layer = net.definition.get_layer(i)
         if layer.name == name:
             assert layer.type == trt.LayerType.CONVOLUTION
-            layer.__class__ = trt.IConvolutionLayer
-            return layer
+            return shim.downcast(layer)
     raise AssertionError(f"no layer {name}")
 
 

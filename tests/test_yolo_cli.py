@@ -11,7 +11,8 @@ import torch
 from netdef.cli import main
 from netdef.engine import BuildSettings
 from netdef.executor import execute
-from networks.yolov4 import YOLOv4, nms_layer_builds
+from netdef.trt import nms_layer_builds
+from networks.yolov4 import YOLOv4
 from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
 
 torch.set_num_threads(2)

@@ -13,7 +13,8 @@ import torch
 import netdef.executor as executor
 from netdef.detect import detect
 from netdef.engine import BuildError, BuildSettings
-from networks.yolov4 import NMS_OUTPUTS, YOLOv4, nms_layer_builds
+from netdef.trt import nms_layer_builds
+from networks.yolov4 import NMS_OUTPUTS, YOLOv4
 from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg, yolov4_tiny_cfg
 
 torch.set_num_threads(2)

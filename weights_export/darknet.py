@@ -1,4 +1,4 @@
-"""Darknet import: `.cfg` parsing (re-exported from darknet_cfg) and `.weights` -> netdef HDF5 export.
+"""Darknet import: `.weights` read in cfg order (`netdef.darknet_cfg` parses the cfg) -> netdef HDF5 export.
 
 A `.weights` file is a header (major, minor, revision as int32, then the seen-images counter as int64 for
 format 0.2 and later, int32 before), then float32 values per [convolutional] layer in cfg order:
@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from weights_export.darknet_cfg import (ACTIVATIONS, DarknetCfg, Section, conv_padding, layer_shapes,
-                                        maxpool_padding, maxpool_size, parse_cfg, yolo_mask)
-from weights_export.errors import DarknetCfgError, DarknetWeightsError
+from netdef.darknet_cfg import (DarknetCfg, Section, conv_padding, layer_shapes, maxpool_padding, maxpool_size,
+                                parse_cfg, yolo_mask)
+from weights_export.errors import DarknetWeightsError
 from weights_export.hdf5 import all_finite, write_weights
 
-__all__ = ["ACTIVATIONS", "DarknetCfg", "DarknetCfgError", "Section", "conv_padding", "layer_shapes",
-           "maxpool_padding", "maxpool_size", "parse_cfg", "yolo_mask", "read_darknet_weights", "guess_arch",
-           "darknet_layer_attrs", "export_darknet"]
+__all__ = ["DarknetWeights", "read_darknet_weights", "load_darknet", "guess_arch", "darknet_layer_attrs",
+           "export_darknet"]
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +81,9 @@ def read_darknet_weights(cfg: DarknetCfg, path: str | os.PathLike) -> tuple[dict
     expected = sum(int(np.prod(shape)) for _, shape in layout)
     if floats.size != expected:
         short = _first_short_tensor(layout, floats.size)
-        raise DarknetWeightsError(path, f"size does not match {cfg.path}: expected {expected} floats after the "
-                                  f"{offset}-byte header, found {floats.size}"
-                                  + (f" (the file ends inside {short})" if short else " (extra data at the end)"),
-                                  layer=short.rsplit(".", 1)[0] if short else None,
-                                  tensor=short.rsplit(".", 1)[1] if short else None)
+        raise _weights_error(cfg, path, f"size does not match {cfg.path}: expected {expected} floats after the "
+                             f"{offset}-byte header, found {floats.size}"
+                             + (f" (the file ends inside {short})" if short else " (extra data at the end)"), short)
     tensors: dict[str, np.ndarray] = {}
     position = 0
     for name, shape in layout:
@@ -95,10 +92,18 @@ def read_darknet_weights(cfg: DarknetCfg, path: str | os.PathLike) -> tuple[dict
         position += count
     bad = [] if all_finite(floats) else [k for k, v in tensors.items() if not all_finite(v)]
     if bad:
-        layer, tensor = bad[0].rsplit(".", 1)
-        raise DarknetWeightsError(path, f"NaN/Inf values in {len(bad)} tensor(s): {', '.join(bad)}",
-                                  layer=layer, tensor=tensor)
+        raise _weights_error(cfg, path, f"NaN/Inf values in {len(bad)} tensor(s): {', '.join(bad)}", bad[0])
     return tensors, {"version": list(version), "seen": seen}
+
+
+def _weights_error(cfg: DarknetCfg, path: str, detail: str, name: str | None) -> DarknetWeightsError:
+    """An error about tensor `name` (`layers.{i}.conv.weight`, ...) that also names layer i's cfg line."""
+    if name is None:
+        return DarknetWeightsError(path, detail)
+    layer, tensor = name.rsplit(".", 1)
+    section = cfg.layers[int(layer.split(".")[1])]
+    return DarknetWeightsError(path, f"{detail} ({cfg.path}:{section.line}: [{section.type}] layer {section.index})",
+                               layer=layer, tensor=tensor)
 
 
 def _first_short_tensor(layout: list[tuple[str, tuple[int, ...]]], available: int) -> str | None:
@@ -180,14 +185,31 @@ def export_darknet(cfg: str | os.PathLike | DarknetCfg, weights: str | os.PathLi
     running_mean,running_var}`; the full cfg text travels in the root attribute `darknet_cfg`.
     """
     parsed = cfg if isinstance(cfg, DarknetCfg) else parse_cfg(cfg)
+    tensors = load_darknet(parsed, weights, arch)
+    write_weights(out, tensors, layer_attrs=darknet_layer_attrs(parsed), root_attrs=tensors.attrs, progress=progress)
+    log.info("exported %s + %s (%s, %d tensors) to %s", parsed.path, weights, tensors.attrs["arch"], len(tensors),
+             out)
+
+
+class DarknetWeights(dict):
+    """Tensors by netdef name, with `attrs`: the root attributes an export writes (what `WeightsFile.attrs` gives
+    for the exported file), so a network class reads either alike."""
+
+    attrs: dict[str, Any]
+
+
+def load_darknet(cfg: str | os.PathLike | DarknetCfg, weights: str | os.PathLike,
+                 arch: str | None = None) -> DarknetWeights:
+    """A Darknet cfg + weights pair in memory, as `export_darknet` would write it (no file in between)."""
+    parsed = cfg if isinstance(cfg, DarknetCfg) else parse_cfg(cfg)
     tensors, header = read_darknet_weights(parsed, weights)
     c, h, w = parsed.net.int("channels", 3), parsed.net.int("height"), parsed.net.int("width")
-    root = {"arch": arch or guess_arch(parsed), "source": "darknet", "input_name": "input",
-            "input_shape": [1, c, h, w], "input_dtype": "float32",
-            # darknet feeds RGB scaled to [0, 1], no normalisation
-            "mean": [0.0] * c, "std": [1.0] * c, "input_scale": 1.0 / 255.0,
-            "darknet_cfg": parsed.text, "darknet_cfg_file": os.path.basename(parsed.path),
-            "darknet_weights_file": os.path.basename(os.fspath(weights)),
-            "darknet_version": header["version"], "darknet_seen": header["seen"]}
-    write_weights(out, tensors, layer_attrs=darknet_layer_attrs(parsed), root_attrs=root, progress=progress)
-    log.info("exported %s + %s (%s, %d tensors) to %s", parsed.path, weights, root["arch"], len(tensors), out)
+    result = DarknetWeights(tensors)
+    result.attrs = {"arch": arch or guess_arch(parsed), "source": "darknet", "input_name": "input",
+                    "input_shape": [1, c, h, w], "input_dtype": "float32",
+                    # darknet feeds RGB scaled to [0, 1], no normalisation
+                    "mean": [0.0] * c, "std": [1.0] * c, "input_scale": 1.0 / 255.0,
+                    "darknet_cfg": parsed.text, "darknet_cfg_file": os.path.basename(parsed.path),
+                    "darknet_weights_file": os.path.basename(os.fspath(weights)),
+                    "darknet_version": header["version"], "darknet_seen": header["seen"]}
+    return result

@@ -167,7 +167,7 @@ def write_darknet_weights(cfg_text: str, path: Path | str, seed: int = 0, versio
     additions would otherwise grow them by orders of magnitude); BN statistics are realistic
     (running_var in [0.5, 2], random mean, gamma and beta), never zeros.
     """
-    from weights_export.darknet import layer_shapes, parse_cfg
+    from netdef.darknet_cfg import layer_shapes, parse_cfg
 
     cfg = parse_cfg(cfg_text)
     shapes = layer_shapes(cfg)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from netdef.darknet_cfg import DarknetCfgError  # noqa: F401  (re-exported: cfg errors are export errors too)
+
 
 class WeightsExportError(ValueError):
     """Base class of every weights_export error."""
@@ -22,17 +24,6 @@ class WeightsFileError(WeightsExportError):
         where_text = ", ".join(w for w in where if w)
         prefix = f"{self.path}: " if self.path else ""
         super().__init__(f"{prefix}{where_text + ': ' if where_text else ''}{message}")
-
-
-class DarknetCfgError(WeightsExportError):
-    """A Darknet .cfg line or section that is not understood; the message is `file:line: what`."""
-
-    def __init__(self, path: str | None, line: int | None, message: str) -> None:
-        self.path = path or "<cfg>"
-        self.line = line
-        self.detail = message
-        location = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{location}: {message}")
 
 
 class DarknetWeightsError(WeightsFileError):

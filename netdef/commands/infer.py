@@ -34,7 +34,45 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
 def open_from_args(args: argparse.Namespace, graph: bool = False) -> Any:
     from netdef.runtime.factory import open_session
 
-    return open_session(args.engine, args.executor, args.arch, args.weights, args.device, graph, args.precision)
+    define = definition_builder(args) if args.executor == "netdef" else None
+    return open_session(args.engine, args.executor, define, args.device, graph)
+
+
+# the definition options an engine was built with (YOLO's NMS settings) travel in its sidecar
+DEFINITION_OPTIONS = ("nms", "max_detections", "score_threshold", "iou_threshold", "topk")
+
+
+def definition_builder(args: argparse.Namespace) -> Any:
+    """For --executor netdef: sidecar meta -> the Network of `--weights` defined as `--arch` (or the arch the
+    sidecar or the HDF5 records), with the engine's precision, input size and definition options when known."""
+    if args.weights is None:
+        raise ValueError("--executor netdef needs --weights W.h5 (and --arch unless the engine sidecar or the "
+                         "weights file records it)")
+
+    def define(meta: dict[str, Any]) -> Any:
+        import networks
+
+        model = networks.get(args.arch or meta.get("arch") or _hdf5_arch(args.weights)).from_hdf5(args.weights)
+        input_size = meta.get("input_size")
+        if input_size is None and meta.get("inputs"):
+            input_size = meta["inputs"][0]["shape"][2:4]
+        net = model.define(precision=args.precision or meta.get("precision", "fp32"),
+                           input_size=tuple(input_size) if input_size else None,
+                           **{k: meta[k] for k in DEFINITION_OPTIONS if k in meta})
+        net.meta["weights_file"] = os.path.basename(os.fspath(args.weights))
+        return net
+
+    return define
+
+
+def _hdf5_arch(weights: str | os.PathLike) -> str:
+    from weights_export.hdf5 import WeightsFile
+
+    with WeightsFile(weights) as f:
+        arch = f.attrs.get("arch")
+    if not arch:
+        raise ValueError(f"{os.fspath(weights)}: no arch attribute; pass --arch")
+    return str(arch)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

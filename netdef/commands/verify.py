@@ -47,6 +47,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def reference_options(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings a definition recorded (net.meta) that the model's `reference` takes (YOLO's NMS settings)."""
+    import inspect
+
+    accepted = inspect.signature(model.reference).parameters
+    return {k: v for k, v in meta.items() if k in accepted}
+
+
 def _literal(text: str) -> Any:
     import ast
 
@@ -74,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         report = verify_activations(net, stored, device=args.device, tolerance=args.tolerance)
     else:
         inputs = model.sample_input(args.batch, size, args.seed)
-        report = verify_network(net, model.reference(), inputs, device=args.device, tolerance=args.tolerance)
+        report = verify_network(net, model.reference(**reference_options(model, net.meta)), inputs,
+                                device=args.device, tolerance=args.tolerance)
     print(report.table())
     if args.report:
         report.write_json(args.report)

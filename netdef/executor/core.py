@@ -105,14 +105,13 @@ def _layers_in_dependency_order(definition: Any, input_names: set[str]) -> list[
 
 
 def _prepare(layer: Any, device: torch.device, float_dtype: torch.dtype) -> Step:
-    trt = shim.binding()
     type_name = enum_name(layer.type)  # dispatch on the type before any downcast (a wrong one can crash)
     entry = HANDLERS.get(type_name)
     if entry is None:
         raise UnsupportedLayerError(layer.name, type_name)
-    interface, handler = entry
-    if interface is not None:
-        layer.__class__ = getattr(trt, interface)
+    downcast, handler = entry
+    if downcast:
+        shim.downcast(layer)
     ctx = LayerContext(layer, type_name, device, float_dtype)
     run = handler(layer, ctx)
     inputs = [None if ctx.input(k) is None else ctx.input(k).name for k in range(layer.num_inputs)]

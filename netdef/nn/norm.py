@@ -1,4 +1,4 @@
-"""BatchNorm2d: folded into the convolution right before it, else one per-channel scale layer."""
+"""BatchNorm2d: folded into the convolution it is paired with (netdef.nn.fold), else one per-channel scale layer."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +7,7 @@ import numpy as np
 
 from netdef.module import Module, Parameter
 from netdef.network import current
-from netdef.nn.conv import fold_into_conv, foldable_conv
+from netdef.nn.fold import folded_into, take_folded
 
 
 class BatchNorm2d(Module):
@@ -30,8 +30,22 @@ class BatchNorm2d(Module):
         var = np.asarray(self.running_var.data, dtype=np.float64)
         gamma = np.asarray(self.weight.data, dtype=np.float64) if self.weight is not None else 1.0
         beta = np.asarray(self.bias.data, dtype=np.float64) if self.bias is not None else 0.0
-        scale = gamma / np.sqrt(var + self.eps)
+        with np.errstate(divide="ignore", invalid="ignore"):  # check_loaded reports what this would break
+            scale = gamma / np.sqrt(var + self.eps)
         return scale * np.ones(self.num_features), beta - mean * scale
+
+    def check_loaded(self) -> list[str]:
+        """A negative variance (or a zero one with eps 0) would fold into NaN/Inf weights: name the tensor."""
+        prefix = f"{self.path}." if self.path else ""
+        negative = int((np.asarray(self.running_var.data) < 0).sum())
+        if negative:
+            return [f"{prefix}running_var has {negative} negative value{'s' if negative > 1 else ''}"]
+        scale, shift = self.scale_shift()
+        bad = int((~(np.isfinite(scale) & np.isfinite(shift))).sum())
+        if bad:
+            return [f"{prefix}running_var: {bad} channel(s) give a non-finite scale weight / sqrt(running_var + eps) "
+                    f"(eps={self.eps})"]
+        return []
 
     def forward(self, x: Any) -> Any:
         net = current()
@@ -39,12 +53,10 @@ class BatchNorm2d(Module):
         if channels != self.num_features:
             raise ValueError(f"{self.path}: BatchNorm2d({self.num_features}) got tensor {x.name!r} of shape "
                              f"{tuple(x.shape)} (channel dim 1 must be {self.num_features})")
+        if folded_into(self) is not None:
+            take_folded(net, x, self)
+            return x  # the conv emitted conv+norm; this path names that tensor now
         scale, shift = self.scale_shift()
-        record = foldable_conv(net, x)
-        if record is not None:
-            fold_into_conv(record.layer, scale, shift, record)
-            net.forget_module_output(x.name)  # the conv's output now is this module's output
-            return x
         return channel_scale(x, scale, shift)
 
 

@@ -1,22 +1,11 @@
-"""Pooling: MaxPool2d, AvgPool2d (IPoolingLayer) and AdaptiveAvgPool2d(1) (a mean reduction over H, W)."""
+"""Pooling modules over F.max_pool2d / F.avg_pool2d; AdaptiveAvgPool2d(1) is a pooling over the whole map."""
 from __future__ import annotations
 
 from typing import Any
 
+import netdef.functional as F
+from netdef.functional.core import pair
 from netdef.module import Module
-from netdef.network import current
-from netdef.nn.conv import pair
-
-
-def _pool(x: Any, kind: str, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-          ceil_mode: bool) -> Any:
-    net = current()
-    layer = net.definition.add_pooling_nd(x, getattr(net.trt.PoolingType, kind), kernel)
-    layer.stride_nd = stride
-    layer.padding_nd = padding
-    if ceil_mode:
-        layer.padding_mode = net.trt.PaddingMode.EXPLICIT_ROUND_UP
-    return layer
 
 
 class MaxPool2d(Module):
@@ -30,8 +19,7 @@ class MaxPool2d(Module):
         self.padding, self.ceil_mode = pair(padding), ceil_mode
 
     def forward(self, x: Any) -> Any:
-        layer = _pool(x, "MAX", self.kernel_size, self.stride, self.padding, self.ceil_mode)
-        return current().name_layer(layer).get_output(0)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, op=None)
 
 
 class AvgPool2d(Module):
@@ -43,9 +31,8 @@ class AvgPool2d(Module):
         self.padding, self.ceil_mode, self.count_include_pad = pair(padding), ceil_mode, count_include_pad
 
     def forward(self, x: Any) -> Any:
-        layer = _pool(x, "AVERAGE", self.kernel_size, self.stride, self.padding, self.ceil_mode)
-        layer.average_count_excludes_padding = not self.count_include_pad
-        return current().name_layer(layer).get_output(0)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            op=None)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -60,9 +47,7 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, x: Any) -> Any:
         # An average pooling over the whole (static) map rather than a mean reduction: pooling has INT8
         # kernels, so TensorRT can move an FC input's quantize across it (a reduce makes 8.6's builder fail).
-        net = current()
         h, w = (int(d) for d in tuple(x.shape)[-2:])
         if h < 0 or w < 0:
-            raise ValueError(f"{net.path}: AdaptiveAvgPool2d needs a static spatial size, got {tuple(x.shape)}")
-        layer = net.definition.add_pooling_nd(x, net.trt.PoolingType.AVERAGE, (h, w))
-        return net.name_layer(layer).get_output(0)
+            raise ValueError(f"{self.path}: AdaptiveAvgPool2d needs a static spatial size, got {tuple(x.shape)}")
+        return F.avg_pool2d(x, (h, w), op=None)

@@ -175,6 +175,6 @@ def reference_for_layer(layer: Any) -> Callable[..., list[Any]]:
         raise CustomLayerError(f"{where}: {getattr(kind, 'name', kind)} layers are not netdef custom layers "
                                "(only IPluginV3 plugins built from a netdef description have a reference)")
     if not hasattr(layer, "plugin"):
-        layer.__class__ = trt.IPluginV3Layer  # type checked above; the downcast reaches .plugin
+        layer = shim.downcast(layer)  # type checked above; the downcast reaches .plugin
     desc, fields = describe_plugin(layer.plugin, where)
     return ReferenceCall(desc, fields)

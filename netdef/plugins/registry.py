@@ -1,4 +1,9 @@
-"""The custom layers this process knows, by (namespace, name, version); engines' plugins registered on load."""
+"""The custom layers this process knows, by (namespace, name, version); engines' plugins registered on load.
+
+Descriptions come only from code the user chose to run: netdef's built-ins, modules they import themselves or
+name on the command line (`--plugin MODULE`, `load_plugins`), and installed entry points of the group
+`netdef.plugins`. A module named in a data file (an engine sidecar records one as a hint) is never imported.
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +14,7 @@ from netdef.plugins.description import CustomLayer, CustomLayerError
 
 log = logging.getLogger("netdef.plugins")
 
-BUILTIN_MODULE = "netdef.plugins.builtin"
+ENTRY_POINT_GROUP = "netdef.plugins"
 
 
 class CustomLayerNotFound(CustomLayerError, LookupError):
@@ -99,22 +104,35 @@ def _find_for_record(record: Mapping[str, Any]) -> CustomLayer:
     if not name:
         raise CustomLayerError(f"engine sidecar plugin record without a name: {dict(record)!r}")
     key = (namespace, name, version)
-    module = record.get("module")
-    for candidate in (None, BUILTIN_MODULE, module):
-        if key in registry:
-            return registry[key]
-        if candidate:
-            try:
-                importlib.import_module(candidate)
-            except ImportError as exc:
-                log.debug("importing %s for custom layer %s::%s failed: %s", candidate, namespace, name, exc)
     if key in registry:
         return registry[key]
     where = f" (layer {record['layer']!r})" if record.get("layer") else ""
-    hint = (f"import the module that defines it ({module!r} could not be imported or does not register it)"
-            if module else "import the module that defines it before loading the engine")
+    module = record.get("module")
+    hint = f"the module that defines it (the sidecar says {module!r})" if module else "the module that defines it"
     raise CustomLayerNotFound(f"the engine uses custom layer {namespace}::{name} v{version}{where}, which is not "
-                              f"registered in this process: {hint}")
+                              f"registered in this process: pass --plugin MODULE naming {hint}, install it with a "
+                              f"'{ENTRY_POINT_GROUP}' entry point, or import it before loading the engine")
+
+
+def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> list[str]:
+    """Import the modules the user named (`--plugin MODULE`) and the installed `netdef.plugins` entry points,
+    so the custom layers they register are known; returns what was loaded. An import error names the module."""
+    loaded = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CustomLayerError(f"--plugin {module}: cannot import it ({exc})") from exc
+        loaded.append(module)
+    if entry_points:
+        from importlib.metadata import entry_points as installed
+
+        for ep in installed(group=ENTRY_POINT_GROUP):
+            ep.load()
+            loaded.append(f"{ep.name} ({ep.value})")
+    if loaded:
+        log.info("custom layers from %s", ", ".join(loaded))
+    return loaded
 
 
 def register_for_engine(records: Iterable[Mapping[str, Any]]) -> list[CustomLayer]:

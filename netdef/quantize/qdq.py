@@ -132,15 +132,11 @@ def plan_qdq(definition: Any, skip: Iterable[str] = ()) -> QDQPlan:
 
 
 def _is_average(layer: Any) -> bool:
-    trt = shim.binding()
-    layer.__class__ = trt.IPoolingLayer
-    return layer.type == trt.PoolingType.AVERAGE
+    return shim.downcast(layer).type == shim.binding().PoolingType.AVERAGE
 
 
 def _is_sum(layer: Any) -> bool:
-    trt = shim.binding()
-    layer.__class__ = trt.IElementWiseLayer
-    return layer.op == trt.ElementWiseOperation.SUM
+    return shim.downcast(layer).op == shim.binding().ElementWiseOperation.SUM
 
 
 def _shortcut_input(layer: Any, conv_outputs: set[str], produced_by: Mapping[str, Any]) -> int | None:
@@ -223,7 +219,7 @@ class QDQWriter:
         cannot be emptied later), so a twin takes over the name, the output name and every consumer.
         """
         trt = self.trt
-        layer.__class__ = trt.IConvolutionLayer
+        layer = shim.downcast(layer)
         k = layer.num_output_maps
         size = tuple(layer.kernel_size_nd)
         kernel = np.asarray(layer.kernel, dtype=np.float32)
@@ -273,9 +269,8 @@ class QDQWriter:
 
     def matmul_weights(self, layer: Any, index: int, constant_layer: Any) -> None:
         """A constant matrix-multiply operand, quantized per output channel."""
-        layer.__class__ = self.trt.IMatrixMultiplyLayer  # both dispatched on layer.type by plan_qdq
+        layer, constant_layer = shim.downcast(layer), shim.downcast(constant_layer)  # plan_qdq checked their types
         tensor = layer.get_input(index)
-        constant_layer.__class__ = self.trt.IConstantLayer
         values = np.asarray(constant_layer.weights, dtype=np.float32).reshape(tuple(constant_layer.shape))
         op = layer.op1 if index == 1 else layer.op0
         transposed = op == self.trt.MatrixOperation.TRANSPOSE

@@ -1,14 +1,15 @@
-"""Opening a session the way the CLI asks for one: an engine file on TensorRT, or the same network
-rebuilt from its HDF5 weights and run by netdef's executor (where TensorRT cannot run)."""
+"""Opening a session the way the CLI asks for one: an engine file on TensorRT, or the same network's definition
+run by netdef's executor (where TensorRT cannot run). The definition comes from a builder the caller passes
+(the CLI makes one from --arch/--weights: the runtime never imports the model zoo)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from netdef.runtime.session import InferenceSession
 
 EXECUTORS = ("tensorrt", "netdef")
-DEFINITION_OPTIONS = ("nms", "max_detections", "score_threshold", "iou_threshold", "topk")
+DefinitionBuilder = Callable[[dict[str, Any]], Any]  # an engine's sidecar (or {}) -> a netdef Network
 
 
 def engine_meta(engine: str | os.PathLike | None) -> dict[str, Any]:
@@ -20,13 +21,13 @@ def engine_meta(engine: str | os.PathLike | None) -> dict[str, Any]:
     return read_sidecar(engine, check_binding=False)
 
 
-def open_session(engine: str | os.PathLike | None = None, executor: str = "tensorrt", arch: str | None = None,
-                 weights: str | os.PathLike | None = None, device: str | None = None, graph: bool = False,
-                 precision: str | None = None) -> InferenceSession:
+def open_session(engine: str | os.PathLike | None = None, executor: str = "tensorrt",
+                 define: DefinitionBuilder | None = None, device: str | None = None,
+                 graph: bool = False) -> InferenceSession:
     """A session for `netdef infer`/`netdef bench`.
 
-    tensorrt: the engine file (sidecar checked). netdef: `weights` (HDF5) defined as `arch` (or the arch the
-    engine's sidecar or the HDF5 records), with the engine's precision, input size and batch range when known.
+    tensorrt: the engine file (sidecar checked). netdef: `define(meta)` with the engine's sidecar (empty without
+    one) gives the Network to run, with the engine's batch range when known.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
@@ -34,34 +35,12 @@ def open_session(engine: str | os.PathLike | None = None, executor: str = "tenso
         if engine is None:
             raise ValueError("the tensorrt executor needs an ENGINE file (or use --executor netdef --arch A --weights W.h5)")
         return InferenceSession.from_engine(engine, graph=graph, device=_gpu_index(device))
-    if weights is None:
-        raise ValueError("--executor netdef needs --weights W.h5 (and --arch unless the engine sidecar or the "
-                         "weights file records it)")
-    import networks
-
+    if define is None:
+        raise ValueError("the netdef executor needs a definition (--executor netdef needs --weights W.h5)")
     meta = engine_meta(engine)
-    model_cls = networks.get(arch or meta.get("arch") or _hdf5_arch(weights))
-    model = model_cls.from_hdf5(weights)
-    input_size = meta.get("input_size")
-    if input_size is None and meta.get("inputs"):
-        input_size = meta["inputs"][0]["shape"][2:4]
-    # the definition options the engine was built with (YOLO's NMS settings) travel in its sidecar
-    options = {k: meta[k] for k in DEFINITION_OPTIONS if k in meta}
-    net = model.define(precision=precision or meta.get("precision", "fp32"),
-                       input_size=tuple(input_size) if input_size else None, **options)
+    net = define(meta)
     batch = tuple(meta["batch"]) if meta.get("batch") else None
-    info = {**meta, **net.meta, "weights_file": os.path.basename(os.fspath(weights))}
-    return InferenceSession.from_definition(net, device=device or "cpu", batch=batch, meta=info)
-
-
-def _hdf5_arch(weights: str | os.PathLike) -> str:
-    from weights_export.hdf5 import WeightsFile
-
-    with WeightsFile(weights) as f:
-        arch = f.attrs.get("arch")
-    if not arch:
-        raise ValueError(f"{os.fspath(weights)}: no arch attribute; pass --arch")
-    return str(arch)
+    return InferenceSession.from_definition(net, device=device or "cpu", batch=batch, meta={**meta, **net.meta})
 
 
 def _gpu_index(device: str | None) -> int | None:

@@ -39,6 +39,13 @@ class InferHandle:
         return self._outputs
 
 
+def _register_plugins(records: list[dict[str, Any]]) -> None:
+    """The plugin creators of an engine's custom layers (netdef.plugins imported only for such engines)."""
+    from netdef.plugins import register_for_engine
+
+    register_for_engine(records)
+
+
 class InferenceSession:
     """I/O by name over one backend: `infer`, `infer_async`, specs, and a clean `close()`."""
 
@@ -61,7 +68,8 @@ class InferenceSession:
         """
         from netdef.engine import LoadedEngine, load_engine
 
-        loaded = engine if isinstance(engine, LoadedEngine) else load_engine(engine, check_binding)
+        loaded = engine if isinstance(engine, LoadedEngine) else load_engine(engine, check_binding,
+                                                                             register_plugins=_register_plugins)
         backend = TensorRTBackend(loaded.engine, name=str(loaded.path), graph=graph, device=device)
         return cls(backend, loaded.meta, owner=loaded)
 

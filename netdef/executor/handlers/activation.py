@@ -31,7 +31,7 @@ def _activation(kind: str, a: float, b: float) -> Callable[[torch.Tensor], torch
     }.get(kind)
 
 
-@handles("ACTIVATION", interface="IActivationLayer")
+@handles("ACTIVATION")
 def activation(layer: Any, ctx: LayerContext) -> Any:
     kind = enum_name(layer.type)  # on the downcast layer `type` is the ActivationType
     alpha, beta = float(layer.alpha), float(layer.beta)
@@ -57,6 +57,6 @@ _INPLACE = {  # the common activations written into their input (the executor de
 }
 
 
-@handles("PARAMETRIC_RELU", interface="IParametricReLULayer")
+@handles("PARAMETRIC_RELU")
 def parametric_relu(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: torch.where(inputs[0] >= 0, inputs[0], inputs[0] * inputs[1])

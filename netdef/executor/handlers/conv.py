@@ -50,7 +50,7 @@ def _geometry(layer: Any, ctx: LayerContext, ops: dict) -> tuple[tuple[int, ...]
     return ksize, nd, layer.num_groups, in_channels
 
 
-@handles("CONVOLUTION", interface="IConvolutionLayer")
+@handles("CONVOLUTION")
 def convolution(layer: Any, ctx: LayerContext) -> Any:
     ksize, nd, groups, in_channels = _geometry(layer, ctx, _CONV)
     kernel_shape = (layer.num_output_maps, in_channels // groups) + ksize
@@ -71,7 +71,7 @@ def convolution(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("DECONVOLUTION", interface="IDeconvolutionLayer")
+@handles("DECONVOLUTION")
 def deconvolution(layer: Any, ctx: LayerContext) -> Any:
     ksize, nd, groups, in_channels = _geometry(layer, ctx, _DECONV)
     mode = enum_name(layer.padding_mode)

@@ -41,7 +41,7 @@ _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-@handles("ELEMENTWISE", interface="IElementWiseLayer")
+@handles("ELEMENTWISE")
 def elementwise(layer: Any, ctx: LayerContext) -> Any:
     op = enum_name(layer.op)
     fn = _BINARY.get(op)
@@ -69,7 +69,7 @@ def elementwise(layer: Any, ctx: LayerContext) -> Any:
 _INPLACE = {"SUM": "add_", "PROD": "mul_", "SUB": "sub_", "DIV": "div_"}
 
 
-@handles("UNARY", interface="IUnaryLayer")
+@handles("UNARY")
 def unary(layer: Any, ctx: LayerContext) -> Any:
     op = enum_name(layer.op)
     fn = _UNARY.get(op)
@@ -78,6 +78,6 @@ def unary(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: fn(inputs[0])
 
 
-@handles("SELECT", interface="ISelectLayer")
+@handles("SELECT")
 def select(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: torch.where(inputs[0], inputs[1], inputs[2])

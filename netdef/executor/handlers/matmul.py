@@ -9,7 +9,7 @@ from netdef.executor.context import LayerContext, enum_name
 from netdef.executor.registry import handles
 
 
-@handles("MATRIX_MULTIPLY", interface="IMatrixMultiplyLayer")
+@handles("MATRIX_MULTIPLY")
 def matrix_multiply(layer: Any, ctx: LayerContext) -> Any:
     op0, op1 = enum_name(layer.op0), enum_name(layer.op1)
     for name, op in (("op0", op0), ("op1", op1)):

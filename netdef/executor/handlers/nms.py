@@ -19,7 +19,7 @@ def _scalar(inputs: list, i: int, default: float) -> float:
     return float(inputs[i].reshape(())) if len(inputs) > i and inputs[i] is not None else default
 
 
-@handles("NMS", interface="INMSLayer")
+@handles("NMS")
 def nms(layer: Any, ctx: LayerContext) -> Any:
     fmt = enum_name(layer.bounding_box_format)
     ctx.require(fmt in _FORMATS, "bounding_box_format", fmt)

@@ -7,7 +7,7 @@ from netdef.executor.context import LayerContext
 from netdef.executor.registry import handles
 
 
-@handles("PLUGIN", "PLUGIN_V2", "PLUGIN_V3", interface=None)  # netdef.plugins does its own downcast
+@handles("PLUGIN", "PLUGIN_V2", "PLUGIN_V3", downcast=False)  # netdef.plugins does its own downcast
 def plugin(layer: Any, ctx: LayerContext) -> Any:
     from netdef.plugins import reference_for_layer
 

@@ -14,7 +14,7 @@ _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-@handles("POOLING", interface="IPoolingLayer")
+@handles("POOLING")
 def pooling(layer: Any, ctx: LayerContext) -> Any:
     kind = enum_name(layer.type)  # on the downcast layer `type` is the PoolingType
     window = tuple(layer.window_size_nd)

@@ -38,7 +38,7 @@ def _broadcast(param: torch.Tensor | None, x: torch.Tensor, axis: int) -> torch.
     return param.reshape(shape)
 
 
-@handles("QUANTIZE", interface="IQuantizeLayer")
+@handles("QUANTIZE")
 def quantize(layer: Any, ctx: LayerContext) -> Any:
     axis = _check(layer, ctx, "output")
     lo, hi = _INT8_RANGE
@@ -55,7 +55,7 @@ def quantize(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("DEQUANTIZE", interface="IDequantizeLayer")
+@handles("DEQUANTIZE")
 def dequantize(layer: Any, ctx: LayerContext) -> Any:
     axis = _check(layer, ctx, "input")
     dtype = ctx.compute_dtype

@@ -9,7 +9,7 @@ from netdef.executor.context import LayerContext, axes_from_mask, enum_name
 from netdef.executor.registry import handles
 
 
-@handles("REDUCE", interface="IReduceLayer")
+@handles("REDUCE")
 def reduce(layer: Any, ctx: LayerContext) -> Any:
     op = enum_name(layer.op)
     dims = axes_from_mask(int(layer.axes), ctx.input_rank(0))
@@ -33,7 +33,7 @@ def reduce(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("SOFTMAX", interface="ISoftMaxLayer")
+@handles("SOFTMAX")
 def softmax(layer: Any, ctx: LayerContext) -> Any:
     dims = axes_from_mask(int(layer.axes), ctx.input_rank(0))
     ctx.require(len(dims) == 1, "axes", int(layer.axes))
@@ -41,7 +41,7 @@ def softmax(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: torch.softmax(inputs[0], dim)
 
 
-@handles("TOPK", interface="ITopKLayer")
+@handles("TOPK")
 def topk(layer: Any, ctx: LayerContext) -> Any:
     op = enum_name(layer.op)
     dims = axes_from_mask(int(layer.axes), ctx.input_rank(0))

@@ -9,7 +9,7 @@ from netdef.executor.context import LayerContext, enum_name
 from netdef.executor.registry import handles
 
 
-@handles("SCALE", interface="IScaleLayer")
+@handles("SCALE")
 def scale(layer: Any, ctx: LayerContext) -> Any:
     mode = enum_name(layer.mode)
     axis = int(layer.channel_axis)

@@ -14,7 +14,7 @@ def _reshape_target(dims: list[int], shape: tuple[int, ...], zero_is_placeholder
     return [shape[i] if d == 0 and zero_is_placeholder else d for i, d in enumerate(dims)]
 
 
-@handles("SHUFFLE", interface="IShuffleLayer")
+@handles("SHUFFLE")
 def shuffle(layer: Any, ctx: LayerContext) -> Any:
     rank = ctx.input_rank(0)
     first = list(layer.first_transpose)[:rank]  # the binding returns all 8 slots of the permutation
@@ -44,7 +44,7 @@ def _axes(t: torch.Tensor, rank: int) -> list[int]:
     return sorted(a % rank for a in t.reshape(-1).tolist())
 
 
-@handles("SQUEEZE", interface="ISqueezeLayer")
+@handles("SQUEEZE")
 def squeeze(layer: Any, ctx: LayerContext) -> Any:
     def run(inputs: list) -> torch.Tensor:
         x = inputs[0]
@@ -55,7 +55,7 @@ def squeeze(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("UNSQUEEZE", interface="IUnsqueezeLayer")
+@handles("UNSQUEEZE")
 def unsqueeze(layer: Any, ctx: LayerContext) -> Any:
     def run(inputs: list) -> torch.Tensor:
         x = inputs[0]
@@ -67,7 +67,7 @@ def unsqueeze(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("CONCATENATION", interface="IConcatenationLayer")
+@handles("CONCATENATION")
 def concatenation(layer: Any, ctx: LayerContext) -> Any:
     axis = int(layer.axis)
     return lambda inputs: torch.cat(inputs, axis)

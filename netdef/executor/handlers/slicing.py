@@ -31,7 +31,7 @@ def _index(start: int, size: int, stride: int, dim: int, mode: str,
     return idx, None
 
 
-@handles("SLICE", interface="ISliceLayer")
+@handles("SLICE")
 def slice_layer(layer: Any, ctx: LayerContext) -> Any:
     mode = enum_name(layer.mode)
     ctx.require(mode in ("STRICT_BOUNDS", "WRAP", "CLAMP", "FILL", "REFLECT"), "mode", mode)
@@ -68,7 +68,7 @@ def slice_layer(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("GATHER", interface="IGatherLayer")
+@handles("GATHER")
 def gather(layer: Any, ctx: LayerContext) -> Any:
     mode = enum_name(layer.mode)
     axis = int(layer.axis)
@@ -114,7 +114,7 @@ def gather(layer: Any, ctx: LayerContext) -> Any:
     ctx.unsupported("mode", mode)
 
 
-@handles("PADDING", interface="IPaddingLayer")
+@handles("PADDING")
 def padding(layer: Any, ctx: LayerContext) -> Any:
     pre, post = list(layer.pre_padding_nd), list(layer.post_padding_nd)
     flat: list[int] = []

@@ -9,31 +9,31 @@ from netdef.executor.context import LayerContext, enum_name
 from netdef.executor.registry import handles
 
 
-@handles("CONSTANT", interface="IConstantLayer")
+@handles("CONSTANT")
 def constant(layer: Any, ctx: LayerContext) -> Any:
     shape = tuple(layer.shape)
     values = ctx.tensor(layer.weights, shape, dtype=ctx.output_dtypes[0])
     return lambda inputs: values
 
 
-@handles("IDENTITY", interface="IIdentityLayer")
+@handles("IDENTITY")
 def identity(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: inputs[0]  # the executor converts to the output's data type
 
 
-@handles("CAST", interface="ICastLayer")
+@handles("CAST")
 def cast(layer: Any, ctx: LayerContext) -> Any:
     target = ctx.output_dtypes[0]
     # float -> integer truncates toward zero, as TensorRT's cast does
     return lambda inputs: inputs[0].to(target)
 
 
-@handles("SHAPE", interface="IShapeLayer")
+@handles("SHAPE")
 def shape(layer: Any, ctx: LayerContext) -> Any:
     return lambda inputs: torch.tensor(tuple(inputs[0].shape), dtype=torch.int64, device=ctx.device)
 
 
-@handles("FILL", interface="IFillLayer")
+@handles("FILL")
 def fill(layer: Any, ctx: LayerContext) -> Any:
     """LINSPACE: out[i0, .., ik] = alpha + sum_j beta[j] * i_j (beta: one delta per dim when given as input 2;
     the scalar attribute is only defined for 1-D outputs). Random fills cannot be reproduced: unsupported."""
@@ -44,7 +44,9 @@ def fill(layer: Any, ctx: LayerContext) -> Any:
     if not beta_input:
         rank = len(static_shape) if static_shape is not None else len(tuple(layer.get_output(0).shape))
         ctx.require(rank == 1, "LINSPACE with a scalar beta on output rank", rank)
-    alpha, beta = float(layer.alpha), float(layer.beta)
+    # alpha/beta are read only where no input replaces them (TensorRT logs an error for dynamic ones)
+    alpha = 0.0 if ctx.has_input(1) else float(layer.alpha)
+    beta = 0.0 if beta_input else float(layer.beta)
     dtype = ctx.output_dtypes[0]
 
     def run(inputs: list) -> torch.Tensor:
@@ -61,7 +63,7 @@ def fill(layer: Any, ctx: LayerContext) -> Any:
     return run
 
 
-@handles("ASSERTION", interface="IAssertionLayer")
+@handles("ASSERTION")
 def assertion(layer: Any, ctx: LayerContext) -> Any:
     message = layer.message
 

@@ -2,7 +2,8 @@
 
 A key or section netdef does not know is an error naming the cfg file and line, never skipped: a silently
 ignored option (say `dilation` or `xnor`) would give an engine that computes something else.
-`weights_export.darknet` re-exports everything here; import from there.
+Used by both sides of a Darknet network: `weights_export.darknet` (reading `.weights` in cfg order) and
+`networks.darknet` (the layers); it depends on neither.
 """
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weights_export.errors import DarknetCfgError
+
+class DarknetCfgError(ValueError):
+    """A Darknet .cfg line or section that is not understood; the message is `file:line: what`."""
+
+    def __init__(self, path: str | None, line: int | None, message: str) -> None:
+        self.path = path or "<cfg>"
+        self.line = line
+        self.detail = message
+        location = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{location}: {message}")
+
 
 ACTIVATIONS = ("linear", "leaky", "mish", "logistic", "relu", "swish")
 
