@@ -327,6 +327,12 @@ class OpenPose(NetworkModel):
             model.parse = lambda paf, heatmap: torch_parse(paf, heatmap, settings)
         return model.eval()
 
+    def preprocess(self, image: Any, size: tuple[int, int]) -> np.ndarray:
+        """One image as the network's input (CHW float32), for calibration from image folders."""
+        from netdef.pose.openpose import preprocess
+
+        return preprocess(image, size)[0]
+
     def sample_input(self, batch: int = 1, input_size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
         """A random normalized image batch (B, 3, H, W) in [-0.5, 0.5), float32."""
         height, width = input_size or DEFAULT_INPUT_SIZE
@@ -334,6 +340,19 @@ class OpenPose(NetworkModel):
 
 
 PARSE_SCOPE = "parse"  # layers of the in-engine post-processing are named parse/...
+
+
+def parse_network(size: tuple[int, int], settings: PafSettings = PafSettings(), precision: str = "fp32") -> Network:
+    """The parse alone: inputs `paf` (B, 38, h, w) and `heatmap` (B, 19, h, w) at the network's output
+    resolution, the parsed outputs (to check TensorRT's numerics on given maps)."""
+    h, w = size
+    with Network(f"{ARCH}-parse-{h}x{w}", precision) as net:
+        paf = net.add_input("paf", (-1, CMU18_PAFS, h, w))
+        heatmap = net.add_input("heatmap", (-1, CMU18_HEATMAPS, h, w))
+        for name, tensor in zip(PARSED_OUTPUTS, define_parse(net, paf, heatmap, settings)):
+            net.mark_output(tensor, name)
+    net.meta.update({"arch": f"{ARCH}-parse", "max_peaks": settings.max_peaks})
+    return net
 
 
 def parse_convolutions(net: Network) -> tuple[str, ...]:

@@ -133,21 +133,28 @@ def _overlap(first: np.ndarray, second: np.ndarray, parts: int) -> bool:
     return bool(((first[:parts] >= 0) & (second[:parts] >= 0)).any())
 
 
+def canonical(peaks: np.ndarray, counts: np.ndarray,
+              limb_scores: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One image's parsed outputs as the reference orders them: per part the real peaks (n, 3) in raster order
+    (the engine ranks them by strength), per limb its (nA, nB) scores reordered alike."""
+    k_max = peaks.shape[1]
+    order = []
+    for part in range(peaks.shape[0]):
+        rows = peaks[part, :min(int(counts[part]), k_max)]
+        order.append(np.lexsort((rows[:, 0], rows[:, 1])))
+    part_peaks = [peaks[p, o] for p, o in enumerate(order)]
+    scores = [limb_scores[k][np.ix_(order[a], order[b])] for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
+    return part_peaks, scores
+
+
 def image_people(peaks: np.ndarray, counts: np.ndarray, limb_scores: np.ndarray, image_height: float,
                  settings: PafSettings = PafSettings(), scale: float = 1.0,
                  offset: tuple[float, float] = (0.0, 0.0)) -> list[Person]:
     """People in one image from its parsed engine outputs (`peaks` (18, K, 3), `counts` (18,),
     `limb_scores` (19, K, K)). `image_height` is the image's height in input pixels (the length prior);
     keypoints map back to image pixels as (xy - offset) / scale."""
-    k_max = peaks.shape[1]
-    order = []  # per part: the real peaks' rows, in raster order (the reference numbers peaks that way)
-    for part in range(peaks.shape[0]):
-        n = min(int(counts[part]), k_max)
-        rows = peaks[part, :n]
-        order.append(np.lexsort((rows[:, 0], rows[:, 1])))
-    part_peaks = [peaks[p, order[p]] for p in range(len(order))]
-    connections = [connect_limb(part_peaks[a], part_peaks[b], limb_scores[k][np.ix_(order[a], order[b])],
-                                image_height)
+    part_peaks, scores = canonical(peaks, counts, limb_scores)
+    connections = [connect_limb(part_peaks[a], part_peaks[b], scores[k], image_height)
                    for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
     candidates, people = assemble(part_peaks, connections, CMU18_PAF_LIMBS, settings.min_parts,
                                   settings.min_mean_score)
