@@ -77,7 +77,8 @@ def _stage_spec(cfg: BodyConfig, stage: int, branch: int) -> list[tuple]:
     cin = CMU18_PAFS + CMU18_HEATMAPS + c(128)
     spec = [(f"Mconv1_stage{stage}_L{branch}", cin, c(128), 7)]
     spec += [(f"Mconv{i}_stage{stage}_L{branch}", c(128), c(128), 7) for i in range(2, 6)]
-    return spec + [(f"Mconv6_stage{stage}_L{branch}", c(128), c(128), 1), (f"Mconv7_stage{stage}_L{branch}", c(128), out, 1)]
+    return spec + [(f"Mconv6_stage{stage}_L{branch}", c(128), c(128), 1),
+                   (f"Mconv7_stage{stage}_L{branch}", c(128), out, 1)]
 
 
 def _block(ns: Any, spec: list[tuple], relu_last: bool) -> Any:
@@ -173,9 +174,9 @@ def torch_parse(paf: Any, heatmap: Any, settings: PafSettings = PafSettings()) -
     heat = tf.interpolate(heatmap[:, :PARTS], scale_factor=s, mode="bicubic", align_corners=False)
     paf_up = tf.interpolate(paf, scale_factor=s, mode="bicubic", align_corners=False)
     b, parts, h, w = heat.shape
-    kernel = torch.as_tensor(gaussian_kernel(settings.sigma, settings.truncate), dtype=heat.dtype)
+    kernel = torch.as_tensor(gaussian_kernel(settings.sigma, settings.truncate), dtype=heat.dtype, device=heat.device)
     r = len(kernel) // 2
-    rows, cols = _symmetric_index(h, r), _symmetric_index(w, r)
+    rows, cols = _symmetric_index(h, r).to(heat.device), _symmetric_index(w, r).to(heat.device)
     smooth = heat[:, :, rows][:, :, :, cols]
     smooth = tf.conv2d(smooth, kernel.view(1, 1, -1, 1).expand(parts, 1, -1, 1).contiguous(), groups=parts)
     smooth = tf.conv2d(smooth, kernel.view(1, 1, 1, -1).expand(parts, 1, 1, -1).contiguous(), groups=parts)
@@ -184,17 +185,18 @@ def torch_parse(paf: Any, heatmap: Any, settings: PafSettings = PafSettings()) -
             & (smooth >= zero[:, :, 1:-1, 2:]) & (smooth > settings.peak_threshold))
     counts = peak.flatten(2).sum(2).to(torch.int32)
     masked = torch.where(peak, smooth, torch.full_like(smooth, -1.0)).flatten(2)
-    index = masked.topk(k_max, dim=2).indices  # (B, parts, K)
+    strength, index = masked.topk(k_max, dim=2)  # (B, parts, K)
+    found = strength > 0
     xs, ys = (index % w).to(heat.dtype), torch.div(index, w, rounding_mode="floor").to(heat.dtype)
     scores = heat.flatten(2).gather(2, index)
-    peaks = torch.stack([xs, ys, scores], dim=-1)
+    peaks = torch.stack([xs, ys, scores], dim=-1) * found[..., None]
 
-    part_a = torch.tensor([limb[0] for limb in CMU18_PAF_LIMBS])
-    part_b = torch.tensor([limb[1] for limb in CMU18_PAF_LIMBS])
+    part_a = torch.tensor([limb[0] for limb in CMU18_PAF_LIMBS], device=heat.device)
+    part_b = torch.tensor([limb[1] for limb in CMU18_PAF_LIMBS], device=heat.device)
     xa, ya, xb, yb = xs[:, part_a, :, None], ys[:, part_a, :, None], xs[:, part_b, None, :], ys[:, part_b, None, :]
     dx, dy = xb - xa, yb - ya  # (B, limbs, K, K)
     norm = torch.sqrt(dx * dx + dy * dy).clamp(min=0.001)
-    t = torch.linspace(0, 1, settings.samples, dtype=heat.dtype)
+    t = torch.linspace(0, 1, settings.samples, dtype=heat.dtype, device=heat.device)
     px = torch.floor(xa[..., None] + dx[..., None] * t + 0.5).long()  # (B, limbs, K, K, samples)
     py = torch.floor(ya[..., None] + dy[..., None] * t + 0.5).long()
     flat = (py * w + px).flatten(2)
@@ -202,8 +204,8 @@ def torch_parse(paf: Any, heatmap: Any, settings: PafSettings = PafSettings()) -
     vy = paf_up[:, [limb[3] for limb in CMU18_PAF_LIMBS]].flatten(2).gather(2, flat).view(px.shape)
     along = vx * (dx / norm)[..., None] + vy * (dy / norm)[..., None]
     hits = (along > settings.limb_threshold).sum(-1)
-    limb_scores = torch.where(hits > settings.limb_min_fraction * settings.samples, along.mean(-1),
-                              torch.full_like(norm, NO_LIMB))
+    ok = (hits > settings.limb_min_fraction * settings.samples) & found[:, part_a, :, None] & found[:, part_b, None, :]
+    limb_scores = torch.where(ok, along.mean(-1), torch.full_like(norm, NO_LIMB))
     return peaks, counts, limb_scores
 
 
@@ -400,13 +402,14 @@ def define_parse(net: Network, paf: Any, heatmap: Any, settings: PafSettings) ->
         counts = F.cast(F.sum(F.cast(peak, np.float32, op="peak/float"), dim=(2, 3), op="counts/sum"), np.int32,
                         op="counts")
         masked = F.reshape(F.where(peak, smooth, -1.0, op="peak/masked"), (0, parts, h * w), op="peak/flat")
-        _, index = F.topk(masked, k, dim=2, op="peak/topk")  # (B, parts, K) int32, strongest first
+        strength, index = F.topk(masked, k, dim=2, op="peak/topk")  # (B, parts, K), strongest first
+        found = F.gt(strength, 0.0, op="peak/found")  # slots past the part's count hold non-peaks (-1)
         flat = F.cast(index, np.float32, op="peak/index")
         ys = F.unary(F.div(flat, float(w), op="peak/row"), "FLOOR", op="peak/y")
         xs = F.sub(flat, F.mul(ys, float(w), op="peak/row_start"), op="peak/x")
         score = F.gather(F.reshape(heat, (0, parts, h * w), op="heatmap/flat"), 2, index, op="peak/score")
-        peaks = F.concat([F.reshape(t, (0, parts, k, 1), op=f"peaks/{n}") for n, t in
-                          (("x", xs), ("y", ys), ("score", score))], dim=3, op="peaks")
+        peaks = F.concat([F.reshape(F.where(found, t, 0.0, op=f"peaks/{n}/found"), (0, parts, k, 1), op=f"peaks/{n}")
+                          for n, t in (("x", xs), ("y", ys), ("score", score))], dim=3, op="peaks")
 
         part_a = np.array([limb[0] for limb in CMU18_PAF_LIMBS], np.int32)
         part_b = np.array([limb[1] for limb in CMU18_PAF_LIMBS], np.int32)
@@ -440,6 +443,11 @@ def define_parse(net: Network, paf: Any, heatmap: Any, settings: PafSettings) ->
         hits = F.sum(F.cast(F.gt(along, settings.limb_threshold, op="limb/hit"), np.float32, op="limb/hit/float"),
                      dim=4, op="limb/hits")
         mean = F.mean(along, dim=4, op="limb/mean")
-        ok = F.gt(hits, settings.limb_min_fraction * settings.samples, op="limb/ok")
+        found_a = F.reshape(F.index_select(found, 1, part_a, op="limb/found_a"), (0, limbs, k, 1),
+                            op="limb/found_a/col")
+        found_b = F.reshape(F.index_select(found, 1, part_b, op="limb/found_b"), (0, limbs, 1, k),
+                            op="limb/found_b/row")
+        ok = F.logical_and(F.gt(hits, settings.limb_min_fraction * settings.samples, op="limb/enough_hits"),
+                           F.logical_and(found_a, found_b, op="limb/both_found"), op="limb/ok")
         limb_scores = F.where(ok, mean, NO_LIMB, op="limb_scores")
     return peaks, counts, limb_scores

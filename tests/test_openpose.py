@@ -102,6 +102,20 @@ def test_raw_network_matches_pytorch_layer_by_layer() -> None:
     assert produced["paf"].shape == (2, 38, 4, 6) and produced["heatmap"].shape == (2, 19, 4, 6)
 
 
+def test_parsed_network_verifies_against_pytorch() -> None:
+    """The whole parsed network against the torch reference ending in torch_parse (float64, batch 2)."""
+    _, ref = small_model(seed=3)
+    with torch.no_grad():
+        ref.model3_2[-1].weight.mul_(20)  # heatmaps that reach the peak threshold
+    model = OpenPose({k: v.numpy() for k, v in ref.state_dict().items()})
+    net = model.define(input_size=(48, 64), max_peaks=8)
+    x = model.sample_input(2, (48, 64), seed=1)
+    report = verify_network(net, model.reference(), x)
+    assert report.ok and [c.name for c in report.outputs] == ["peaks", "peak_counts", "limb_scores"]
+    counts = Executor(net)({"input": x})["peak_counts"]
+    assert counts.sum() > 10 and (counts > 8).any()  # peaks found, and some parts with more than K
+
+
 def test_raw_network_fp16() -> None:
     model, ref = small_model(seed=4)
     x = model.sample_input(1, (32, 32), seed=5)
@@ -184,7 +198,8 @@ def test_bicubic_is_cv2_inter_cubic() -> None:
     def weights(t: float) -> np.ndarray:
         a = -0.75
         d = np.abs(np.array([1 + t, t, 1 - t, 2 - t]))
-        return np.where(d <= 1, (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1, a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a)
+        far = a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+        return np.where(d <= 1, (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1, far)
 
     def axis(n_out: int, n_in: int) -> np.ndarray:
         m = np.zeros((n_out, n_in))
@@ -252,6 +267,19 @@ def test_people_map_back_to_the_image_and_draw(people_parse, tmp_path) -> None:
     assert drawn.shape == blank.shape and (drawn > 0).any(axis=2).sum() > 1000
 
 
+def test_preprocess_is_the_references_normalisation() -> None:
+    from netdef.pose.openpose import preprocess
+
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    x, info = preprocess(rgb, (48, 64))
+    np.testing.assert_array_equal(x, rgb[:, :, ::-1].transpose(2, 0, 1) / np.float32(256) - np.float32(0.5))
+    assert (info.scale, info.pad_x, info.pad_y) == (1.0, 0.0, 0.0)
+    x, info = preprocess(rgb[:, :32], (48, 64))  # a narrow image: centred, the grey border normalises to 0
+    assert (info.scale, info.pad_x, info.original_size) == (1.0, 16.0, (48, 32))
+    assert not x[:, :, :16].any() and not x[:, :, 48:].any()
+    np.testing.assert_array_equal(x[:, :, 16:48], rgb[:, :32, ::-1].transpose(2, 0, 1) / np.float32(256) - 0.5)
+
+
 def test_infer_cli_prints_people(tmp_path, capsys) -> None:
     """`netdef infer` on an OpenPose engine through the netdef executor (its sidecar gives size and parse)."""
     import json
@@ -294,12 +322,19 @@ def test_engine_builds(outputs: str) -> None:
 
 def test_int8_quantizes_the_network_not_the_parse() -> None:
     model, _ = small_model()
-    data = model.sample_input(4, (32, 32), seed=6)
-    net = model.define(precision="int8", input_size=(32, 32), max_peaks=4, calibration=data)
-    plan = net.build(BuildSettings(precision="int8", batch=(1, 1, 2), progress=False))
+    from netdef.quantize import plan_qdq
+
+    fp32 = model.define(input_size=(32, 32), max_peaks=4)
+    amax = {name: 2.0 for name in plan_qdq(fp32.definition).activation_tensors}  # parse convs' inputs included
+    net = model.define(precision="int8", input_size=(32, 32), max_peaks=4, calibration=amax)
+    net.finalize()  # what the build runs first: the Q/DQ pass
     convs = sum(1 for name, _ in BodyPoseModule(SMALL).named_parameters() if name.endswith(".weight"))
-    assert plan.meta["int8"]["quantized_tensors"] == 2 * convs  # each conv's input and weights, nothing else
-    assert set(parse_convolutions(net)) <= set(plan.meta["int8"]["skip"])
+    assert net.meta["int8"]["quantized_tensors"] == 2 * convs  # each conv's input and weights, nothing else
+    assert set(parse_convolutions(net)) <= set(net.meta["int8"]["skip"])
+    d = net.definition
+    quantize = net.trt.LayerType.QUANTIZE
+    assert not any(d.get_layer(i).type == quantize and d.get_layer(i).name.startswith("parse/")
+                   for i in range(d.num_layers))
 
 
 def test_export_hzzone_checkpoint(tmp_path, full_reference: torch.nn.Module) -> None:

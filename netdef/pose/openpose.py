@@ -20,18 +20,29 @@ from netdef.pose.skeleton import Person
 
 log = logging.getLogger("netdef.pose")
 PARSED = ("peaks", "peak_counts", "limb_scores")
-PAD_VALUE = 128  # the reference pads with this grey (0 after normalisation)
 
 
 def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any]:
-    """An image (path, PIL image or HxWx3 uint8 RGB array) -> ((3, H, W) float32 BGR / 256 - 0.5, Letterbox)."""
-    from netdef.detect import letterbox
+    """An image (path, PIL image or HxWx3 uint8 RGB array) -> ((3, H, W) float32 BGR / 256 - 0.5, Letterbox).
+
+    The image keeps its aspect ratio (Pillow's bicubic where it must be resized; the reference uses cv2's),
+    centred on the reference's 128 grey, which normalises to 0."""
+    from netdef.detect import Letterbox, letterbox_geometry
     from netdef.preprocess import load_image
 
     rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
         else np.asarray(load_image(image), dtype=np.uint8)
-    x, info = letterbox(rgb, input_size, fill=PAD_VALUE / 255.0)  # RGB 0..1
-    return np.ascontiguousarray(x[::-1] * (255.0 / 256.0) - 0.5, dtype=np.float32), info
+    info, (new_h, new_w) = letterbox_geometry(rgb.shape[:2], input_size)
+    if (new_h, new_w) != rgb.shape[:2]:
+        from PIL import Image
+
+        rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
+    top, left = int(info.pad_y), int(info.pad_x)
+    x = np.zeros((3, *info.input_size), np.float32)
+    x[:, top:top + new_h, left:left + new_w] = rgb[:, :, ::-1].transpose(2, 0, 1)
+    x[:, top:top + new_h, left:left + new_w] *= 1.0 / 256
+    x[:, top:top + new_h, left:left + new_w] -= 0.5
+    return x, Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
 
 
 def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:

@@ -9,9 +9,11 @@ low mean score are dropped.
 
 Engine outputs this module reads (K = max peaks per part, a build setting):
 - `peaks` (B, 18, K, 3): x, y (input pixels) and score (resized, unsmoothed heatmap value), strongest first;
+  rows past the part's count are zeros;
 - `peak_counts` (B, 18) int32: peaks found per part (only the first min(count, K) rows of `peaks` are real);
 - `limb_scores` (B, 19, K, K): mean PAF alignment of the samples between peak i of the limb's first part
-  and peak j of its second, or NO_LIMB where fewer than 80 % of the samples clear `limb_threshold`.
+  and peak j of its second, or NO_LIMB where fewer than 80 % of the samples clear `limb_threshold` or a
+  slot holds no peak.
 Only numpy: this is on the build-and-run path.
 """
 from __future__ import annotations
