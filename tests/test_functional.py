@@ -70,6 +70,8 @@ CASES: list[tuple[str, Callable[..., Any], Callable[..., Any], list[tuple[int, .
      lambda a: F.pad(a, (0, 4, 2, 2), mode="replicate"), [(2, 3, 5, 7)]),
     ("pad_circular", lambda a: TF.pad(a, (3, 1, 1, 2), mode="circular"),
      lambda a: F.pad(a, (3, 1, 1, 2), mode="circular"), [(2, 3, 5, 7)]),
+    ("pad_symmetric", lambda a: torch.from_numpy(np.pad(a.numpy(), ((0, 0), (0, 0), (3, 5), (7, 2)), "symmetric")),
+     lambda a: F.pad(a, (7, 2, 3, 5), mode="symmetric"), [(2, 3, 5, 7)]),
     ("pad_crops_with_negative", lambda a: TF.pad(a, (-1, 2, 1, -2)), lambda a: F.pad(a, (-1, 2, 1, -2)),
      [(2, 3, 5, 7)]),
     ("max_pool_asymmetric", pad_then(lambda a: TF.max_pool2d(a, 3, 2), (0, 1, 1, 2), float("-inf")),

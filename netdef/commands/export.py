@@ -85,6 +85,9 @@ def export_checkpoint(arch: str, checkpoint: str, out: str, activations: bool = 
 
     cls = networks.get(arch)
     state = load_checkpoint(checkpoint)
+    adapt = getattr(cls, "adapt_checkpoint", None)  # checkpoints in a port's own key layout (OpenPose)
+    if adapt is not None:
+        state = adapt(state)
     module = _reference_module(cls, arch, num_classes)
     input_shape = input_shape or _default(cls, "default_input_shape")
     if activations and input_shape is None:

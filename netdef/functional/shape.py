@@ -144,21 +144,20 @@ def pad(x: Any, pad: Sequence[int], mode: str = "constant", value: float = 0.0, 
 
     One slice layer reading outside the input with the binding's sample mode: constant = FILL with `value`,
     reflect = REFLECT (edge not repeated), replicate = CLAMP, circular = WRAP. Padded dims must be static.
+    symmetric (numpy's name; scipy.ndimage's "reflect"): the edge repeated, as reversed slices concatenated
+    around each padded dim (no sample mode does it), at most the dim's size on each side.
     """
     what = site(op or "pad")
-    if mode not in _PAD_MODES:
-        raise ValueError(f"{what}: mode {mode!r}: expected one of {', '.join(_PAD_MODES)}")
+    if mode not in _PAD_MODES and mode != "symmetric":
+        raise ValueError(f"{what}: mode {mode!r}: expected one of {', '.join(_PAD_MODES)}, symmetric")
     pad = [int(p) for p in pad]
     r = rank(x)
     if len(pad) % 2 or len(pad) // 2 > r:
         raise ValueError(f"{what}: pad {tuple(pad)} must hold (before, after) pairs for at most {r} dims")
+    if mode == "symmetric":
+        return _pad_symmetric(x, pad, what, op)
     starts, shape = [0] * r, list(tuple(x.shape))
-    for k in range(len(pad) // 2):
-        a = r - 1 - k
-        before, after = pad[2 * k], pad[2 * k + 1]
-        if before == after == 0:
-            continue
-        n = _static(x, a, what)
+    for a, before, after, n in _padded_dims(x, pad, what):
         if mode in ("reflect", "circular") and builtins.max(before, after) >= n + (mode == "circular"):
             raise ValueError(f"{what}: {mode} padding ({before}, {after}) of dim {a} must be smaller than its size {n}")
         starts[a], shape[a] = -before, n + before + after
@@ -171,3 +170,28 @@ def pad(x: Any, pad: Sequence[int], mode: str = "constant", value: float = 0.0, 
         layer.set_input(4, current().constant(np.array(value, dtype=np_dtype(x.dtype)), dtype=np_dtype(x.dtype),
                                               op=join(op, "value")))
     return out(layer, op)
+
+
+def _padded_dims(x: Any, pad: list[int], what: str) -> list[tuple[int, int, int, int]]:
+    """(dim, before, after, size) of each dim `pad` changes, from the last dim backwards (torch's order)."""
+    r = rank(x)
+    dims = []
+    for k in range(len(pad) // 2):
+        before, after = pad[2 * k], pad[2 * k + 1]
+        if before or after:
+            dims.append((r - 1 - k, before, after, _static(x, r - 1 - k, what)))
+    return dims
+
+
+def _pad_symmetric(x: Any, pad: list[int], what: str, op: str | None) -> Any:
+    """numpy.pad(mode="symmetric"), one dim at a time from the last: [x[b-1::-1], x, x[n-1:n-1-a:-1]]."""
+    dims = _padded_dims(x, pad, what)
+    for i, (a, before, after, n) in enumerate(dims):
+        if not (0 <= before <= n and 0 <= after <= n):
+            raise ValueError(f"{what}: symmetric padding ({before}, {after}) of dim {a} must be in 0..{n}")
+        parts = [slice(x, a, before - 1, None, -1, op=join(op, f"dim{a}/before"))] if before else []
+        parts.append(x)
+        if after:
+            parts.append(slice(x, a, n - 1, n - 1 - after if after < n else None, -1, op=join(op, f"dim{a}/after")))
+        x = concat(parts, dim=a, op=join(op, f"dim{a}") if i < len(dims) - 1 else op)
+    return x

@@ -1,0 +1,453 @@
+"""OpenPose body (CMU COCO model: 18 keypoints + background heatmaps, 19 limbs as 38 PAF channels).
+
+The PyTorch reference and the netdef definition are built by the same helpers with the module namespace as
+argument (`torch.nn` or `netdef.nn`, as networks/resnet.py does), so module names are those of the most
+used PyTorch port, Hzzone/pytorch-openpose's `bodypose_model`: `model0.conv1_1` (VGG-19 to conv4_2, then
+conv4_3_CPM, conv4_4_CPM), stage 1 `model1_1.conv5_1_CPM_L1` .. `conv5_5_CPM_L1` (PAF branch, L1) and
+`model1_2...L2` (heatmap branch), stages t = 2..6 `model{t}_{1,2}.Mconv{1..7}_stage{t}_L{1,2}` reading the
+concatenation (PAF, heatmaps, features). Its `body_pose_model.pth` (keys are CMU's layer names, without the
+`model{..}.` prefix) exports with `netdef export --arch openpose-body --checkpoint body_pose_model.pth`.
+ReLUs follow CMU's prototxt: every convolution has one except each branch's last (conv5_5_CPM_L*,
+Mconv7_stage*_L*). Hzzone's port also puts one after Mconv7_stage6_L2 (its no-ReLU list names
+Mconv7_stage6_L1 twice); netdef follows CMU there.
+
+Input `input` (B, 3, H, W): BGR image / 256 - 0.5, H and W multiples of 8 (netdef.pose.openpose.preprocess).
+Outputs, by `outputs`:
+- "raw": `paf` (B, 38, H/8, W/8) and `heatmap` (B, 19, H/8, W/8);
+- "parsed" (default): what the reference does per pixel on the host, in the engine and in FP32 whatever the
+  network's precision: `peaks`, `peak_counts`, `limb_scores` (netdef.pose.paf describes them). The host only
+  matches and assembles limbs (netdef.pose.paf). See `define_parse` for the steps.
+torch is imported lazily (reference side only).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+import netdef.functional as F
+import netdef.nn as nn
+from netdef.network import Network
+from netdef.pose.paf import NO_LIMB, PafSettings, gaussian_kernel
+from netdef.pose.skeleton import CMU18_HEATMAPS, CMU18_PAF_LIMBS, CMU18_PAFS
+from networks import register
+from networks.base import NetworkModel
+
+ARCH = "openpose-body"
+DEFAULT_INPUT_SIZE = (480, 640)
+OUTPUTS = ("parsed", "raw")
+RAW_OUTPUTS = ("paf", "heatmap")
+PARSED_OUTPUTS = ("peaks", "peak_counts", "limb_scores")
+PARTS = CMU18_HEATMAPS - 1  # the background heatmap takes no part in parsing
+
+
+@dataclass(frozen=True)
+class BodyConfig:
+    """The CMU body model is stages=6, width_div=1; unit tests shrink both (names do not change)."""
+
+    stages: int = 6  # stage 1 (conv5_*_CPM) plus stages - 1 refinement stages (Mconv*)
+    width_div: int = 1  # hidden channel counts divided by this; the 38 + 19 outputs stay
+
+    def c(self, channels: int) -> int:
+        return max(1, channels // self.width_div)
+
+
+# --- architecture, written once for both namespaces ---------------------------------------------------------
+# (name, in, out, kernel) for a convolution, (name,) for a 2x2 max pooling
+def _front_spec(cfg: BodyConfig) -> list[tuple]:
+    c = cfg.c
+    return [("conv1_1", 3, c(64), 3), ("conv1_2", c(64), c(64), 3), ("pool1_stage1",),
+            ("conv2_1", c(64), c(128), 3), ("conv2_2", c(128), c(128), 3), ("pool2_stage1",),
+            ("conv3_1", c(128), c(256), 3), ("conv3_2", c(256), c(256), 3), ("conv3_3", c(256), c(256), 3),
+            ("conv3_4", c(256), c(256), 3), ("pool3_stage1",),
+            ("conv4_1", c(256), c(512), 3), ("conv4_2", c(512), c(512), 3),
+            ("conv4_3_CPM", c(512), c(256), 3), ("conv4_4_CPM", c(256), c(128), 3)]
+
+
+def _stage_spec(cfg: BodyConfig, stage: int, branch: int) -> list[tuple]:
+    c, out = cfg.c, (CMU18_PAFS, CMU18_HEATMAPS)[branch - 1]
+    if stage == 1:
+        return [(f"conv5_1_CPM_L{branch}", c(128), c(128), 3), (f"conv5_2_CPM_L{branch}", c(128), c(128), 3),
+                (f"conv5_3_CPM_L{branch}", c(128), c(128), 3), (f"conv5_4_CPM_L{branch}", c(128), c(512), 1),
+                (f"conv5_5_CPM_L{branch}", c(512), out, 1)]
+    cin = CMU18_PAFS + CMU18_HEATMAPS + c(128)
+    spec = [(f"Mconv1_stage{stage}_L{branch}", cin, c(128), 7)]
+    spec += [(f"Mconv{i}_stage{stage}_L{branch}", c(128), c(128), 7) for i in range(2, 6)]
+    return spec + [(f"Mconv6_stage{stage}_L{branch}", c(128), c(128), 1),
+                   (f"Mconv7_stage{stage}_L{branch}", c(128), out, 1)]
+
+
+def _block(ns: Any, spec: list[tuple], relu_last: bool) -> Any:
+    """A Sequential named like the reference: `conv`, `relu_conv` (CMU: a branch's last conv has no ReLU)."""
+    block = ns.Sequential()
+    convs = [s[0] for s in spec if len(s) > 1]
+    for name, *conv in spec:
+        if not conv:
+            block.add_module(name, ns.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        cin, cout, k = conv
+        block.add_module(name, ns.Conv2d(cin, cout, k, stride=1, padding=k // 2))
+        if relu_last or name != convs[-1]:
+            block.add_module(f"relu_{name}", ns.ReLU(inplace=True))
+    return block
+
+
+def _body_layers(model: Any, ns: Any, cfg: BodyConfig) -> None:
+    model.model0 = _block(ns, _front_spec(cfg), relu_last=True)
+    for stage in range(1, cfg.stages + 1):
+        for branch in (1, 2):
+            setattr(model, f"model{stage}_{branch}", _block(ns, _stage_spec(cfg, stage, branch), relu_last=False))
+
+
+def _body_forward(model: Any, x: Any, cat: Callable[[list, int], Any]) -> tuple[Any, Any]:
+    """(paf, heatmap) of the last stage; each later stage reads (paf, heatmap, features) concatenated."""
+    features = model.model0(x)
+    paf, heatmap = model.model1_1(features), model.model1_2(features)
+    for stage in range(2, model.config.stages + 1):
+        both = cat([paf, heatmap, features], stage)
+        paf, heatmap = getattr(model, f"model{stage}_1")(both), getattr(model, f"model{stage}_2")(both)
+    return paf, heatmap
+
+
+# --- netdef definition --------------------------------------------------------------------------------------
+class BodyPoseModule(nn.Module):
+    def __init__(self, config: BodyConfig = BodyConfig()) -> None:
+        super().__init__()
+        self.config = config
+        _body_layers(self, nn, config)
+
+    def forward(self, x: Any) -> tuple[Any, Any]:
+        return _body_forward(self, x, lambda ts, stage: F.concat(ts, dim=1, op=f"concat_stage{stage}"))
+
+
+# --- PyTorch reference ------------------------------------------------------------------------------------------
+@functools.cache
+def torch_classes() -> SimpleNamespace:
+    """The torch reference class, created on first use so the build path never imports torch."""
+    import torch
+
+    class TorchBodyPose(torch.nn.Module):
+        """Hzzone's `bodypose_model` (module names and parameters), forward (paf, heatmap); with `parse`
+        set (torch_parse), forward returns the parsed outputs instead, as the engine does."""
+
+        def __init__(self, config: BodyConfig = BodyConfig()) -> None:
+            super().__init__()
+            self.config = config
+            self.parse: Callable[[Any, Any], tuple] | None = None
+            _body_layers(self, torch.nn, config)
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            paf, heatmap = _body_forward(self, x, lambda ts, stage: torch.cat(ts, 1))
+            return (paf, heatmap) if self.parse is None else self.parse(paf, heatmap)
+
+    return SimpleNamespace(BodyPose=TorchBodyPose)
+
+
+def torch_body_pose(config: BodyConfig = BodyConfig(), seed: int | None = None) -> Any:
+    """An untrained torch body model (PyTorch's default init; seeded when `seed` is given), eval mode."""
+    import torch
+
+    if seed is None:
+        return torch_classes().BodyPose(config).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return torch_classes().BodyPose(config).eval()
+
+
+def torch_parse(paf: Any, heatmap: Any, settings: PafSettings = PafSettings()) -> tuple[Any, Any, Any]:
+    """The reference's per-pixel post-processing in torch, on a batch, as the engine outputs it.
+
+    Maps resized by `stride` with bicubic (a = -0.75, half-pixel centres, edge-clamped taps: cv2's
+    INTER_CUBIC, which the reference uses), heatmaps smoothed by scipy's Gaussian (mode "reflect", i.e.
+    the edge repeated, radius int(4 sigma + 0.5)), peaks where the smoothed map is >= its 4 neighbours and
+    above the threshold (the reference's test), the K strongest per part; every pair of peaks of a limb
+    scored by the PAF sampled at rounded points of the segment between them.
+    """
+    import torch
+    import torch.nn.functional as tf
+
+    s, k_max = settings.stride, settings.max_peaks
+    heat = tf.interpolate(heatmap[:, :PARTS], scale_factor=s, mode="bicubic", align_corners=False)
+    paf_up = tf.interpolate(paf, scale_factor=s, mode="bicubic", align_corners=False)
+    b, parts, h, w = heat.shape
+    kernel = torch.as_tensor(gaussian_kernel(settings.sigma, settings.truncate), dtype=heat.dtype, device=heat.device)
+    r = len(kernel) // 2
+    rows, cols = _symmetric_index(h, r).to(heat.device), _symmetric_index(w, r).to(heat.device)
+    smooth = heat[:, :, rows][:, :, :, cols]
+    smooth = tf.conv2d(smooth, kernel.view(1, 1, -1, 1).expand(parts, 1, -1, 1).contiguous(), groups=parts)
+    smooth = tf.conv2d(smooth, kernel.view(1, 1, 1, -1).expand(parts, 1, 1, -1).contiguous(), groups=parts)
+    zero = tf.pad(smooth, (1, 1, 1, 1))  # the reference compares with zero outside the map
+    peak = ((smooth >= zero[:, :, :-2, 1:-1]) & (smooth >= zero[:, :, 2:, 1:-1]) & (smooth >= zero[:, :, 1:-1, :-2])
+            & (smooth >= zero[:, :, 1:-1, 2:]) & (smooth > settings.peak_threshold))
+    counts = peak.flatten(2).sum(2).to(torch.int32)
+    masked = torch.where(peak, smooth, torch.full_like(smooth, -1.0)).flatten(2)
+    strength, index = masked.topk(k_max, dim=2)  # (B, parts, K)
+    found = strength > 0
+    xs, ys = (index % w).to(heat.dtype), torch.div(index, w, rounding_mode="floor").to(heat.dtype)
+    scores = heat.flatten(2).gather(2, index)
+    peaks = torch.stack([xs, ys, scores], dim=-1) * found[..., None]
+
+    part_a = torch.tensor([limb[0] for limb in CMU18_PAF_LIMBS], device=heat.device)
+    part_b = torch.tensor([limb[1] for limb in CMU18_PAF_LIMBS], device=heat.device)
+    xa, ya, xb, yb = xs[:, part_a, :, None], ys[:, part_a, :, None], xs[:, part_b, None, :], ys[:, part_b, None, :]
+    dx, dy = xb - xa, yb - ya  # (B, limbs, K, K)
+    norm = torch.sqrt(dx * dx + dy * dy).clamp(min=0.001)
+    t = torch.linspace(0, 1, settings.samples, dtype=heat.dtype, device=heat.device)
+    px = torch.floor(xa[..., None] + dx[..., None] * t + 0.5).long()  # (B, limbs, K, K, samples)
+    py = torch.floor(ya[..., None] + dy[..., None] * t + 0.5).long()
+    flat = (py * w + px).flatten(2)
+    vx = paf_up[:, [limb[2] for limb in CMU18_PAF_LIMBS]].flatten(2).gather(2, flat).view(px.shape)
+    vy = paf_up[:, [limb[3] for limb in CMU18_PAF_LIMBS]].flatten(2).gather(2, flat).view(px.shape)
+    along = vx * (dx / norm)[..., None] + vy * (dy / norm)[..., None]
+    hits = (along > settings.limb_threshold).sum(-1)
+    ok = (hits > settings.limb_min_fraction * settings.samples) & found[:, part_a, :, None] & found[:, part_b, None, :]
+    limb_scores = torch.where(ok, along.mean(-1), torch.full_like(norm, NO_LIMB))
+    return peaks, counts, limb_scores
+
+
+def _symmetric_index(n: int, r: int) -> Any:
+    """Indices padding a length-n axis by r on each side, the edge sample repeated (numpy "symmetric")."""
+    import torch
+
+    i = torch.arange(-r, n + r)
+    i = torch.where(i < 0, -i - 1, i)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+# --- the user-facing class --------------------------------------------------------------------------------------
+def infer_config(keys: Any, shape_of: Callable[[str], tuple], origin: str = "weights") -> BodyConfig:
+    """Stages and width from weight names and the first convolution's shape."""
+    keys = set(keys)
+    if "model0.conv1_1.weight" not in keys:
+        raise ValueError(f"{origin}: no model0.conv1_1.weight: not an OpenPose body model (Hzzone's names)")
+    stages = 0
+    while f"model{stages + 1}_1.{'conv5_5_CPM_L1' if stages == 0 else f'Mconv7_stage{stages + 1}_L1'}.weight" in keys:
+        stages += 1
+    width = int(shape_of("model0.conv1_1.weight")[0])
+    if stages == 0 or 64 % width:
+        raise ValueError(f"{origin}: cannot tell the OpenPose configuration ({stages} stages, conv1_1 width {width})")
+    return BodyConfig(stages=stages, width_div=64 // width)
+
+
+@register(ARCH)
+class OpenPose(NetworkModel):
+    """The CMU body model rebuilt with netdef; outputs per `outputs` (module docstring)."""
+
+    arch = ARCH
+    default_input_shape = (1, 3, *DEFAULT_INPUT_SIZE)  # what `netdef export` records and samples with
+
+    def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
+                 config: BodyConfig | None = None) -> None:
+        super().__init__(weights, path)
+        origin = os.fspath(path) if path is not None else "weights"
+        shape_of = getattr(weights, "shape_of", None) or (lambda k: np.shape(weights[k]))
+        self.config = config or infer_config(weights.keys(), shape_of, origin)
+        self._module: BodyPoseModule | None = None
+        self._defined: dict[str, Any] = {"outputs": "parsed", "settings": PafSettings()}
+
+    @classmethod
+    def torch_reference(cls, arch: str = ARCH, seed: int | None = None) -> Any:
+        """An untrained torch module (what `netdef export` instantiates for a checkpoint)."""
+        return torch_body_pose(seed=seed)
+
+    @staticmethod
+    def adapt_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
+        """Hzzone's body_pose_model.pth keys are CMU's layer names (`conv1_1.weight`); prefix their block."""
+        if any(k.startswith("model0.") for k in state):
+            return dict(state)
+        cfg = BodyConfig()
+        blocks = {spec[0]: "model0" for spec in _front_spec(cfg)}
+        for stage in range(1, cfg.stages + 1):
+            for branch in (1, 2):
+                blocks.update({spec[0]: f"model{stage}_{branch}" for spec in _stage_spec(cfg, stage, branch)})
+        adapted = {}
+        for key, value in state.items():
+            layer = key.rsplit(".", 1)[0]
+            adapted[f"{blocks[layer]}.{key}" if layer in blocks else key] = value
+        return adapted
+
+    def module(self) -> BodyPoseModule:
+        if self._module is None:
+            origin = os.fspath(self.path) if self.path is not None else "weights"
+            self._module = BodyPoseModule(self.config)
+            self._module.load_weights(self.weights, origin=origin)
+        return self._module
+
+    def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
+               outputs: str = "parsed", max_peaks: int | None = None, calibration: Any = None,
+               skip: tuple[str, ...] = (), **options: Any) -> Network:
+        """The definition; `max_peaks` (K, default 32) bounds the peaks per part of the parsed outputs.
+
+        int8: `calibration` and `skip` go to netdef.quantize.apply; the parsing stays FP32 and unquantized.
+        """
+        if options:
+            raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
+        height, width = input_size or DEFAULT_INPUT_SIZE
+        if height % 8 or width % 8 or height <= 0 or width <= 0:
+            raise ValueError(f"{self.arch}: input size {height}x{width} must be positive multiples of 8")
+        settings = PafSettings(max_peaks=int(max_peaks or PafSettings.max_peaks))
+        model = self.module()
+        with Network(f"{self.arch}-{height}x{width}", precision, fp16_io) as net:
+            x = net.add_input(self.input_name, (-1, 3, height, width))
+            paf, heatmap = model(x)
+            if outputs == "raw":
+                net.mark_output(paf, "paf")
+                net.mark_output(heatmap, "heatmap")
+            else:
+                for name, tensor in zip(PARSED_OUTPUTS, define_parse(net, paf, heatmap, settings)):
+                    net.mark_output(tensor, name)
+            if precision == "int8":
+                from netdef import quantize
+
+                quantize.apply(net, calibration, tuple(skip) + parse_convolutions(net),
+                               weights=self.path if self.path is not None else self.weights)
+        self._defined = {"outputs": outputs, "settings": settings}
+        net.meta.update({"arch": self.arch, "input_size": [height, width], "outputs_kind": outputs,
+                         "preprocess": "BGR / 256 - 0.5", "stages": self.config.stages})
+        if outputs == "parsed":
+            net.meta["max_peaks"] = settings.max_peaks
+            net.meta["paf"] = {"max_peaks": settings.max_peaks, "peak_threshold": settings.peak_threshold,
+                               "limb_threshold": settings.limb_threshold, "samples": settings.samples}
+        return net
+
+    def reference(self, outputs: str | None = None) -> Any:
+        """The torch module with these weights (float32, eval); with outputs="parsed" (default: what the last
+        `define` emitted) its forward ends in `torch_parse` with the same settings."""
+        import torch
+
+        model = torch_body_pose(self.config)
+        state = {k: torch.from_numpy(np.asarray(self.weights[k], dtype=np.float32)) for k in model.state_dict()}
+        model.load_state_dict(state)
+        if (outputs or self._defined["outputs"]) == "parsed":
+            settings = self._defined["settings"]
+            model.parse = lambda paf, heatmap: torch_parse(paf, heatmap, settings)
+        return model.eval()
+
+    def preprocess(self, image: Any, size: tuple[int, int]) -> np.ndarray:
+        """One image as the network's input (CHW float32), for calibration from image folders."""
+        from netdef.pose.openpose import preprocess
+
+        return preprocess(image, size)[0]
+
+    def sample_input(self, batch: int = 1, input_size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
+        """A random normalized image batch (B, 3, H, W) in [-0.5, 0.5), float32."""
+        height, width = input_size or DEFAULT_INPUT_SIZE
+        return (np.random.default_rng(seed).random((batch, 3, height, width)) - 0.5).astype(np.float32)
+
+
+PARSE_SCOPE = "parse"  # layers of the in-engine post-processing are named parse/...
+
+
+def parse_network(size: tuple[int, int], settings: PafSettings = PafSettings(), precision: str = "fp32") -> Network:
+    """The parse alone: inputs `paf` (B, 38, h, w) and `heatmap` (B, 19, h, w) at the network's output
+    resolution, the parsed outputs (to check TensorRT's numerics on given maps)."""
+    h, w = size
+    with Network(f"{ARCH}-parse-{h}x{w}", precision) as net:
+        paf = net.add_input("paf", (-1, CMU18_PAFS, h, w))
+        heatmap = net.add_input("heatmap", (-1, CMU18_HEATMAPS, h, w))
+        for name, tensor in zip(PARSED_OUTPUTS, define_parse(net, paf, heatmap, settings)):
+            net.mark_output(tensor, name)
+    net.meta.update({"arch": f"{ARCH}-parse", "max_peaks": settings.max_peaks})
+    return net
+
+
+def parse_convolutions(net: Network) -> tuple[str, ...]:
+    """The smoothing convolutions of the parse (INT8 keeps them in float: `skip` names them)."""
+    conv = net.trt.LayerType.CONVOLUTION
+    layers = (net.definition.get_layer(i) for i in range(net.definition.num_layers))
+    return tuple(layer.name for layer in layers if layer.type == conv and layer.name.startswith(PARSE_SCOPE + "/"))
+
+
+def define_parse(net: Network, paf: Any, heatmap: Any, settings: PafSettings) -> tuple[Any, Any, Any]:
+    """The in-engine post-processing (torch_parse's steps, as TensorRT layers named parse/...), in FP32.
+
+    1. PAF channels put in limb order (x, y per limb) at the network's resolution, where it is cheap;
+    2. both maps resized by `stride`, bicubic (TensorRT CUBIC, A = -0.75, half-pixel, edge-clamped taps);
+    3. the 18 part heatmaps smoothed: symmetric padding, then the Gaussian as two depthwise convolutions;
+    4. peaks: equal to the maximum of their 4-neighbourhood (two 3x1 / 1x3 max pools) and above the threshold;
+       counted per part, the K strongest kept (top-k of the peak map), their score read from the unsmoothed map;
+    5. every pair (peak i of part A, peak j of part B) of each limb: the limb-ordered PAF sampled at the
+       segment's rounded points (one ELEMENT gather for all pairs), dotted with the unit vector, averaged.
+    Pixel indices go through FP32 (exact for inputs below 2^23 pixels).
+    """
+    s, k, parts, limbs = settings.stride, settings.max_peaks, PARTS, len(CMU18_PAF_LIMBS)
+    with net.scope(PARSE_SCOPE), net.float32():
+        paf = F.cast(paf, np.float32, op="paf/float")
+        heat = F.slice(F.cast(heatmap, np.float32, op="heatmap/float"), 1, 0, parts, op="heatmap/parts")
+        order = np.array([c for limb in CMU18_PAF_LIMBS for c in limb[2:]], dtype=np.int32)
+        paf = F.index_select(paf, 1, order, op="paf/limb_order")
+        heat = F.interpolate(heat, scale_factor=s, mode="bicubic", align_corners=False, op="heatmap/resize")
+        paf = F.interpolate(paf, scale_factor=s, mode="bicubic", align_corners=False, op="paf/resize")
+        h, w = (int(d) for d in tuple(heat.shape)[2:])
+        if k > h * w:
+            raise ValueError(f"max_peaks={k} exceeds the {h}x{w} pixels of the input")
+
+        kernel = gaussian_kernel(settings.sigma, settings.truncate).astype(np.float32)
+        r = len(kernel) // 2
+        smooth = F.pad(heat, (r, r, r, r), mode="symmetric", op="smooth/pad")
+        smooth = F.conv2d(smooth, np.tile(kernel.reshape(1, 1, -1, 1), (parts, 1, 1, 1)), groups=parts,
+                          op="smooth/rows")
+        smooth = F.conv2d(smooth, np.tile(kernel.reshape(1, 1, 1, -1), (parts, 1, 1, 1)), groups=parts,
+                          op="smooth/cols")
+        cross = F.maximum(F.max_pool2d(smooth, (3, 1), stride=1, padding=(1, 0), op="peak/max_rows"),
+                          F.max_pool2d(smooth, (1, 3), stride=1, padding=(0, 1), op="peak/max_cols"), op="peak/max")
+        peak = F.logical_and(F.eq(smooth, cross, op="peak/is_max"),
+                             F.gt(smooth, settings.peak_threshold, op="peak/above"), op="peak")
+        counts = F.cast(F.sum(F.cast(peak, np.float32, op="peak/float"), dim=(2, 3), op="counts/sum"), np.int32,
+                        op="counts")
+        masked = F.reshape(F.where(peak, smooth, -1.0, op="peak/masked"), (0, parts, h * w), op="peak/flat")
+        strength, index = F.topk(masked, k, dim=2, op="peak/topk")  # (B, parts, K), strongest first
+        found = F.gt(strength, 0.0, op="peak/found")  # slots past the part's count hold non-peaks (-1)
+        flat = F.cast(index, np.float32, op="peak/index")
+        ys = F.unary(F.div(flat, float(w), op="peak/row"), "FLOOR", op="peak/y")
+        xs = F.sub(flat, F.mul(ys, float(w), op="peak/row_start"), op="peak/x")
+        score = F.gather(F.reshape(heat, (0, parts, h * w), op="heatmap/flat"), 2, index, op="peak/score")
+        peaks = F.concat([F.reshape(F.where(found, t, 0.0, op=f"peaks/{n}/found"), (0, parts, k, 1), op=f"peaks/{n}")
+                          for n, t in (("x", xs), ("y", ys), ("score", score))], dim=3, op="peaks")
+
+        part_a = np.array([limb[0] for limb in CMU18_PAF_LIMBS], np.int32)
+        part_b = np.array([limb[1] for limb in CMU18_PAF_LIMBS], np.int32)
+        xa, ya = (F.reshape(F.index_select(t, 1, part_a, op=f"limb/{n}a"), (0, limbs, k, 1), op=f"limb/{n}a/col")
+                  for n, t in (("x", xs), ("y", ys)))
+        xb, yb = (F.reshape(F.index_select(t, 1, part_b, op=f"limb/{n}b"), (0, limbs, 1, k), op=f"limb/{n}b/row")
+                  for n, t in (("x", xs), ("y", ys)))
+        dx, dy = F.sub(xb, xa, op="limb/dx"), F.sub(yb, ya, op="limb/dy")  # (B, limbs, K, K)
+        norm = F.maximum(F.sqrt(F.add(F.mul(dx, dx, op="limb/dx2"), F.mul(dy, dy, op="limb/dy2"), op="limb/norm2"),
+                                op="limb/norm"), 0.001, op="limb/norm_min")
+        t = np.linspace(0.0, 1.0, settings.samples, dtype=np.float32).reshape(1, 1, 1, 1, -1)
+
+        def sample(start: Any, delta: Any, n: str) -> Any:  # rounded sample coordinates (B, limbs, K, K, S)
+            start = F.reshape(start, (0, limbs, k, 1, 1), op=f"sample/{n}0")
+            along = F.mul(F.reshape(delta, (0, limbs, k, k, 1), op=f"sample/d{n}"), t, op=f"sample/{n}t")
+            return F.unary(F.add(F.add(start, along, op=f"sample/{n}"), 0.5, op=f"sample/{n}half"), "FLOOR",
+                           op=f"sample/{n}round")
+
+        pixel = F.add(F.mul(sample(ya, dy, "y"), float(w), op="sample/row"), sample(xa, dx, "x"), op="sample/pixel")
+        n_samples = k * k * settings.samples
+        pixel = F.reshape(F.cast(pixel, np.int32, op="sample/index"), (0, limbs, 1, n_samples), op="sample/flat")
+        both = F.reshape(F.concat([pixel, pixel], dim=2, op="sample/xy"), (0, 2 * limbs, n_samples),
+                         op="sample/per_channel")
+        values = F.gather(F.reshape(paf, (0, 2 * limbs, h * w), op="paf/flat"), 2, both, op="sample/paf")
+        values = F.reshape(values, (0, limbs, 2, k, k, settings.samples), op="sample/paf/split")
+        vx, vy = (F.reshape(F.slice(values, 2, i, i + 1, op=f"sample/v{n}"), (0, limbs, k, k, settings.samples),
+                            op=f"sample/v{n}/squeeze") for i, n in enumerate("xy"))
+        ux = F.reshape(F.div(dx, norm, op="limb/ux"), (0, limbs, k, k, 1), op="limb/ux5")
+        uy = F.reshape(F.div(dy, norm, op="limb/uy"), (0, limbs, k, k, 1), op="limb/uy5")
+        along = F.add(F.mul(vx, ux, op="limb/along_x"), F.mul(vy, uy, op="limb/along_y"), op="limb/along")
+        hits = F.sum(F.cast(F.gt(along, settings.limb_threshold, op="limb/hit"), np.float32, op="limb/hit/float"),
+                     dim=4, op="limb/hits")
+        mean = F.mean(along, dim=4, op="limb/mean")
+        found_a = F.reshape(F.index_select(found, 1, part_a, op="limb/found_a"), (0, limbs, k, 1),
+                            op="limb/found_a/col")
+        found_b = F.reshape(F.index_select(found, 1, part_b, op="limb/found_b"), (0, limbs, 1, k),
+                            op="limb/found_b/row")
+        ok = F.logical_and(F.gt(hits, settings.limb_min_fraction * settings.samples, op="limb/enough_hits"),
+                           F.logical_and(found_a, found_b, op="limb/both_found"), op="limb/ok")
+        limb_scores = F.where(ok, mean, NO_LIMB, op="limb_scores")
+    return peaks, counts, limb_scores
