@@ -1,7 +1,9 @@
-"""`netdef infer ENGINE --image IMG`: classify (ResNet) or detect (YOLOv4) with an engine or netdef's executor.
+"""`netdef infer ENGINE --image IMG`: classify (ResNet), detect (YOLOv4) or find people (pose networks) with an
+engine or netdef's executor.
 
 The engine sidecar's `arch` decides the pre/post-processing: ImageNet crop + top-k for ResNet, letterbox
-+ boxes mapped back to the image for YOLO (drawn with Pillow when `--save` is given).
++ boxes mapped back to the image for YOLO, people in image pixels for pose networks (boxes or skeletons drawn
+with Pillow when `--save` is given).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 from netdef.runtime.factory import EXECUTORS
 
 log = logging.getLogger("netdef.infer")
+# arch prefix -> the module whose `estimate(session, images)` returns people per image
+POSE_ESTIMATORS = {"higherhrnet": "netdef.pose.higherhrnet", "openpose": "netdef.pose.openpose"}
 
 
 def add_session_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,15 +48,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True, action="append", help="image file (repeat for a batch)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per image (classification)")
     p.add_argument("--labels", help="class names, one per line")
-    p.add_argument("--save", help="detection: draw the boxes on the (first) image and save it here")
+    p.add_argument("--save", help="detection / pose: draw the boxes or skeletons on the (first) image and save it "
+                   "here")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.set_defaults(func=run)
 
 
 def family(arch: str | None, session: Any) -> str:
-    """'detect' for YOLO/Darknet networks, 'classify' for the rest."""
+    """'detect' for YOLO/Darknet networks, 'pose' for pose networks, 'classify' for the rest."""
     if arch and (arch.startswith("yolo") or arch == "darknet"):
         return "detect"
+    if arch and arch.startswith(tuple(POSE_ESTIMATORS)):
+        return "pose"
     return "classify"
 
 
@@ -145,6 +152,26 @@ def draw_boxes(image: str, detections: list[dict[str, Any]], path: str) -> None:
         canvas.save(tmp, format=fmt)
 
 
+def pose_images(session: Any, images: list[str], arch: str, save: str | None) -> list[dict[str, Any]]:
+    """People per image (pose networks), printed; `save` draws the skeletons on the first image."""
+    import importlib
+
+    module = next(m for prefix, m in POSE_ESTIMATORS.items() if arch.startswith(prefix))
+    found = importlib.import_module(module).estimate(session, images)
+    results = []
+    for image, persons in zip(images, found):
+        print(f"{image}: {len(persons)} people")
+        for i, person in enumerate(persons):
+            print(f"  {i}: score {person.score:.3f}, {len(person.found())} keypoints")
+        results.append({"image": image, "people": [p.as_dict() for p in persons]})
+    if save:
+        from netdef.pose.draw import draw_people
+
+        draw_people(images[0], found[0], save)
+        print(f"saved {save}")
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     from netdef.preprocess import load_labels
 
@@ -152,8 +179,11 @@ def run(args: argparse.Namespace) -> int:
     with open_from_args(args) as session:
         arch = session.arch or args.arch
         log.info("%s (%s, arch %s)", session.name, session.kind, arch)
-        if family(arch, session) == "detect":
+        kind = family(arch, session)
+        if kind == "detect":
             results = detect_images(session, args.image, labels, args.save)
+        elif kind == "pose":
+            results = pose_images(session, args.image, arch, args.save)
         else:
             if args.save:
                 log.warning("--save draws detections; %s is a classifier, nothing saved", arch)

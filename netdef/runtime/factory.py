@@ -8,7 +8,9 @@ from typing import Any
 from netdef.runtime.session import InferenceSession
 
 EXECUTORS = ("tensorrt", "netdef")
-DEFINITION_OPTIONS = ("nms", "max_detections", "score_threshold", "iou_threshold", "topk")
+# sidecar key -> define() option, for the options an engine was built with (YOLO's NMS, the pose networks' parsing)
+DEFINITION_OPTIONS = {k: k for k in ("nms", "max_detections", "score_threshold", "iou_threshold", "topk",
+                                     "max_peaks", "nms_kernel")} | {"outputs_kind": "outputs"}
 
 
 def engine_meta(engine: str | os.PathLike | None) -> dict[str, Any]:
@@ -46,7 +48,7 @@ def open_session(engine: str | os.PathLike | None = None, executor: str = "tenso
     if input_size is None and meta.get("inputs"):
         input_size = meta["inputs"][0]["shape"][2:4]
     # the definition options the engine was built with (YOLO's NMS settings) travel in its sidecar
-    options = {k: meta[k] for k in DEFINITION_OPTIONS if k in meta}
+    options = {option: meta[key] for key, option in DEFINITION_OPTIONS.items() if key in meta}
     net = model.define(precision=precision or meta.get("precision", "fp32"),
                        input_size=tuple(input_size) if input_size else None, **options)
     batch = tuple(meta["batch"]) if meta.get("batch") else None
