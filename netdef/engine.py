@@ -6,7 +6,6 @@ metadata that goes into the JSON sidecar). `save_engine` writes plan + sidecar a
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
 from netdef import trt as shim
 from netdef.atomic import atomic_path, write_text_atomic
@@ -226,33 +224,6 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
     full_meta["build_seconds"] = round(seconds, 3)
     full_meta.update(meta or {})
     return Plan(data, full_meta)
-
-
-@functools.lru_cache(maxsize=None)
-def nms_layer_builds() -> bool:
-    """Whether this binding can build an NMS layer: TensorRT-RTX 1.7 has `add_nms` but no implementation
-    ("has no runners that implement it"), so `features().nms_layer` alone does not tell. Probed once by
-    building a tiny network (about half a second), with TensorRT's error for the failing case silenced."""
-    if not shim.features().nms_layer:
-        return False
-    trt = shim.binding()
-    builder = create_builder()
-    network = create_network(builder)
-    boxes = network.add_input("boxes", trt.DataType.FLOAT, (1, 4, 4))
-    scores = network.add_input("scores", trt.DataType.FLOAT, (1, 4, 2))
-    limit = np.array(2, np.int32)
-    layer = network.add_nms(boxes, scores, network.add_constant((), trt.Weights(limit)).get_output(0))
-    for i in range(2):
-        network.mark_output(layer.get_output(i))
-    quiet = logging.getLogger("tensorrt")
-    was_disabled, quiet.disabled = quiet.disabled, True
-    try:
-        plan = builder.build_serialized_network(network, builder.create_builder_config())
-    finally:
-        quiet.disabled = was_disabled
-    log.debug("NMS layer probe on %s %s: %s", shim.features().flavor, shim.features().version,
-              "builds" if plan is not None else "cannot build")
-    return plan is not None
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -69,6 +69,8 @@ class Features:
     precision_constraints: bool  # OBEY_PRECISION_CONSTRAINTS exists
     tactic_sources: bool
     optimization_level: bool
+    fill_output_type: bool  # add_fill(shape, op, output_type): 10+; 8.6 takes the type from its start/delta inputs
+    sample_modes: tuple[str, ...]  # ISliceLayer modes (SampleMode, SliceMode in 8.x): FILL, CLAMP, REFLECT, ...
 
     @property
     def typing(self) -> str:
@@ -88,6 +90,7 @@ def probe(mod: Any) -> Features:
     config = getattr(mod, "IBuilderConfig", None)
     strongly = hasattr(net_flags, "STRONGLY_TYPED")
     v3 = hasattr(network, "add_plugin_v3")
+    sample_mode = getattr(mod, "SampleMode", None) or getattr(mod, "SliceMode", None)
     return Features(
         flavor=getattr(mod, "__name__", "unknown"),
         version=str(getattr(mod, "__version__", "0")),
@@ -105,6 +108,8 @@ def probe(mod: Any) -> Features:
         precision_constraints=hasattr(builder_flags, "OBEY_PRECISION_CONSTRAINTS"),
         tactic_sources=hasattr(mod, "TacticSource") and hasattr(config, "set_tactic_sources"),
         optimization_level=hasattr(config, "builder_optimization_level"),
+        fill_output_type="output_type" in (getattr(getattr(network, "add_fill", None), "__doc__", None) or ""),
+        sample_modes=tuple(getattr(sample_mode, "__members__", {}) or ()),
     )
 
 
@@ -116,6 +121,90 @@ def features() -> Features:
     if _features is None:
         _features = probe(binding())
     return _features
+
+
+def downcast(layer: Any) -> Any:
+    """The layer as its own interface (IConvolutionLayer, ...), so its attributes can be read back.
+
+    The bindings return every layer of `get_layer` as ILayer; the interface is chosen from `layer.type`
+    (downcasting to a wrong one can crash the process). Returns the same object."""
+    trt = binding()
+    if type(layer) is not trt.ILayer:  # added layers come typed; only get_layer's need the downcast
+        return layer
+    interface = _INTERFACES.get(layer.type.name)
+    if interface is None or not hasattr(trt, interface):
+        raise TypeError(f"layer {layer.name!r}: no interface known for layer type {layer.type.name}")
+    layer.__class__ = getattr(trt, interface)  # the one place netdef changes a layer's Python class
+    return layer
+
+
+# LayerType name -> interface class name (on every binding that has the layer type)
+_INTERFACES = {
+    "ACTIVATION": "IActivationLayer", "ASSERTION": "IAssertionLayer", "CAST": "ICastLayer",
+    "CONCATENATION": "IConcatenationLayer", "CONSTANT": "IConstantLayer", "CONVOLUTION": "IConvolutionLayer",
+    "DECONVOLUTION": "IDeconvolutionLayer", "DEQUANTIZE": "IDequantizeLayer", "ELEMENTWISE": "IElementWiseLayer",
+    "FILL": "IFillLayer", "GATHER": "IGatherLayer", "IDENTITY": "IIdentityLayer",
+    "MATRIX_MULTIPLY": "IMatrixMultiplyLayer", "NMS": "INMSLayer", "PADDING": "IPaddingLayer",
+    "PARAMETRIC_RELU": "IParametricReLULayer", "PLUGIN_V2": "IPluginV2Layer", "PLUGIN_V3": "IPluginV3Layer",
+    "POOLING": "IPoolingLayer", "QUANTIZE": "IQuantizeLayer", "REDUCE": "IReduceLayer", "RESIZE": "IResizeLayer",
+    "SCALE": "IScaleLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer", "SHUFFLE": "IShuffleLayer",
+    "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer", "TOPK": "ITopKLayer",
+    "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer",
+}
+
+
+def sample_mode(name: str) -> Any:
+    """The ISliceLayer mode `name` (FILL, CLAMP, REFLECT, WRAP, STRICT_BOUNDS) of this binding."""
+    trt = binding()
+    if name not in features().sample_modes:
+        feat = features()
+        raise NotImplementedError(f"TensorRT {feat.flavor} {feat.version} has no slice mode {name} "
+                                  f"(it has {', '.join(feat.sample_modes) or 'none'})")
+    return getattr(getattr(trt, "SampleMode", None) or trt.SliceMode, name)
+
+
+def add_fill(network: Any, shape: Any, operation: Any, output_type: Any) -> Any:
+    """network.add_fill with an output type where the binding takes one (8.6 derives it from the inputs
+    start/delta, which callers must set in that type)."""
+    if features().fill_output_type:
+        return network.add_fill(shape, operation, output_type)
+    return network.add_fill(shape, operation)
+
+
+_nms_builds: bool | None = None
+
+
+def nms_layer_builds() -> bool:
+    """Whether this binding can build an NMS layer: TensorRT-RTX 1.7 has `add_nms` but no implementation
+    ("has no runners that implement it"), so `features().nms_layer` alone does not tell. Probed once by
+    building a tiny network (about half a second), with TensorRT's error for the failing case silenced."""
+    global _nms_builds
+    if _nms_builds is None:
+        _nms_builds = features().nms_layer and _probe_nms_build()
+    return _nms_builds
+
+
+def _probe_nms_build() -> bool:
+    import numpy as np
+
+    trt = binding()
+    builder = trt.Builder(logger())
+    network = builder.create_network(network_creation_flags(features(), trt))
+    boxes = network.add_input("boxes", trt.DataType.FLOAT, (1, 4, 4))
+    scores = network.add_input("scores", trt.DataType.FLOAT, (1, 4, 2))
+    limit = np.array(2, np.int32)
+    layer = network.add_nms(boxes, scores, network.add_constant((), trt.Weights(limit)).get_output(0))
+    for i in range(2):
+        network.mark_output(layer.get_output(i))
+    quiet = logging.getLogger("tensorrt")
+    was_disabled, quiet.disabled = quiet.disabled, True
+    try:
+        plan = builder.build_serialized_network(network, builder.create_builder_config())
+    finally:
+        quiet.disabled = was_disabled
+    log.debug("NMS layer probe on %s %s: %s", features().flavor, features().version,
+              "builds" if plan is not None else "cannot build")
+    return plan is not None
 
 
 def network_creation_flags(feat: Features, mod: Any) -> int:

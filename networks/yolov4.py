@@ -23,7 +23,8 @@ import numpy as np
 import netdef.functional as F
 from netdef import trt as shim
 from netdef.detect import TRT_TOPK_LIMIT
-from netdef.engine import BuildError, BuildSettings, Plan, nms_layer_builds
+from netdef.engine import BuildError, BuildSettings, Plan
+from netdef.trt import nms_layer_builds
 from netdef.network import Network, current
 from networks import register
 from networks.base import NetworkModel

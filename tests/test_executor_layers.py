@@ -399,6 +399,20 @@ def test_fill_linspace():
     assert out.tolist() == [1.5, 1.75, 2.0, 2.25, 2.5]
 
 
+def test_fill_linspace_from_input_tensors(rng):
+    """The batch size from a shape tensor, start and delta as int32 tensors (how F.arange_like counts a batch)."""
+    g = OneLayer()
+    x = randn(rng, 3, 2)
+    shape = g.net.add_shape(g.input("x", x)).get_output(0)
+    size = g.net.add_slice(shape, (0,), (1,), (1,)).get_output(0)
+    layer = g.net.add_fill((1,), trt.FillOperation.LINSPACE, trt.DataType.INT32)
+    layer.set_input(0, size)
+    layer.set_input(1, g.constant(np.array(4, np.int32)))
+    layer.set_input(2, g.constant(np.array([-2], np.int32)))
+    (out,) = g.run(layer.get_output(0))
+    assert out.dtype == torch.int32 and out.tolist() == [4, 2, 0]
+
+
 # --- constant, cast, identity, matrix multiply, reduce, softmax, topk ------------------------------------------
 
 def test_constant_identity_cast(rng):
@@ -484,6 +498,38 @@ def test_resize_by_scales(rng, mode, transform, torch_mode, align):
     (out,) = g.run(layer.get_output(0))
     ref = F.interpolate(t64(x), scale_factor=(2, 3), mode=torch_mode, align_corners=align)
     assert rel_err(out, ref) < 1e-12
+
+
+@pytest.mark.parametrize("transform,align,size", [("HALF_PIXEL", False, (9, 3)), ("ALIGN_CORNERS", True, (9, 3)),
+                                                  ("HALF_PIXEL", False, (3, 11))])
+def test_resize_cubic_matches_torch_bicubic(rng, transform, align, size):
+    """Cubic with coefficient -0.75, border replicated: torch's bicubic, up- and downsampling."""
+    g = OneLayer()
+    x = randn(rng, 2, 3, 5, 6)
+    layer = g.net.add_resize(g.input("x", x, dynamic_batch=False))
+    layer.shape = (2, 3) + size
+    layer.resize_mode = trt.InterpolationMode.CUBIC
+    layer.coordinate_transformation = getattr(trt.ResizeCoordinateTransformation, transform)
+    layer.cubic_coeff = -0.75
+    (out,) = g.run(layer.get_output(0))
+    assert rel_err(out, F.interpolate(t64(x), size=size, mode="bicubic", align_corners=align)) < 1e-12
+
+
+def test_resize_cubic_coefficient_is_read_from_the_layer():
+    """A 1-D impulse upsampled x2 (asymmetric): the output samples Keys' kernel W at distances 0, 0.5, 1, 1.5, ...."""
+    g = OneLayer()
+    x = np.zeros((1, 1, 1, 8), np.float32)
+    x[..., 4] = 1
+    layer = g.net.add_resize(g.input("x", x, dynamic_batch=False))
+    layer.scales = (1, 1, 1, 2)
+    layer.resize_mode = trt.InterpolationMode.CUBIC
+    layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
+    layer.cubic_coeff = a = -0.5
+    (out,) = g.run(layer.get_output(0))
+    d = np.abs(np.arange(16) / 2 - 4)
+    kernel = np.where(d <= 1, (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1,
+                      np.where(d < 2, a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a, 0))
+    assert rel_err(out.reshape(-1), torch.from_numpy(kernel)) < 1e-12
 
 
 @pytest.mark.parametrize("rounding", ["HALF_UP", "HALF_DOWN"])
@@ -583,6 +629,7 @@ def test_unsupported_parameter_names_it(rng):
     layer = g.net.add_resize(g.input("x", x))
     layer.scales = (1, 1, 2, 2)
     layer.resize_mode = trt.InterpolationMode.CUBIC
+    layer.exclude_outside = True  # renormalized border weights: not implemented
     layer.name = "neck.up"
-    with pytest.raises(UnsupportedLayerError, match=r"neck\.up.*RESIZE.*resize_mode=CUBIC"):
+    with pytest.raises(UnsupportedLayerError, match=r"neck\.up.*RESIZE.*exclude_outside=True"):
         g.run(layer.get_output(0))

@@ -1,4 +1,4 @@
-"""Resize (nearest / linear) with TensorRT's coordinate transformations, rounding and single-pixel selector.
+"""Resize (nearest / linear / cubic) with TensorRT's coordinate transformations, rounding and single-pixel selector.
 
 Computed separably per resized dim from explicit source coordinates, so each mode is exactly the formula
 TensorRT documents rather than whichever torch interpolate mode is closest.
@@ -39,13 +39,16 @@ def resize(layer: Any, ctx: LayerContext) -> Any:
     transform = enum_name(layer.coordinate_transformation)
     rounding = enum_name(layer.nearest_rounding)
     selector = enum_name(layer.selector_for_single_pixel)
-    ctx.require(mode in ("NEAREST", "LINEAR"), "resize_mode", mode)
+    ctx.require(mode in ("NEAREST", "LINEAR", "CUBIC"), "resize_mode", mode)
     ctx.require(transform in ("ALIGN_CORNERS", "ASYMMETRIC", "HALF_PIXEL"), "coordinate_transformation", transform)
     ctx.require(rounding in _ROUNDING, "nearest_rounding", rounding)
     dynamic = ctx.has_input(1)
     scales_attr = [] if dynamic else list(layer.scales or [])
     shape_attr = None if dynamic or scales_attr else list(layer.get_output(0).shape)
     round_fn = _ROUNDING[rounding]
+    if mode == "CUBIC":
+        ctx.require(not bool(layer.exclude_outside), "exclude_outside", True)
+    cubic_a = float(layer.cubic_coeff) if mode == "CUBIC" else 0.0
 
     def sizes_and_scales(x: torch.Tensor, spec: torch.Tensor | None) -> tuple[list[int], list[float]]:
         if spec is not None and spec.is_floating_point():
@@ -71,13 +74,36 @@ def resize(layer: Any, ctx: LayerContext) -> Any:
                 idx = round_fn(coords).clamp(0, in_size - 1).long()
                 x = x.index_select(d, idx)
                 continue
+            view = [1] * x.dim()
+            view[d] = out_size
+            if mode == "CUBIC":
+                x = _cubic(x, d, coords, in_size, cubic_a, view)
+                continue
             coords = coords.clamp(0, in_size - 1)
             lo = coords.floor().long()
             hi = (lo + 1).clamp(max=in_size - 1)
-            view = [1] * x.dim()
-            view[d] = out_size
             w = (coords - lo).to(x.dtype).reshape(view)
             x = x.index_select(d, lo) * (1 - w) + x.index_select(d, hi) * w
         return x
 
     return run
+
+
+def _cubic_weight(distance: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel with parameter a (TensorRT's cubic_coeff; torch uses -0.75)."""
+    d = distance.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def _cubic(x: torch.Tensor, d: int, coords: torch.Tensor, in_size: int, a: float, view: list[int]) -> torch.Tensor:
+    """Four taps around each source coordinate (not clamped), reading clamped indices: the border repeats."""
+    base = coords.floor()
+    result = None
+    for k in (-1, 0, 1, 2):
+        tap = base + k
+        w = _cubic_weight(coords - tap, a).to(x.dtype).reshape(view)
+        term = x.index_select(d, tap.clamp(0, in_size - 1).long()) * w
+        result = term if result is None else result + term
+    return result

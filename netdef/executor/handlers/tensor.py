@@ -44,7 +44,9 @@ def fill(layer: Any, ctx: LayerContext) -> Any:
     if not beta_input:
         rank = len(static_shape) if static_shape is not None else len(tuple(layer.get_output(0).shape))
         ctx.require(rank == 1, "LINSPACE with a scalar beta on output rank", rank)
-    alpha, beta = float(layer.alpha), float(layer.beta)
+    # alpha/beta are read only where no input replaces them (TensorRT logs an error for dynamic ones)
+    alpha = 0.0 if ctx.has_input(1) else float(layer.alpha)
+    beta = 0.0 if beta_input else float(layer.beta)
     dtype = ctx.output_dtypes[0]
 
     def run(inputs: list) -> torch.Tensor:
