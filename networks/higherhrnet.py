@@ -285,36 +285,38 @@ def torch_parse(output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5)
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
 def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
-    """`torch_parse`'s steps as TensorRT layers (names `parse/...`); positions in FP32 from int32 indices."""
+    """`torch_parse`'s steps as TensorRT layers (names `parse/...`); positions in FP32 from int32 indices.
+
+    Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
+    tensors; the four neighbours of the quarter-pixel adjustment come from one gather.
+    """
     joints = int(tuple(output1.shape)[1])
-    size = tuple(int(d) for d in tuple(output1.shape)[2:])
-    height, width = 2 * size[0], 2 * size[1]
+    height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
     with net.scope("parse"):
-        up = F.interpolate(output0, size=size, mode="bilinear", align_corners=False, op="up0")
+        up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
-        heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False, op="heatmaps")
-        tags = F.interpolate(F.slice(up, 1, joints, 2 * joints, op="up0_tags"), size=(height, width),
-                             mode="bilinear", align_corners=False, op="tagmaps")
+        heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
+        tags = F.interpolate(F.slice(up, 1, joints, 2 * joints, op="up0_tags"), scale_factor=2, mode="bilinear",
+                             align_corners=False, op="tagmaps")
         peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
         scores, index = F.topk(F.reshape(nms, flat, op="nms_flat"), topk, dim=2, op="topk")
-        flat_heat = F.reshape(heat, flat, op="heat_flat")
         tag_k = F.gather(F.reshape(tags, flat, op="tags_flat"), 2, index, op="tag_k")
-        y = F.div(index, width, op="y")  # int32: non-negative, so truncation is floor
-        x = F.sub(index, F.mul(y, width, op="row_start"), op="x")
-
-        def at(yy: Any, xx: Any, name: str) -> Any:
-            return F.gather(flat_heat, 2, F.add(F.mul(yy, width, op=f"{name}/row"), xx, op=f"{name}/index"),
-                            op=name)
-
-        right = at(y, F.minimum(F.add(x, 1, op="x_next"), width - 1, op="x_right"), "right")
-        left = at(y, F.maximum(F.sub(x, 1, op="x_prev"), 0, op="x_left"), "left")
-        down = at(F.minimum(F.add(y, 1, op="y_next"), height - 1, op="y_down"), x, "down")
-        up_ = at(F.maximum(F.sub(y, 1, op="y_prev"), 0, op="y_up"), x, "up")
+        y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
+        row = F.mul(y, width, op="row")
+        x = F.sub(index, row, op="x")
+        below = F.mul(F.minimum(F.add(y, 1, op="y_next"), height - 1, op="y_down"), width, op="row_down")
+        above = F.mul(F.maximum(F.sub(y, 1, op="y_prev"), 0, op="y_up"), width, op="row_up")
+        right = F.add(row, F.minimum(F.add(x, 1, op="x_next"), width - 1, op="x_right"), op="right_index")
+        left = F.add(row, F.maximum(F.sub(x, 1, op="x_prev"), 0, op="x_left"), op="left_index")
+        neighbours = F.concat([right, left, F.add(below, x, op="down_index"), F.add(above, x, op="up_index")], 2,
+                              op="neighbours")
+        values = F.gather(F.reshape(heat, flat, op="heat_flat"), 2, neighbours, op="neighbour_values")
+        right_v, left_v, down_v, up_v = F.split(values, topk, 2, op="neighbour")
         with net.float32():
-            kx = _adjusted(x, right, left, "kx")
-            ky = _adjusted(y, down, up_, "ky")
+            kx = _adjusted(x, right_v, left_v, "kx")
+            ky = _adjusted(y, down_v, up_v, "ky")
             keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
                                   F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
