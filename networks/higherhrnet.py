@@ -393,6 +393,7 @@ class HigherHRNet(NetworkModel):
         preset = next((name for name, cfg in PRESETS.items() if cfg == self.config), None)
         self.arch = preset or str(attrs.get("arch") or "higherhrnet")
         self._module: PoseHigherResolutionNet | None = None
+        self._defined: dict[str, Any] = {}  # the last define's output settings: what `reference()` mirrors
 
     @classmethod
     def torch_reference(cls, arch: str, seed: int | None = None) -> Any:
@@ -440,14 +441,23 @@ class HigherHRNet(NetworkModel):
                 quantize.apply(net, calibration, skip, weights=self.path if self.path is not None else self.weights)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
+        self._defined = {"outputs": outputs}
         if outputs == "parsed":
+            self._defined.update(topk=int(topk), nms_kernel=int(nms_kernel))
             net.meta.update(topk=int(topk), nms_kernel=int(nms_kernel))
         return net
 
-    def reference(self, outputs: str = "raw", topk: int = 30, nms_kernel: int = 5) -> Any:
-        """The torch module with these weights (float32, eval); outputs="parsed" ends it with `torch_parse`."""
+    def reference(self, outputs: str | None = None, topk: int | None = None, nms_kernel: int | None = None) -> Any:
+        """The torch module with these weights (float32, eval); outputs="parsed" ends it with `torch_parse`.
+
+        Settings not given are the last `define`'s (raw outputs before any), so `netdef verify` compares like
+        with like.
+        """
         import torch
 
+        outputs = outputs or self._defined.get("outputs", "raw")
+        topk = topk or self._defined.get("topk", 30)
+        nms_kernel = nms_kernel or self._defined.get("nms_kernel", 5)
         model = torch_higherhrnet(self.config)
         names = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
         missing = [k for k in names if k not in self.weights]
