@@ -169,7 +169,7 @@ def table(paths: list[str]) -> str:
             accuracy = f"rel {check['rel_err']:.1e}, cos {check['cosine']:.5f}" if "rel_err" in check else \
                 r.get("error", r.get("skipped", "-"))[:60]
             p_check = (parsed or {}).get(f"b{b}") or {}
-            if p_check:
+            if "scores_rel_err" in p_check:
                 accuracy += f"; parsed: scores {p_check['scores_rel_err']:.1e}, positions {p_check['positions_shared']:.3f}"
             lines.append(
                 f"| {size} | {precision} | {level} | {b} | {fmt(nd)} ({fmt(ms(r, b, 'gpu_median_ms'))}) | "
