@@ -170,7 +170,8 @@ def table(paths: list[str]) -> str:
                 r.get("error", r.get("skipped", "-"))[:60]
             p_check = (parsed or {}).get(f"b{b}") or {}
             if "scores_rel_err" in p_check:
-                accuracy += f"; parsed: scores {p_check['scores_rel_err']:.1e}, positions {p_check['positions_shared']:.3f}"
+                accuracy += (f"; parsed: scores {p_check['scores_rel_err']:.1e}, "
+                             f"positions {p_check['positions_shared']:.3f}")
             lines.append(
                 f"| {size} | {precision} | {level} | {b} | {fmt(nd)} ({fmt(ms(r, b, 'gpu_median_ms'))}) | "
                 f"{fmt(ms(onnx, b))} ({fmt(ms(onnx, b, 'gpu_median_ms'))}) | {ratio(nd, ms(onnx, b))} "

@@ -11,7 +11,9 @@ W=${W:-/tmp/ndpose}; LEVEL=${LEVEL:-3}; DEADLINE=${DEADLINE:-240}
 export PYTHONUNBUFFERED=1
 mkdir -p "$W"
 prep() { PYTHONPATH=/tmp/rtx/site:. python3 bench/gpu_pose_prepare.py --work "$W" "$@"; }
-trt() { PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work "$W" --opt-level "$LEVEL" --deadline-s "$DEADLINE" "$@"; }
+trt() {
+  PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work "$W" --opt-level "$LEVEL" --deadline-s "$DEADLINE" "$@"
+}
 
 prep --stage files > "$W/files.log" 2>&1
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then

@@ -171,7 +171,7 @@ def _higherhrnet_forward(model: Any, x: Any, ops: Any) -> list[Any]:
 
 
 # --- netdef definition ---------------------------------------------------------------------------------
-_NETDEF_OPS = SimpleNamespace(add=lambda a, b: F.add(a, b), cat=lambda xs: F.concat(xs, 1))
+_NETDEF_OPS = SimpleNamespace(add=F.add, cat=lambda xs: F.concat(xs, 1))
 
 
 class HighResolutionModule(nn.Module):
@@ -229,8 +229,8 @@ def torch_higherhrnet_classes() -> SimpleNamespace:
             outputs = _higherhrnet_forward(self, x, ops)
             return outputs if self.postprocess is None else self.postprocess(*outputs)
 
-    return SimpleNamespace(HighResolutionModule=TorchHighResolutionModule, PoseHigherResolutionNet=
-                           TorchPoseHigherResolutionNet)
+    return SimpleNamespace(HighResolutionModule=TorchHighResolutionModule,
+                           PoseHigherResolutionNet=TorchPoseHigherResolutionNet)
 
 
 def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> Any:
@@ -469,6 +469,12 @@ class HigherHRNet(NetworkModel):
         if outputs == "parsed":
             model.postprocess = functools.partial(torch_parse, topk=topk, nms_kernel=nms_kernel)
         return model.eval()
+
+    def preprocess(self, image: Any, input_size: tuple[int, int]) -> np.ndarray:
+        """One image as the engine's input (3, H, W): letterboxed, normalized (INT8 calibration on image folders)."""
+        from netdef.pose.higherhrnet import preprocess
+
+        return preprocess(image, input_size, self.mean, self.std)[0]
 
     def sample_input(self, batch: int = 1, input_size: Any = None, seed: int = 0) -> np.ndarray:
         """A normalized random image batch (N, 3, H, W), float32."""

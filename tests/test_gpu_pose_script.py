@@ -22,8 +22,8 @@ def load_script():
 def test_parsed_check_counts_shared_positions_and_sorted_scores():
     script = load_script()
     rng = np.random.default_rng(0)
-    refs = {"b2_scores": np.sort(rng.random((2, 17, 30)))[..., ::-1], "b2_keypoints": rng.integers(0, 500, (2, 17, 30, 2)) + 0.75,
-            "b2_tags": rng.standard_normal((2, 17, 30))}
+    refs = {"b2_scores": np.sort(rng.random((2, 17, 30)))[..., ::-1],
+            "b2_keypoints": rng.integers(0, 500, (2, 17, 30, 2)) + 0.75, "b2_tags": rng.standard_normal((2, 17, 30))}
     same = {n: refs[f"b2_{n}"] for n in ("scores", "keypoints", "tags")}
     check = script.parsed_check(same, refs, 2)
     assert check["positions_shared"] == 1.0 and check["scores_rel_err"] == 0 and check["tags_rel_err"] == 0
@@ -44,5 +44,6 @@ def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
     (tmp_path / "torch.json").write_text(json.dumps({"torch_timings": {"eager_fp16_512_b1": {"median_ms": 20.0}}}))
     text = script.table([str(tmp_path / "torch.json"), str(tmp_path / "trt.json")])
     first = text.splitlines()[2]
-    assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | 20.00 | 10.00x")
+    assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | "
+                            "20.00 | 10.00x")
     assert "positions 0.900" in first and "BuildError: no" in text

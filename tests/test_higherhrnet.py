@@ -43,7 +43,8 @@ def test_parameter_names_are_the_official_ones(arch: str) -> None:
     state = torch_higherhrnet(arch).state_dict()
     assert len(state) == 1810  # PoseHigherResolutionNet's count for both experiment configs, num_batches_tracked incl.
     width = PRESETS[arch].width
-    for key, shape in (("transition1.0.0.weight", (width, 256, 3, 3)), ("transition3.3.0.0.weight", (8 * width, 4 * width, 3, 3)),
+    for key, shape in (("transition1.0.0.weight", (width, 256, 3, 3)),
+                       ("transition3.3.0.0.weight", (8 * width, 4 * width, 3, 3)),
                        ("stage4.0.fuse_layers.3.0.2.1.running_var", (8 * width,)),
                        ("stage4.2.fuse_layers.0.3.0.weight", (width, 8 * width, 1, 1)),
                        ("deconv_layers.0.0.0.weight", (width + 34, width, 4, 4)),
@@ -65,7 +66,8 @@ def test_raw_outputs_match_pytorch_layer_by_layer(small: HigherHRNet, precision:
     for batch, seed in ((1, 11), (3, 12)) if precision == "fp32" else ((2, 13),):
         report = verify_network(net, reference, small.sample_input(batch, LAYER_SIZE, seed=seed))
         where = f"{precision} batch {batch}"
-        assert [c.name for c in report.outputs] == ["output0", "output1"] and report.ok, f"{where}: {report.first_failure}"
+        assert [c.name for c in report.outputs] == ["output0", "output1"], where
+        assert report.ok, f"{where}: {report.first_failure}"
         assert [c.shape for c in report.outputs] == [(batch, 34, 8, 16), (batch, 17, 16, 32)]
         assert len(report.layers) > 100 and not report.unmatched, f"{where}: unmatched {report.unmatched}"
         assert 0 < report.worst.rel <= TOLERANCE[precision], f"{where}: worst layer {report.worst}"
@@ -141,7 +143,8 @@ def test_grouping_by_tags_refinement_and_strays() -> None:
     tags = rng.uniform(20, 30, (17, k))
     truth = rng.uniform(0, 200, (people, 17, 2))
     for p in range(people):  # person p: candidate slot p of every joint, tags near 3p
-        scores[:, p], keypoints[:, p], tags[:, p] = rng.uniform(0.5, 1, 17), truth[p], 3.0 * p + rng.uniform(-0.3, 0.3, 17)
+        scores[:, p], keypoints[:, p] = rng.uniform(0.5, 1, 17), truth[p]
+        tags[:, p] = 3.0 * p + rng.uniform(-0.3, 0.3, 17)
     scores[8, 1] = 0.08  # below the detection threshold: matching skips it, refinement finds it
     scores[4, people], tags[4, people] = 0.9, -40.0  # a strong candidate whose tag matches nobody
     matched = match_by_tag(scores, keypoints, tags)
@@ -172,8 +175,16 @@ def test_engines_build_raw_and_parsed(small: HigherHRNet) -> None:
             assert plan.meta["arch"] == "higherhrnet" and plan.meta["outputs_kind"] == outputs
 
 
-def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet) -> None:
-    net = small.define("int8", SIZE, outputs="raw", calibration=small.sample_input(8, SIZE, seed=21))
+def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) -> None:
+    from netdef.quantize import calibrate, load_data, preprocessing_for
+
+    for i in range(3):  # calibration on an image folder goes through the network's own preprocessing
+        pixels = np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    images = load_data(tmp_path, (3, *SIZE), preprocessing_for(small))
+    np.testing.assert_allclose(next(images.batches(3))[1], small.preprocess(str(tmp_path / "1.png"), SIZE))
+    cache = calibrate(small, tmp_path, input_size=SIZE, progress=False)
+    net = small.define("int8", SIZE, outputs="raw", calibration=cache.amax)  # the parsed definition's amax serve raw
     net.finalize()
     assert net.meta["int8"]["quantized_tensors"] > 50
     x = small.sample_input(2, SIZE, seed=22)

@@ -29,7 +29,8 @@ class ConvTranspose2d(Module):
                 # the extra rows would lie beyond TensorRT's full deconvolution output (zeros + bias in torch)
                 raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} larger than padding "
                                  f"{self.padding} has no TensorRT deconvolution equivalent")
-        self.weight = Parameter(in_channels, out_channels // groups, *self.kernel_size)  # torch's layout, and TensorRT's
+        # (in, out / groups, kH, kW): torch's layout, and TensorRT's
+        self.weight = Parameter(in_channels, out_channels // groups, *self.kernel_size)
         self.bias = Parameter(out_channels) if bias else None
 
     def forward(self, x: Any) -> Any:

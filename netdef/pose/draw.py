@@ -10,7 +10,8 @@ from netdef.pose.skeleton import Person
 
 def palette(n: int) -> list[tuple[int, int, int]]:
     """n evenly spaced saturated colours."""
-    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.9, 1.0)) for i in range(n)]  # type: ignore[misc]
+    rgb = [colorsys.hsv_to_rgb(i / max(n, 1), 0.9, 1.0) for i in range(n)]
+    return [(int(255 * r), int(255 * g), int(255 * b)) for r, g, b in rgb]
 
 
 def draw_people(image: Any, people: Sequence[Person], path: str | os.PathLike, radius: int = 3, width: int = 3) -> None:
