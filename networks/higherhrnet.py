@@ -438,7 +438,9 @@ class HigherHRNet(NetworkModel):
             if precision == "int8":
                 from netdef import quantize
 
-                quantize.apply(net, calibration, skip, weights=self.path if self.path is not None else self.weights)
+                # the parse stays in floating point (its heatmap sum would otherwise count as a residual add)
+                quantize.apply(net, calibration, tuple(skip) + ("parse",),
+                               weights=self.path if self.path is not None else self.weights)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
         self._defined = {"outputs": outputs}

@@ -195,6 +195,11 @@ def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) ->
         assert 0.95 <= compare(produced[name], ref)[2] < 0.9999  # cosine: quantized, and still the same maps
     plan = net.build(BuildSettings(precision="int8", batch=(1, 2, 2), progress=False))
     assert plan.meta["precision"] == "int8"
+    parsed = small.define("int8", SIZE, calibration=cache.amax)
+    parsed.finalize()
+    d = parsed.definition
+    quantized = [d.get_layer(i).name for i in range(d.num_layers) if d.get_layer(i).type.name == "QUANTIZE"]
+    assert len(quantized) > 50 and not [n for n in quantized if n.startswith("parse")]  # the parse stays float
 
 
 @pytest.mark.slow
