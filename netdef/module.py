@@ -160,22 +160,28 @@ class Module:
 
 
 class ModuleList(Module):
-    def __init__(self, modules: Iterable[Module] = ()) -> None:
+    """A list of modules indexed like torch.nn.ModuleList; a None entry keeps its index (HRNet's fuse layers)."""
+
+    def __init__(self, modules: Iterable["Module | None"] = ()) -> None:
         super().__init__()
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
+        object.__setattr__(self, "_length", 0)
+        for m in modules:
+            self.append(m)
 
-    def append(self, module: Module) -> None:
-        self.add_module(str(len(self._modules)), module)
+    def append(self, module: "Module | None") -> None:
+        self.add_module(str(self._length), module)
+        object.__setattr__(self, "_length", self._length + 1)
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def __getitem__(self, i: int) -> "Module | None":
+        if not -self._length <= i < self._length:
+            raise IndexError(f"ModuleList index {i} out of range (length {self._length})")
+        return getattr(self, str(i % self._length))
 
     def __len__(self) -> int:
-        return len(self._modules)
+        return self._length
 
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
+    def __iter__(self) -> Iterator["Module | None"]:
+        return (self[i] for i in range(self._length))
 
 
 class Sequential(ModuleList):
@@ -185,6 +191,6 @@ class Sequential(ModuleList):
         super().__init__(modules)
 
     def forward(self, x: Any) -> Any:
-        for m in self._modules.values():
+        for m in self:
             x = m(x)
         return x

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 _REGISTRY: dict[str, Any] = {}
 # Modules that register architectures; imported on first lookup so `import networks` stays light.
-_MODULES = ("networks.resnet", "networks.yolov4", "networks.openpose")
+_MODULES = ("networks.resnet", "networks.yolov4", "networks.openpose", "networks.higherhrnet")
 
 
 def register(*names: str) -> Callable[[Any], Any]:

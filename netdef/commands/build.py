@@ -57,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     detection.add_argument("--max-detections", type=int, default=None, help="K fixed output slots per image")
     detection.add_argument("--score-threshold", type=float, default=None)
     detection.add_argument("--iou-threshold", type=float, default=None)
+    pose = p.add_argument_group("pose networks (higherhrnet-w32, higherhrnet-w48)")
+    pose.add_argument("--outputs", choices=("parsed", "raw"), default=None,
+                      help="parsed (default): keypoint candidates from the engine for host grouping; raw: the "
+                           "network's own output maps")
     p.set_defaults(func=run)
 
 
@@ -75,7 +79,7 @@ def build_options(args: argparse.Namespace) -> dict[str, Any]:
         options["calibration"] = args.calib_cache
     elif args.calib_cache is not None:
         raise ValueError("--calib-cache is only used with --precision int8")
-    for key in ("nms", "max_detections", "score_threshold", "iou_threshold"):
+    for key in ("nms", "max_detections", "score_threshold", "iou_threshold", "outputs"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     return options

@@ -1,5 +1,5 @@
-"""`netdef infer ENGINE --image IMG`: classify (ResNet), detect (YOLOv4) or find people (OpenPose) with an engine or
-netdef's executor.
+"""`netdef infer ENGINE --image IMG`: classify (ResNet), detect (YOLOv4) or find people (pose networks) with an
+engine or netdef's executor.
 
 The engine sidecar's `arch` decides the pre/post-processing: ImageNet crop + top-k for ResNet, letterbox
 + boxes mapped back to the image for YOLO, people in image pixels for pose networks (boxes or skeletons drawn
@@ -18,6 +18,8 @@ import numpy as np
 from netdef.runtime.factory import EXECUTORS
 
 log = logging.getLogger("netdef.infer")
+# arch prefix -> the module whose `estimate(session, images)` returns people per image
+POSE_ESTIMATORS = {"higherhrnet": "netdef.pose.higherhrnet", "openpose": "netdef.pose.openpose"}
 
 
 def add_session_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +45,7 @@ def open_from_args(args: argparse.Namespace, graph: bool = False) -> Any:
 # the definition options an engine was built with (YOLO's NMS settings) travel in its sidecar
 # sidecar key -> define() option, for the options an engine was built with (YOLO's NMS, OpenPose's parsing)
 DEFINITION_OPTIONS = {k: k for k in ("nms", "max_detections", "score_threshold", "iou_threshold", "topk",
-                                     "max_peaks")} | {"outputs_kind": "outputs"}
+                                     "max_peaks", "nms_kernel")} | {"outputs_kind": "outputs"}
 
 
 def definition_builder(args: argparse.Namespace) -> Any:
@@ -86,7 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True, action="append", help="image file (repeat for a batch)")
     p.add_argument("--topk", type=int, default=5, help="classes to print per image (classification)")
     p.add_argument("--labels", help="class names, one per line")
-    p.add_argument("--save", help="detection / pose: draw the boxes or skeletons on the (first) image and save it here")
+    p.add_argument("--save", help="detection / pose: draw the boxes or skeletons on the (first) image and save it "
+                   "here")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.set_defaults(func=run)
 
@@ -95,7 +98,7 @@ def family(arch: str | None, session: Any) -> str:
     """'detect' for YOLO/Darknet networks, 'pose' for pose networks, 'classify' for the rest."""
     if arch and (arch.startswith("yolo") or arch == "darknet"):
         return "detect"
-    if arch and arch.startswith(("openpose", "higherhrnet")):
+    if arch and arch.startswith(tuple(POSE_ESTIMATORS)):
         return "pose"
     return "classify"
 
@@ -191,12 +194,10 @@ def draw_boxes(image: str, detections: list[dict[str, Any]], path: str) -> None:
 
 def pose_images(session: Any, images: list[str], arch: str, save: str | None) -> list[dict[str, Any]]:
     """People per image (pose networks), printed; `save` draws the skeletons on the first image."""
-    if arch.startswith("openpose"):
-        from netdef.pose.openpose import estimate
+    import importlib
 
-        found = estimate(session, images)
-    else:
-        raise ValueError(f"{arch}: no pose post-processing for this architecture")
+    module = next(m for prefix, m in POSE_ESTIMATORS.items() if arch.startswith(prefix))
+    found = importlib.import_module(module).estimate(session, images)
     results = []
     for image, persons in zip(images, found):
         print(f"{image}: {len(persons)} people")

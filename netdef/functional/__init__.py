@@ -13,7 +13,7 @@ elementwise: add sub mul div pow maximum minimum · eq gt lt ge le · logical_an
 shape:       reshape flatten permute transpose concat slice split pad shape_with size
 reduce:      sum mean amax amin softmax
 indexing:    gather index_select topk arange arange_like nms
-spatial:     conv2d max_pool2d avg_pool2d interpolate
+spatial:     conv2d conv_transpose2d max_pool2d avg_pool2d interpolate
 """
 from netdef import trt as _shim
 from netdef.functional.core import is_tensor
@@ -25,11 +25,11 @@ from netdef.functional.indexing import arange, arange_like, gather, index_select
 from netdef.functional.reduce import amax, amin, mean, softmax, sum
 from netdef.functional.shape import (concat, flatten, pad, permute, reshape, shape_with, size, slice, split,
                                      transpose)
-from netdef.functional.spatial import avg_pool2d, conv2d, interpolate, max_pool2d
+from netdef.functional.spatial import avg_pool2d, conv2d, conv_transpose2d, interpolate, max_pool2d
 
 __all__ = [
     "abs", "activation", "add", "amax", "amin", "arange", "arange_like", "avg_pool2d", "cast", "clamp", "concat",
-    "constant", "conv2d", "div", "eq", "exp", "flatten", "gather", "ge", "gt", "hardswish", "index_select",
+    "constant", "conv2d", "conv_transpose2d", "div", "eq", "exp", "flatten", "gather", "ge", "gt", "hardswish", "index_select",
     "interpolate", "is_tensor", "le", "leaky_relu", "log", "logical_and", "logical_not", "logical_or", "logical_xor",
     "lt", "max_pool2d", "maximum", "mean", "minimum", "mish", "mul", "neg", "nms", "pad", "permute", "pow", "relu",
     "reshape", "shape_with", "sigmoid", "silu", "size", "slice", "softmax", "softplus", "split", "sqrt", "sub",

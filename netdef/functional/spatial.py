@@ -1,4 +1,5 @@
-"""Spatial ops on (N, C, H, W) tensors: conv2d with constant weights, max/avg pooling, interpolate."""
+"""Spatial ops on (N, C, H, W) tensors: conv2d / conv_transpose2d with constant weights, max/avg pooling,
+interpolate."""
 from __future__ import annotations
 
 from typing import Any
@@ -52,6 +53,40 @@ def conv2d(x: Any, weight: np.ndarray, bias: np.ndarray | None = None, stride: A
     _set_padding(layer, padding, what)
     layer.dilation_nd = pair(dilation, f"{what} dilation")
     layer.num_groups = int(groups)
+    return out(layer, op)
+
+
+def conv_transpose2d(x: Any, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1, padding: Any = 0,
+                     output_padding: Any = 0, groups: int = 1, dilation: Any = 1,
+                     op: str | None = "conv_transpose2d") -> Any:
+    """torch.nn.functional.conv_transpose2d with constant numpy weights (in, out/groups, kh, kw).
+
+    torch's output size is (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1;
+    TensorRT's deconvolution crops its full output by pre/post padding, so `padding` goes before and
+    `padding - output_padding` after (output padding is a crop left undone at the bottom/right end).
+    """
+    net = current()
+    weight = np.asarray(weight)
+    what = site(op)
+    if weight.ndim != 4:
+        raise ValueError(f"{what}: weight must be (in, out/groups, kh, kw), got shape {weight.shape}")
+    _check_4d(x, f"{what}: conv_transpose2d with weight {weight.shape}", int(weight.shape[0]))
+    out_channels = int(weight.shape[1]) * groups
+    if bias is not None and np.shape(bias) != (out_channels,):
+        raise ValueError(f"{what}: bias must have shape ({out_channels},), got {np.shape(bias)}")
+    pad, extra = pair(padding, f"{what} padding"), pair(output_padding, f"{what} output_padding")
+    if any(e > p for e, p in zip(extra, pad)):
+        # the extra rows would lie beyond TensorRT's full deconvolution output (zeros + bias in torch)
+        raise ValueError(f"{what}: output_padding {extra} larger than padding {pad} has no TensorRT "
+                         "deconvolution equivalent")
+    x = net.to_compute(x)
+    layer = net.definition.add_deconvolution_nd(x, out_channels, tuple(weight.shape[2:]), net.weights(weight),
+                                                net.weights(bias))
+    layer.stride_nd = pair(stride, f"{what} stride")
+    layer.dilation_nd = pair(dilation, f"{what} dilation")
+    layer.num_groups = int(groups)
+    layer.pre_padding = pad
+    layer.post_padding = tuple(p - e for p, e in zip(pad, extra))
     return out(layer, op)
 
 

@@ -1,0 +1,205 @@
+"""HigherHRNet GPU benchmark, the TensorRT side: run in /tmp/gpu-trt/python (TensorRT 8.6, Python 3.10, no torch)
+after `bench/gpu_pose_prepare.py --stage files`. Reuses bench/gpu.py's ONNX-path build, timing and comparison.
+
+Each plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] (path netdef or onnx; outputs raw or parsed; the ONNX model is
+the raw one) is built with batch 1..8 (opt 8) at one optimization level with a shared timing cache (netdef and
+ONNX path alike), checked against the float64 references and timed at batch 1 and 8 with device-resident I/O.
+Items are run in order until --deadline-s has passed since the start (later ones are recorded as skipped).
+`--table` prints the merged markdown table from result files (no GPU needed).
+
+    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work /tmp/ndpose --sizes 512 --out /tmp/ndpose/trt_512.json
+    python3 bench/gpu_pose.py --table /tmp/ndpose/torch_pose.json /tmp/ndpose/trt_*.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ARCH = "higherhrnet-w32"
+BATCHES = (1, 8)
+# FP16 first (the headline ratios), at the default level; FP32 and INT8 after it at level 1 (builds are slow).
+DEFAULT_ITEMS = ("fp16:netdef:raw", "fp16:onnx:raw", "fp16:netdef:parsed", "fp32:netdef:raw:1", "fp32:onnx:raw:1",
+                 "int8:netdef:raw:1", "int8:netdef:parsed:1", "fp16:netdef:raw:1", "fp16:onnx:raw:1")
+
+
+def default_plan(sizes: list[int]) -> str:
+    return ",".join(f"{size}:{item}" for item in DEFAULT_ITEMS for size in sizes)
+
+
+def netdef_plan(work: Path, size: int, outputs: str, settings):
+    from networks.higherhrnet import HigherHRNet
+
+    options = {}
+    if settings.precision == "int8":
+        from netdef.quantize import load_cache
+
+        # the amax table (tensor names are shared by every size and output kind), not the fingerprinted cache
+        options["calibration"] = load_cache(work / f"{ARCH}_calib.json").amax
+    return HigherHRNet.from_hdf5(work / f"{ARCH}.h5").build(settings=settings, input_size=(size, size),
+                                                            outputs=outputs, **options)
+
+
+def parsed_check(outputs: dict, refs: dict, batch: int) -> dict:
+    """Candidates against the float64 parse: top-k scores (sorted, so near-ties that swap places do not count),
+    the share of candidate positions the reference also has, tags at the shared positions."""
+    from netdef.verify import relative_error as rel_err
+
+    scores, keypoints, tags = (np.asarray(outputs[n], np.float64) for n in ("scores", "keypoints", "tags"))
+    r_scores, r_keypoints, r_tags = (refs[f"b{batch}_{n}"] for n in ("scores", "keypoints", "tags"))
+    shared, total, tag_pairs = 0, 0, []
+    for b in range(scores.shape[0]):
+        for j in range(scores.shape[1]):
+            ref_at = {tuple(np.floor(p).astype(int)): t for p, t in zip(r_keypoints[b, j], r_tags[b, j])}
+            for p, t in zip(keypoints[b, j], tags[b, j]):
+                key = tuple(np.floor(p).astype(int))
+                total += 1
+                if key in ref_at:
+                    shared += 1
+                    tag_pairs.append((t, ref_at[key]))
+    ours, theirs = (np.array(v) for v in zip(*tag_pairs)) if tag_pairs else (np.zeros(1), np.ones(1))
+    return {"scores_rel_err": rel_err(scores, r_scores), "positions_shared": round(shared / max(total, 1), 4),
+            "tags_rel_err": rel_err(ours, theirs)}
+
+
+def evaluate(plan, path: Path, inputs: dict, refs: dict, outputs: str, iters: int, warmup: int,
+             profile_iters: int) -> dict:
+    from gpu import compare, layer_profile, time_session
+
+    from netdef.engine import save_engine
+    from netdef.runtime.session import InferenceSession
+
+    save_engine(plan, path)
+    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
+    with InferenceSession.from_engine(path) as session:
+        for b in BATCHES:
+            x = inputs[f"b{b}"]
+            y = session.infer({session.input_names[0]: x})
+            check = compare(y, refs, b) if outputs == "raw" else parsed_check(y, refs, b)
+            result[f"b{b}"] = {**check, **time_session(session, x, iters, warmup)}
+        if profile_iters:
+            result["profile_b8"] = layer_profile(session, inputs["b8"], profile_iters)
+    return result
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from gpu import onnx_plan
+
+    from netdef import trt as shim
+    from netdef.engine import BuildSettings
+
+    work, start = Path(args.work), time.perf_counter()
+    feat = shim.features()
+    results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}", "model": ARCH,
+               "rows": []}
+    out = Path(args.out)
+    plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")])
+    for item in plan_text.split(","):
+        size_text, precision, path_kind, outputs, *level = item.split(":")
+        size, opt_level = int(size_text), int(level[0]) if level else args.opt_level
+        row: dict = {"size": size, "precision": precision, "path": path_kind, "outputs": outputs,
+                     "opt_level": opt_level}
+        if time.perf_counter() - start > args.deadline_s:
+            row["skipped"] = f"deadline ({args.deadline_s} s)"
+        else:
+            t0 = time.perf_counter()
+            try:
+                if path_kind == "onnx" and outputs != "raw":
+                    raise ValueError("the ONNX model has the raw outputs only")
+                inputs = dict(np.load(work / f"{ARCH}-{size}_inputs.npz"))
+                refs = dict(np.load(work / f"{ARCH}-{size}_refs.npz"))
+                settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
+                                         timing_cache=work / f"timing_{size}.cache", progress=False)
+                plan = (netdef_plan(work, size, outputs, settings) if path_kind == "netdef"
+                        else onnx_plan(work / f"{ARCH}-{size}.onnx", settings))
+                row.update(evaluate(plan, work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine",
+                                    inputs, refs, outputs, args.iters, args.warmup, args.profile_iters))
+            except Exception as exc:  # keep going: one failed build must not lose the other numbers
+                row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+        results["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+def table(paths: list[str]) -> str:
+    """Markdown rows per size, precision, level and batch: netdef raw vs ONNX path, parsed vs raw, vs PyTorch."""
+    torch_times: dict = {}
+    rows: list[dict] = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        torch_times.update(data.get("torch_timings", {}))
+        rows += data.get("rows", [])
+    index = {(r["size"], r["precision"], r["path"], r["outputs"], r["opt_level"]): r for r in rows}
+
+    def ms(row: dict | None, b: int, key: str = "median_ms") -> float | None:
+        return ((row or {}).get(f"b{b}") or {}).get(key)
+
+    def fmt(v: float | None, spec: str = ".3f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    def ratio(a: float | None, b: float | None, unit: str = "") -> str:
+        return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}{unit}"
+
+    lines = ["| size | prec | lvl | batch | netdef raw ms (GPU) | ONNX-path ms (GPU) | netdef/ONNX (GPU) | parsed ms | "
+             "parsed/raw | eager ms | eager/netdef | compile ms | compile/netdef | accuracy vs float64 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (size, precision, path, outputs, level), r in sorted(index.items()):
+        if path != "netdef" or outputs != "raw":
+            continue
+        onnx = index.get((size, precision, "onnx", "raw", level)) or index.get((size, "fp16", "onnx", "raw", level))
+        parsed = index.get((size, precision, "netdef", "parsed", level))
+        eager_kind = "fp32" if precision == "fp32" else "fp16"
+        for b in BATCHES:
+            nd = ms(r, b)
+            eager = (torch_times.get(f"eager_{eager_kind}_{size}_b{b}") or {}).get("median_ms")
+            comp = (torch_times.get(f"compile_fp16_{size}_b{b}") or {}).get("median_ms") if precision != "fp32" \
+                else None
+            check = (r.get(f"b{b}") or {})
+            accuracy = f"rel {check['rel_err']:.1e}, cos {check['cosine']:.5f}" if "rel_err" in check else \
+                r.get("error", r.get("skipped", "-"))[:60]
+            p_check = (parsed or {}).get(f"b{b}") or {}
+            if "scores_rel_err" in p_check:
+                accuracy += (f"; parsed: scores {p_check['scores_rel_err']:.1e}, "
+                             f"positions {p_check['positions_shared']:.3f}")
+            lines.append(
+                f"| {size} | {precision} | {level} | {b} | {fmt(nd)} ({fmt(ms(r, b, 'gpu_median_ms'))}) | "
+                f"{fmt(ms(onnx, b))} ({fmt(ms(onnx, b, 'gpu_median_ms'))}) | {ratio(nd, ms(onnx, b))} "
+                f"({ratio(ms(r, b, 'gpu_median_ms'), ms(onnx, b, 'gpu_median_ms'))}) | {fmt(ms(parsed, b))} | "
+                f"{ratio(ms(parsed, b), nd)} | {fmt(eager, '.2f')} | {ratio(eager, nd, 'x')} | {fmt(comp)} | "
+                f"{ratio(comp, nd)} | {accuracy} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/tmp/ndpose")
+    ap.add_argument("--sizes", default="512,256", help="sizes of the default plan, in order")
+    ap.add_argument("--plan", default=None, help="SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] items (default: every size's "
+                                                 f"{', '.join(DEFAULT_ITEMS)})")
+    ap.add_argument("--opt-level", type=int, default=3, help="builder optimization level of items without one")
+    ap.add_argument("--deadline-s", type=float, default=330.0, help="start no item after this many seconds")
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--profile-iters", type=int, default=0, help="per-layer profile at batch 8 (0: none)")
+    ap.add_argument("--out", default="gpu_pose.json")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print the table from torch_pose.json and result files")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
+    return run_plan(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,484 @@
+"""HigherHRNet (bottom-up multi-person pose): the PyTorch reference and the netdef definition side by side.
+
+Both sides are built by the same helpers with the module namespace as argument (`torch.nn` or `netdef.nn`) and
+run the same forward functions with the namespace's add and concat, so attribute names - state-dict keys, HDF5
+groups, TensorRT layer names - are identical by construction and match the official implementation
+(HRNet/HigherHRNet-Human-Pose-Estimation, `PoseHigherResolutionNet`): its checkpoints export and build as they
+are. HRNet's blocks are torchvision's, so they come from networks.resnet.
+
+Outputs, chosen at define time (`outputs=`):
+- "raw": `output0` (B, 2J, H/4, W/4): J heatmaps + J tag maps, and `output1` (B, J, H/2, W/2): J heatmaps.
+- "parsed" (default): the reference's test-time steps inside the engine (`parse` below, `torch_parse` is the
+  same in torch): output0 resized to H/2 (bilinear), heatmaps averaged with output1, heatmaps and tags resized to
+  the input size; max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
+  x, y in input pixels with the reference's quarter-pixel adjustment, `tags` (B, J, k). The host groups them
+  into people (netdef.pose.grouping, netdef.pose.higherhrnet).
+torch is imported lazily (reference side only).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+import numpy as np
+
+import netdef.functional as F
+import netdef.nn as nn
+from netdef.network import Network
+from networks import register
+from networks.base import NetworkModel
+from networks.resnet import IMAGENET_MEAN, IMAGENET_STD, BasicBlock, Bottleneck, torch_classes
+
+OUTPUTS = ("parsed", "raw")
+RAW_OUTPUTS = ("output0", "output1")
+PARSED_OUTPUTS = ("scores", "keypoints", "tags")
+STRIDE = 32  # the lowest-resolution branch is 1/32 of the input: sizes must divide by it
+
+
+@dataclass(frozen=True)
+class HigherHRNetConfig:
+    """Width and depth (the experiment yaml's MODEL.EXTRA); every stage has 2, 3, 4 branches of width * 2**i."""
+
+    width: int = 32
+    stem_channels: int = 64  # conv1/conv2 width; layer1 = Bottlenecks of this many planes (4x out)
+    layer1_blocks: int = 4
+    stage_modules: tuple[int, int, int] = (1, 4, 3)  # HighResolutionModules in stage 2, 3, 4
+    stage_blocks: int = 4  # BasicBlocks per branch in every module
+    deconv_blocks: int = 4  # BasicBlocks after the deconvolution
+    deconv_kernel: int = 4
+    final_kernel: int = 1
+    num_joints: int = 17
+    input_size: tuple[int, int] = (512, 512)
+
+    def branches(self, stage: int) -> list[int]:
+        """Channels of each branch of stage 2, 3 or 4."""
+        return [self.width * 2 ** i for i in range(stage)]
+
+
+PRESETS: dict[str, HigherHRNetConfig] = {
+    "higherhrnet-w32": HigherHRNetConfig(width=32, input_size=(512, 512)),  # w32_512_adam_lr1e-3.yaml
+    "higherhrnet-w48": HigherHRNetConfig(width=48, input_size=(640, 640)),  # w48_640_adam_lr1e-3.yaml
+}
+DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}  # kernel -> (padding, output_padding), as the reference
+
+
+# --- architecture, written once for both namespaces ---------------------------------------------------
+def _conv_bn(ns: Any, cin: int, cout: int, kernel: int, stride: int, relu: bool) -> Any:
+    layers = [ns.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), ns.BatchNorm2d(cout)]
+    return ns.Sequential(*layers, ns.ReLU(inplace=True)) if relu else ns.Sequential(*layers)
+
+
+def _fuse_layer(ns: Any, channels: list[int], i: int, j: int) -> Any:
+    """Branch j brought to branch i: 1x1 conv + nearest upsampling from lower resolutions, strided 3x3 convs
+    (ReLU between, not after the last) from higher ones; None for i == j."""
+    if j > i:
+        return ns.Sequential(ns.Conv2d(channels[j], channels[i], 1, 1, 0, bias=False), ns.BatchNorm2d(channels[i]),
+                             ns.Upsample(scale_factor=2 ** (j - i), mode="nearest"))
+    if j == i:
+        return None
+    steps = i - j
+    return ns.Sequential(*[_conv_bn(ns, channels[j], channels[i] if k == steps - 1 else channels[j], 3, 2,
+                                    relu=k != steps - 1) for k in range(steps)])
+
+
+def _hr_module_layers(module: Any, ns: Any, blocks: Any, channels: list[int], num_blocks: int,
+                      multi_scale_output: bool) -> None:
+    module.branches = ns.ModuleList([ns.Sequential(*[blocks.BasicBlock(c, c) for _ in range(num_blocks)])
+                                     for c in channels])
+    n = len(channels)
+    module.fuse_layers = None if n == 1 else ns.ModuleList(
+        [ns.ModuleList([_fuse_layer(ns, channels, i, j) for j in range(n)])
+         for i in range(n if multi_scale_output else 1)])
+    module.relu = ns.ReLU(True)
+
+
+def _transition(ns: Any, previous: list[int], current: list[int]) -> Any:
+    """The reference's transition layer: a 3x3 conv where a kept branch changes width, strided 3x3 convs from
+    the last branch for each new one, None elsewhere."""
+    layers = []
+    for i, c in enumerate(current):
+        if i < len(previous):
+            layers.append(_conv_bn(ns, previous[i], c, 3, 1, True) if c != previous[i] else None)
+        else:
+            steps = i + 1 - len(previous)
+            layers.append(ns.Sequential(*[_conv_bn(ns, previous[-1], c if k == steps - 1 else previous[-1], 3, 2,
+                                                   True) for k in range(steps)]))
+    return ns.ModuleList(layers)
+
+
+def _higherhrnet_layers(model: Any, ns: Any, blocks: Any, cfg: HigherHRNetConfig) -> None:
+    stem, joints = cfg.stem_channels, cfg.num_joints
+    model.conv1 = ns.Conv2d(3, stem, 3, 2, 1, bias=False)
+    model.bn1 = ns.BatchNorm2d(stem)
+    model.conv2 = ns.Conv2d(stem, stem, 3, 2, 1, bias=False)
+    model.bn2 = ns.BatchNorm2d(stem)
+    model.relu = ns.ReLU(inplace=True)
+    model.layer1 = ns.Sequential(*[blocks.Bottleneck(stem if b == 0 else stem * 4, stem)
+                                   for b in range(cfg.layer1_blocks)])
+    previous = [stem * 4]
+    for stage, count in zip((2, 3, 4), cfg.stage_modules):
+        channels = cfg.branches(stage)
+        setattr(model, f"transition{stage - 1}", _transition(ns, previous, channels))
+        setattr(model, f"stage{stage}", ns.Sequential(*[
+            blocks.HighResolutionModule(channels, cfg.stage_blocks, stage < 4 or m < count - 1)
+            for m in range(count)]))
+        previous = channels
+    width, fk = cfg.width, cfg.final_kernel
+    model.final_layers = ns.ModuleList([ns.Conv2d(width, 2 * joints, fk, 1, fk // 2),
+                                        ns.Conv2d(width, joints, fk, 1, fk // 2)])
+    padding, output_padding = DECONV_PADDING[cfg.deconv_kernel]
+    deconv = ns.Sequential(ns.ConvTranspose2d(width + 2 * joints, width, cfg.deconv_kernel, 2, padding,
+                                              output_padding, bias=False),
+                           ns.BatchNorm2d(width), ns.ReLU(inplace=True))
+    model.deconv_layers = ns.ModuleList([ns.Sequential(
+        deconv, *[ns.Sequential(blocks.BasicBlock(width, width)) for _ in range(cfg.deconv_blocks)])])
+
+
+def _hr_module_forward(module: Any, xs: list[Any], ops: Any) -> list[Any]:
+    xs = [branch(x) for branch, x in zip(module.branches, xs)]
+    if module.fuse_layers is None:
+        return xs
+    fused = []
+    for i, row in enumerate(module.fuse_layers):
+        y = xs[0] if i == 0 else row[0](xs[0])
+        for j in range(1, len(xs)):
+            y = ops.add(y, xs[j] if i == j else row[j](xs[j]))
+        fused.append(module.relu(y))
+    return fused
+
+
+def _higherhrnet_forward(model: Any, x: Any, ops: Any) -> list[Any]:
+    """[output0 (B, 2J, H/4, W/4), output1 (B, J, H/2, W/2)], as the reference's forward."""
+    x = model.relu(model.bn1(model.conv1(x)))
+    x = model.relu(model.bn2(model.conv2(x)))
+    ys = [model.layer1(x)]
+    for transition, stage in ((model.transition1, model.stage2), (model.transition2, model.stage3),
+                              (model.transition3, model.stage4)):
+        # a new (or re-widened) branch starts from the last branch, as the reference does
+        ys = stage([ys[i] if t is None else t(ys[-1]) for i, t in enumerate(transition)])
+    x = ys[0]
+    y = model.final_layers[0](x)
+    outputs = [y]
+    for i, deconv in enumerate(model.deconv_layers):
+        x = deconv(ops.cat([x, y]))
+        y = model.final_layers[i + 1](x)
+        outputs.append(y)
+    return outputs
+
+
+# --- netdef definition ---------------------------------------------------------------------------------
+_NETDEF_OPS = SimpleNamespace(add=F.add, cat=lambda xs: F.concat(xs, 1))
+
+
+class HighResolutionModule(nn.Module):
+    def __init__(self, channels: list[int], num_blocks: int, multi_scale_output: bool = True) -> None:
+        super().__init__()
+        _hr_module_layers(self, nn, _NETDEF_BLOCKS, channels, num_blocks, multi_scale_output)
+
+    def forward(self, xs: list[Any]) -> list[Any]:
+        return _hr_module_forward(self, xs, _NETDEF_OPS)
+
+
+_NETDEF_BLOCKS = SimpleNamespace(BasicBlock=BasicBlock, Bottleneck=Bottleneck,
+                                 HighResolutionModule=HighResolutionModule)
+
+
+class PoseHigherResolutionNet(nn.Module):
+    def __init__(self, cfg: HigherHRNetConfig) -> None:
+        super().__init__()
+        _higherhrnet_layers(self, nn, _NETDEF_BLOCKS, cfg)
+
+    def forward(self, x: Any) -> list[Any]:
+        return _higherhrnet_forward(self, x, _NETDEF_OPS)
+
+
+# --- PyTorch reference (the official module names) ------------------------------------------------------
+@functools.cache
+def torch_higherhrnet_classes() -> SimpleNamespace:
+    """The torch reference classes, created on first use so the build path never imports torch."""
+    import torch
+
+    tnn = torch.nn
+    resnet = torch_classes()
+    ops = SimpleNamespace(add=lambda a, b: a + b, cat=lambda xs: torch.cat(xs, 1))
+
+    class TorchHighResolutionModule(tnn.Module):
+        def __init__(self, channels: list[int], num_blocks: int, multi_scale_output: bool = True) -> None:
+            super().__init__()
+            _hr_module_layers(self, tnn, blocks, channels, num_blocks, multi_scale_output)
+
+        def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+            return _hr_module_forward(self, xs, ops)
+
+    blocks = SimpleNamespace(BasicBlock=resnet.BasicBlock, Bottleneck=resnet.Bottleneck,
+                             HighResolutionModule=TorchHighResolutionModule)
+
+    class TorchPoseHigherResolutionNet(tnn.Module):
+        """forward -> [output0, output1]; with `postprocess` set (torch_parse), what it returns instead."""
+
+        def __init__(self, cfg: HigherHRNetConfig) -> None:
+            super().__init__()
+            _higherhrnet_layers(self, tnn, blocks, cfg)
+            self.postprocess: Any = None
+
+        def forward(self, x: torch.Tensor) -> Any:
+            outputs = _higherhrnet_forward(self, x, ops)
+            return outputs if self.postprocess is None else self.postprocess(*outputs)
+
+    return SimpleNamespace(HighResolutionModule=TorchHighResolutionModule,
+                           PoseHigherResolutionNet=TorchPoseHigherResolutionNet)
+
+
+def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> Any:
+    """An untrained torch HigherHRNet (a preset name or a config), seeded when `seed` is given, eval mode."""
+    import torch
+
+    cfg = _preset(cfg) if isinstance(cfg, str) else cfg
+    make = torch_higherhrnet_classes().PoseHigherResolutionNet
+    if seed is None:
+        return make(cfg).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make(cfg).eval()
+
+
+def torch_parse(output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
+    """The reference's test-time steps on the two outputs (what `parse` does inside the engine), in torch.
+
+    get_multi_stage_outputs (no flip): output0 resized to output1's size, heatmaps averaged, tags from
+    output0; project2image: both resized to the input size; HeatmapParser.top_k: max-pool NMS, top k per
+    joint with their tags; HeatmapParser.adjust: +0.5 and a quarter pixel towards the higher neighbour.
+    Returns scores (B, J, k), keypoints (B, J, k, 2) as x, y in input pixels, tags (B, J, k).
+    """
+    import torch
+    import torch.nn.functional as tf
+
+    joints = output1.shape[1]
+    size = tuple(output1.shape[-2:])
+    up = tf.interpolate(output0, size=size, mode="bilinear", align_corners=False)
+    heat = (up[:, :joints] + output1) / 2.0
+    height, width = 2 * size[0], 2 * size[1]
+    heat = tf.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
+    tags = tf.interpolate(up[:, joints:], size=(height, width), mode="bilinear", align_corners=False)
+    peaks = tf.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2)
+    nms = heat * torch.eq(peaks, heat).to(heat.dtype)
+    batch = heat.shape[0]
+    scores, index = nms.reshape(batch, joints, -1).topk(topk, dim=2)
+    flat_heat = heat.reshape(batch, joints, -1)
+    tag_k = torch.gather(tags.reshape(batch, joints, -1), 2, index)
+    x, y = index % width, index // width
+
+    def at(yy: Any, xx: Any) -> Any:
+        return torch.gather(flat_heat, 2, yy * width + xx)
+
+    right, left = at(y, (x + 1).clamp(max=width - 1)), at(y, (x - 1).clamp(min=0))
+    down, up_ = at((y + 1).clamp(max=height - 1), x), at((y - 1).clamp(min=0), x)
+    quarter = torch.tensor(0.25, dtype=heat.dtype)
+    kx = x.to(heat.dtype) + 0.5 + torch.where(right > left, quarter, -quarter)
+    ky = y.to(heat.dtype) + 0.5 + torch.where(down > up_, quarter, -quarter)
+    return scores, torch.stack([kx, ky], dim=-1), tag_k
+
+
+# --- in-engine post-processing ----------------------------------------------------------------------------
+def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
+    """`torch_parse`'s steps as TensorRT layers (names `parse/...`); positions in FP32 from int32 indices.
+
+    Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
+    tensors; the four neighbours of the quarter-pixel adjustment come from one gather.
+    """
+    joints = int(tuple(output1.shape)[1])
+    height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
+    with net.scope("parse"):
+        up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
+        heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
+        heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
+        tags = F.interpolate(F.slice(up, 1, joints, 2 * joints, op="up0_tags"), scale_factor=2, mode="bilinear",
+                             align_corners=False, op="tagmaps")
+        peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
+        nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
+        flat = (0, joints, height * width)
+        scores, index = F.topk(F.reshape(nms, flat, op="nms_flat"), topk, dim=2, op="topk")
+        tag_k = F.gather(F.reshape(tags, flat, op="tags_flat"), 2, index, op="tag_k")
+        y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
+        row = F.mul(y, width, op="row")
+        x = F.sub(index, row, op="x")
+        below = F.mul(F.minimum(F.add(y, 1, op="y_next"), height - 1, op="y_down"), width, op="row_down")
+        above = F.mul(F.maximum(F.sub(y, 1, op="y_prev"), 0, op="y_up"), width, op="row_up")
+        right = F.add(row, F.minimum(F.add(x, 1, op="x_next"), width - 1, op="x_right"), op="right_index")
+        left = F.add(row, F.maximum(F.sub(x, 1, op="x_prev"), 0, op="x_left"), op="left_index")
+        neighbours = F.concat([right, left, F.add(below, x, op="down_index"), F.add(above, x, op="up_index")], 2,
+                              op="neighbours")
+        values = F.gather(F.reshape(heat, flat, op="heat_flat"), 2, neighbours, op="neighbour_values")
+        right_v, left_v, down_v, up_v = F.split(values, topk, 2, op="neighbour")
+        with net.float32():
+            kx = _adjusted(x, right_v, left_v, "kx")
+            ky = _adjusted(y, down_v, up_v, "ky")
+            keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
+                                  F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
+    return scores, keypoints, tag_k
+
+
+def _adjusted(coord: Any, after: Any, before: Any, op: str) -> Any:
+    """coord + 0.5 + (0.25 if after > before else -0.25), in FP32 (pixel positions beyond 1024 need it)."""
+    quarter = F.constant(np.full((1, 1, 1), 0.25, np.float32), dtype=np.float32, op=f"{op}/quarter")
+    step = F.where(F.gt(after, before, op=f"{op}/higher"), quarter, -0.25, op=f"{op}/step")
+    return F.add(F.add(F.cast(coord, np.float32, op=f"{op}/float"), 0.5, op=f"{op}/centre"), step, op=op)
+
+
+# --- the user-facing class ---------------------------------------------------------------------------------
+def _preset(arch: str) -> HigherHRNetConfig:
+    try:
+        return PRESETS[arch]
+    except KeyError:
+        raise ValueError(f"unknown HigherHRNet arch {arch!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+def _count(keys: set[str], prefix: str) -> int:
+    """How many numbered children `prefix.N.` the keys have."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    return len({m.group(1) for k in keys if (m := pattern.match(k))})
+
+
+def infer_config(weights: Mapping[str, Any], origin: str = "weights") -> HigherHRNetConfig:
+    """Width and depth from the weight names and shapes (any config, not only the presets)."""
+    keys = set(weights.keys())
+    shape_of = getattr(weights, "shape_of", None) or (lambda k: np.shape(weights[k]))
+    needed = ("conv1.weight", "final_layers.0.weight", "final_layers.1.weight", "deconv_layers.0.0.0.weight")
+    missing = [k for k in needed if k not in keys]
+    if missing:
+        raise ValueError(f"{origin}: weights do not look like a HigherHRNet (no {', '.join(missing)})")
+    final0, final1 = shape_of("final_layers.0.weight"), shape_of("final_layers.1.weight")
+    joints = int(final1[0])
+    if int(final0[0]) != 2 * joints:
+        raise ValueError(f"{origin}: final_layers.0 has {final0[0]} outputs, expected {2 * joints} ({joints} heatmaps "
+                         "+ one tag map per joint)")
+    cfg = HigherHRNetConfig(
+        width=int(final0[1]), stem_channels=int(shape_of("conv1.weight")[0]), layer1_blocks=_count(keys, "layer1"),
+        stage_modules=tuple(_count(keys, f"stage{s}") for s in (2, 3, 4)),  # type: ignore[arg-type]
+        stage_blocks=_count(keys, "stage2.0.branches.0"), deconv_blocks=_count(keys, "deconv_layers.0") - 1,
+        deconv_kernel=int(shape_of("deconv_layers.0.0.0.weight")[2]), final_kernel=int(final0[2]),
+        num_joints=joints)
+    for name, preset in PRESETS.items():
+        if replace(preset, input_size=cfg.input_size) == cfg:
+            return preset
+    return cfg
+
+
+def check_input_size(input_size: Any, origin: str = "HigherHRNet") -> tuple[int, int]:
+    """(H, W) from an int or a pair; both multiples of 32 (HRNet's 1/32 branch must tile the input)."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+    if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
+        raise ValueError(f"{origin}: input size {h}x{w} must be positive multiples of {STRIDE}")
+    return h, w
+
+
+@register("higherhrnet-w32", "higherhrnet-w48", "higherhrnet")
+class HigherHRNet(NetworkModel):
+    """HigherHRNet rebuilt with netdef: input "input" (N, 3, H, W) ImageNet-normalized RGB; outputs per `outputs`."""
+
+    arch = "higherhrnet"
+    default_input_shape = (1, 3, 512, 512)  # what `netdef export` records and samples with
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
+                 config: HigherHRNetConfig | None = None) -> None:
+        super().__init__(weights, path)
+        origin = os.fspath(path) if path is not None else "weights"
+        self.config = config or infer_config(weights, origin)
+        attrs = getattr(weights, "attrs", {}) or {}
+        preset = next((name for name, cfg in PRESETS.items() if cfg == self.config), None)
+        self.arch = preset or str(attrs.get("arch") or "higherhrnet")
+        self._module: PoseHigherResolutionNet | None = None
+        self._defined: dict[str, Any] = {}  # the last define's output settings: what `reference()` mirrors
+
+    @classmethod
+    def torch_reference(cls, arch: str, seed: int | None = None) -> Any:
+        """An untrained torch module of a preset (what `netdef export` loads a checkpoint into)."""
+        return torch_higherhrnet(arch if arch in PRESETS else "higherhrnet-w32", seed)
+
+    def module(self) -> PoseHigherResolutionNet:
+        """The netdef module tree with weights loaded (every problem with the weights reported at once)."""
+        if self._module is None:
+            origin = os.fspath(self.path) if self.path is not None else "weights"
+            self._module = PoseHigherResolutionNet(self.config)
+            self._module.load_weights(self.weights, origin=origin)
+        return self._module
+
+    def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
+               outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
+               skip: tuple[str, ...] = (), **options: Any) -> Network:
+        """The definition for one input size (H, W multiples of 32) with a dynamic batch.
+
+        int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
+        post-processing stays in floating point.
+        """
+        if options:
+            raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
+        if nms_kernel < 1 or nms_kernel % 2 == 0:
+            raise ValueError(f"nms_kernel={nms_kernel}: expected an odd size (the reference pads by (k - 1) / 2)")
+        h, w = check_input_size(input_size or self.config.input_size, self.arch)
+        if not 0 < topk <= h * w:
+            raise ValueError(f"topk={topk}: expected 1..{h * w} candidates per joint")
+        model = self.module()
+        with Network(f"{self.arch}-{h}x{w}", precision, fp16_io) as net:
+            x = net.add_input(self.input_name, (-1, 3, h, w))
+            output0, output1 = model(x)
+            if outputs == "raw":
+                results: tuple[Any, ...] = (output0, output1)
+            else:
+                results = parse(net, output0, output1, topk, nms_kernel)
+            for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
+                net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
+            if precision == "int8":
+                from netdef import quantize
+
+                # the parse stays in floating point (its heatmap sum would otherwise count as a residual add)
+                quantize.apply(net, calibration, tuple(skip) + ("parse",),
+                               weights=self.path if self.path is not None else self.weights)
+        net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
+                        mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
+        self._defined = {"outputs": outputs}
+        if outputs == "parsed":
+            self._defined.update(topk=int(topk), nms_kernel=int(nms_kernel))
+            net.meta.update(topk=int(topk), nms_kernel=int(nms_kernel))
+        return net
+
+    def reference(self, outputs: str | None = None, topk: int | None = None, nms_kernel: int | None = None) -> Any:
+        """The torch module with these weights (float32, eval); outputs="parsed" ends it with `torch_parse`.
+
+        Settings not given are the last `define`'s (raw outputs before any), so `netdef verify` compares like
+        with like.
+        """
+        import torch
+
+        outputs = outputs or self._defined.get("outputs", "raw")
+        topk = topk or self._defined.get("topk", 30)
+        nms_kernel = nms_kernel or self._defined.get("nms_kernel", 5)
+        model = torch_higherhrnet(self.config)
+        names = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+        missing = [k for k in names if k not in self.weights]
+        if missing:
+            raise ValueError(f"{self.path or 'weights'}: reference {self.arch} needs {missing[:5]} (and "
+                             f"{max(0, len(missing) - 5)} more)")
+        model.load_state_dict({k: torch.from_numpy(np.asarray(self.weights[k], dtype=np.float32)) for k in names},
+                              strict=False)
+        if outputs == "parsed":
+            model.postprocess = functools.partial(torch_parse, topk=topk, nms_kernel=nms_kernel)
+        return model.eval()
+
+    def preprocess(self, image: Any, input_size: tuple[int, int]) -> np.ndarray:
+        """One image as the engine's input (3, H, W): letterboxed, normalized (INT8 calibration on image folders)."""
+        from netdef.pose.higherhrnet import preprocess
+
+        return preprocess(image, input_size, self.mean, self.std)[0]
+
+    def sample_input(self, batch: int = 1, input_size: Any = None, seed: int = 0) -> np.ndarray:
+        """A normalized random image batch (N, 3, H, W), float32."""
+        h, w = check_input_size(input_size or self.config.input_size, self.arch)
+        return np.random.default_rng(seed).standard_normal((batch, 3, h, w)).astype(np.float32)

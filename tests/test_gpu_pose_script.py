@@ -1,0 +1,49 @@
+"""bench/gpu_pose.py's host-side parts (no GPU): the parsed-output check and the merged table."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load_script():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("gpu_pose", BENCH / "gpu_pose.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_parsed_check_counts_shared_positions_and_sorted_scores():
+    script = load_script()
+    rng = np.random.default_rng(0)
+    refs = {"b2_scores": np.sort(rng.random((2, 17, 30)))[..., ::-1],
+            "b2_keypoints": rng.integers(0, 500, (2, 17, 30, 2)) + 0.75, "b2_tags": rng.standard_normal((2, 17, 30))}
+    same = {n: refs[f"b2_{n}"] for n in ("scores", "keypoints", "tags")}
+    check = script.parsed_check(same, refs, 2)
+    assert check["positions_shared"] == 1.0 and check["scores_rel_err"] == 0 and check["tags_rel_err"] == 0
+    moved = dict(same, keypoints=same["keypoints"] + np.where(np.arange(30) < 15, 0, 3)[None, None, :, None])
+    assert script.parsed_check(moved, refs, 2)["positions_shared"] == 0.5
+
+
+def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
+    script = load_script()
+    timing = {"median_ms": 2.0, "gpu_median_ms": 1.8, "rel_err": 1e-3, "cosine": 0.99999}
+    rows = [{"size": 512, "precision": "fp16", "path": p, "outputs": o, "opt_level": 3,
+             **{f"b{b}": dict(timing, median_ms=m * b) for b in (1, 8)}}
+            for p, o, m in (("netdef", "raw", 2.0), ("onnx", "raw", 2.2), ("netdef", "parsed", 2.1))]
+    rows[2]["b1"].update(scores_rel_err=1e-3, positions_shared=0.9, tags_rel_err=1e-3)
+    rows.append({"size": 512, "precision": "int8", "path": "netdef", "outputs": "raw", "opt_level": 1,
+                 "error": "BuildError: no"})
+    (tmp_path / "trt.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "torch.json").write_text(json.dumps({"torch_timings": {"eager_fp16_512_b1": {"median_ms": 20.0}}}))
+    text = script.table([str(tmp_path / "torch.json"), str(tmp_path / "trt.json")])
+    first = text.splitlines()[2]
+    assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | "
+                            "20.00 | 10.00x")
+    assert "positions 0.900" in first and "BuildError: no" in text

@@ -1,0 +1,265 @@
+"""HigherHRNet: official names, the whole network and its in-engine parsing against PyTorch in float64, engine
+builds, INT8, checkpoint export, grouping into people on synthetic maps, and `netdef infer` on a pose engine."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import networks
+from netdef.engine import BuildSettings, save_engine
+from netdef.executor import execute
+from netdef.network import Network
+from netdef.pose.grouping import GroupingSettings, group, match_by_tag, refine
+from netdef.verify import compare, verify_network
+from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, infer_config,
+                                  parse, torch_higherhrnet)
+from networks.resnet import random_bn_init
+
+torch.set_num_threads(2)
+SMALL = HigherHRNetConfig(width=8, stem_channels=8, layer1_blocks=1, stage_modules=(1, 2, 1), stage_blocks=1,
+                          deconv_blocks=1)
+SIZE = (64, 96)  # non-square, multiples of 32
+LAYER_SIZE = (32, 64)  # the smallest non-square size (float64 convolutions on the CPU are slow)
+TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3}
+
+
+def numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def small() -> HigherHRNet:
+    """A small-width HigherHRNet with realistic BatchNorm statistics (all four stages, every fuse kind)."""
+    return HigherHRNet(numpy_state(random_bn_init(torch_higherhrnet(SMALL, seed=0), seed=1)))
+
+
+# --- names --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", list(PRESETS))
+def test_parameter_names_are_the_official_ones(arch: str) -> None:
+    state = torch_higherhrnet(arch).state_dict()
+    assert len(state) == 1810  # PoseHigherResolutionNet's count for both experiment configs, num_batches_tracked incl.
+    width = PRESETS[arch].width
+    for key, shape in (("transition1.0.0.weight", (width, 256, 3, 3)),
+                       ("transition3.3.0.0.weight", (8 * width, 4 * width, 3, 3)),
+                       ("stage4.0.fuse_layers.3.0.2.1.running_var", (8 * width,)),
+                       ("stage4.2.fuse_layers.0.3.0.weight", (width, 8 * width, 1, 1)),
+                       ("deconv_layers.0.0.0.weight", (width + 34, width, 4, 4)),
+                       ("deconv_layers.0.4.0.conv2.weight", (width, width, 3, 3)), ("final_layers.1.bias", (17,))):
+        assert tuple(state[key].shape) == shape, key
+    assert "stage4.2.fuse_layers.1.0.0.0.weight" not in state  # the last module fuses into the first branch only
+    netdef_names = {k: p.shape for k, p in PoseHigherResolutionNet(PRESETS[arch]).named_parameters()}
+    assert netdef_names == {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert infer_config(state) == PRESETS[arch] and HigherHRNet(state).arch == arch
+    assert networks.get(arch) is HigherHRNet
+
+
+# --- the network against PyTorch -------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_raw_outputs_match_pytorch_layer_by_layer(small: HigherHRNet, precision: str) -> None:
+    assert small.config == SMALL and small.arch == "higherhrnet"
+    net = small.define(precision, LAYER_SIZE, outputs="raw")
+    reference = small.reference()
+    for batch, seed in ((1, 11), (3, 12)) if precision == "fp32" else ((2, 13),):
+        report = verify_network(net, reference, small.sample_input(batch, LAYER_SIZE, seed=seed))
+        where = f"{precision} batch {batch}"
+        assert [c.name for c in report.outputs] == ["output0", "output1"], where
+        assert report.ok, f"{where}: {report.first_failure}"
+        assert [c.shape for c in report.outputs] == [(batch, 34, 8, 16), (batch, 17, 16, 32)]
+        assert len(report.layers) > 100 and not report.unmatched, f"{where}: unmatched {report.unmatched}"
+        assert 0 < report.worst.rel <= TOLERANCE[precision], f"{where}: worst layer {report.worst}"
+
+
+@pytest.mark.parametrize("topk,nms_kernel", [(30, 5), (7, 3)])
+def test_parsed_outputs_are_the_reference_steps(small: HigherHRNet, topk: int, nms_kernel: int) -> None:
+    net = small.define("fp32", LAYER_SIZE, topk=topk, nms_kernel=nms_kernel)
+    assert net.output_names == ["scores", "keypoints", "tags"] and net.meta["outputs_kind"] == "parsed"
+    report = verify_network(net, small.reference(), small.sample_input(2, LAYER_SIZE, seed=5))  # as last defined
+    scores, keypoints, tags = report.outputs
+    assert report.ok and scores.shape == tags.shape == (2, 17, topk) and keypoints.shape == (2, 17, topk, 2)
+    assert keypoints.max_abs == 0  # same peaks, same order, same quarter-pixel steps
+    assert scores.rel <= 1e-5 and tags.rel <= 1e-5
+
+
+def parse_network(joints: int, height: int, width: int) -> Network:
+    """The parse alone, fed the two raw outputs as inputs."""
+    with Network("parse") as net:
+        o0 = net.add_input("output0", (-1, 2 * joints, height // 4, width // 4))
+        o1 = net.add_input("output1", (-1, joints, height // 2, width // 2))
+        for name, tensor in zip(("scores", "keypoints", "tags"), parse(net, o0, o1)):
+            net.mark_output(tensor, name)
+    return net
+
+
+def synthetic_people(height: int, width: int, people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw outputs with one Gaussian per person and joint (off the pixel grid) and one tag value per person.
+
+    Returns output0, output1 and the true positions (people, 17, 2) in input pixels (continuous coordinates).
+    """
+    rng = np.random.default_rng(seed)
+    hh, hw = height // 2, width // 2
+    truth = np.zeros((people, 17, 2))
+    output0 = np.zeros((1, 34, height // 4, width // 4), np.float32)
+    output1 = np.zeros((1, 17, hh, hw), np.float32)
+    yy, xx = np.mgrid[0:hh, 0:hw]
+    qy, qx = np.mgrid[0:height // 4, 0:width // 4]
+    for j in range(17):
+        placed: list[np.ndarray] = []
+        while len(placed) < people:  # joints of one kind at least 9 half-res pixels apart
+            c = rng.uniform(4, [hw - 5, hh - 5])
+            if all(np.hypot(*(c - p)) >= 9 for p in placed):
+                placed.append(c)
+        nearest = np.argmin([np.hypot(qx + 0.5 - (c[0] + 0.5) / 2, qy + 0.5 - (c[1] + 0.5) / 2) for c in placed], 0)
+        output0[0, 17 + j] = 3.0 * nearest  # tags: person p's Voronoi cell around its joint reads 3p
+        for p, (cx, cy) in enumerate(placed):
+            output1[0, j] += rng.uniform(0.6, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.5 ** 2))
+            truth[p, j] = 2 * (np.array([cx, cy]) + 0.5)  # a half-res index -> continuous input pixels
+    return output0, output1, truth
+
+
+def test_parse_and_grouping_find_planted_people() -> None:
+    height, width, people = 128, 160, 3
+    output0, output1, truth = synthetic_people(height, width, people, seed=3)
+    net = parse_network(17, height, width)
+    found = execute(net.definition, {"output0": output0, "output1": output1})
+    scores, keypoints, tags = (found[n].numpy()[0] for n in ("scores", "keypoints", "tags"))
+    assert (scores[:, :people] > 0.25).all() and (scores[:, people:] < 0.1).all()  # one peak per blob
+    result = group(scores, keypoints, tags)
+    assert len(result) == people
+    for joints, score in result:
+        p = int(np.argmin(np.abs(truth[:, 0] - joints[0, :2]).sum(1)))  # which planted person this is
+        assert (joints[:, 2] > 0.25).all() and score == pytest.approx(joints[:, 2].mean())
+        assert np.abs(joints[:, :2] - truth[p]).max() <= 0.5  # the quarter-pixel step lands within half a pixel
+
+
+def test_grouping_by_tags_refinement_and_strays() -> None:
+    rng = np.random.default_rng(0)
+    k, people = 10, 3
+    scores = rng.uniform(0.0, 0.05, (17, k))  # weak candidates everywhere
+    keypoints = rng.uniform(0, 200, (17, k, 2))
+    tags = rng.uniform(20, 30, (17, k))
+    truth = rng.uniform(0, 200, (people, 17, 2))
+    for p in range(people):  # person p: candidate slot p of every joint, tags near 3p
+        scores[:, p], keypoints[:, p] = rng.uniform(0.5, 1, 17), truth[p]
+        tags[:, p] = 3.0 * p + rng.uniform(-0.3, 0.3, 17)
+    scores[8, 1] = 0.08  # below the detection threshold: matching skips it, refinement finds it
+    scores[4, people], tags[4, people] = 0.9, -40.0  # a strong candidate whose tag matches nobody
+    matched = match_by_tag(scores, keypoints, tags)
+    assert matched.shape == (people + 1, 17, 4)
+    by_tag = {round(float(np.median(m[m[:, 2] > 0, 3]))): m for m in matched}
+    assert sorted(by_tag) == [-40, 0, 3, 6]
+    assert (by_tag[-40][:, 2] > 0).sum() == 1 and by_tag[-40][4, 2] == pytest.approx(0.9)
+    for p in range(people):
+        found = by_tag[3 * p][:, 2] > 0
+        np.testing.assert_allclose(by_tag[3 * p][found, :2], truth[p, found])
+        assert found.sum() == (16 if p == 1 else 17)
+    refined = refine(by_tag[3], scores, keypoints, tags)
+    assert refined[8, 2] == pytest.approx(0.08) and np.allclose(refined[8, :2], truth[1, 8])
+    people_found = group(scores, keypoints, tags)  # refinement also fills the stray's joints, as the reference's does
+    assert sorted(int((j[:, 2] > 0).sum()) for j, _ in people_found) == [17, 17, 17, 17]
+    unrefined = group(scores, keypoints, tags, GroupingSettings(refine=False))
+    assert sorted(int((j[:, 2] > 0).sum()) for j, _ in unrefined) == [1, 16, 17, 17]
+
+
+# --- engines, INT8, export ----------------------------------------------------------------------------------
+def test_engines_build_raw_and_parsed(small: HigherHRNet) -> None:
+    for outputs, shapes in (("raw", [[4, 34, 16, 24], [4, 17, 32, 48]]), ("parsed", [[4, 17, 30], [4, 17, 30, 2],
+                                                                                      [4, 17, 30]])):
+        for precision in ("fp32", "fp16"):
+            plan = small.build(precision, batch=(1, 2, 4), input_size=SIZE, outputs=outputs,
+                               settings=BuildSettings(precision=precision, batch=(1, 2, 4), progress=False))
+            assert [o["max"] for o in plan.meta["outputs"]] == shapes, (outputs, precision)
+            assert plan.meta["arch"] == "higherhrnet" and plan.meta["outputs_kind"] == outputs
+
+
+def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) -> None:
+    from netdef.quantize import calibrate, load_data, preprocessing_for
+
+    for i in range(3):  # calibration on an image folder goes through the network's own preprocessing
+        pixels = np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    images = load_data(tmp_path, (3, *SIZE), preprocessing_for(small))
+    np.testing.assert_allclose(next(images.batches(3))[1], small.preprocess(str(tmp_path / "1.png"), SIZE))
+    cache = calibrate(small, tmp_path, input_size=SIZE, progress=False)
+    net = small.define("int8", SIZE, outputs="raw", calibration=cache.amax)  # the parsed definition's amax serve raw
+    net.finalize()
+    assert net.meta["int8"]["quantized_tensors"] > 50
+    x = small.sample_input(2, SIZE, seed=22)
+    produced = execute(net.definition, {"input": x}, dtype=torch.float64)
+    with torch.no_grad():
+        expected = small.reference().double()(torch.from_numpy(x).double())
+    for name, ref in zip(("output0", "output1"), expected):
+        assert 0.95 <= compare(produced[name], ref)[2] < 0.9999  # cosine: quantized, and still the same maps
+    plan = net.build(BuildSettings(precision="int8", batch=(1, 2, 2), progress=False))
+    assert plan.meta["precision"] == "int8"
+    parsed = small.define("int8", SIZE, calibration=cache.amax)
+    parsed.finalize()
+    d = parsed.definition
+    quantized = [d.get_layer(i).name for i in range(d.num_layers) if d.get_layer(i).type.name == "QUANTIZE"]
+    assert len(quantized) > 50 and not [n for n in quantized if n.startswith("parse")]  # the parse stays float
+
+
+@pytest.mark.slow
+def test_official_checkpoint_exports_and_builds(tmp_path) -> None:
+    from netdef.cli import main
+
+    reference = random_bn_init(torch_higherhrnet("higherhrnet-w32", seed=2), seed=3)
+    torch.save(reference.state_dict(), tmp_path / "pose_higher_hrnet_w32_512.pth")
+    out = tmp_path / "w32.h5"
+    assert main(["export", "--arch", "higherhrnet-w32", "--checkpoint", str(tmp_path / "pose_higher_hrnet_w32_512.pth"),
+                 "--out", str(out), "--no-progress"]) == 0
+    model = HigherHRNet.from_hdf5(out)
+    assert model.arch == "higherhrnet-w32" and model.config == PRESETS["higherhrnet-w32"]
+    x = model.sample_input(1, (64, 64), seed=4)
+    net = model.define("fp32", (64, 64), outputs="raw")  # the Network keeps the weight arrays alive
+    produced = execute(net, {"input": x})
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x))
+    for name, ref in zip(("output0", "output1"), expected):
+        assert compare(produced[name], ref)[1] <= 1e-5
+    plan = model.build("fp16", input_size=(64, 64), settings=BuildSettings(precision="fp16", progress=False))
+    assert plan.meta["arch"] == "higherhrnet-w32" and len(plan.data) > 50e6 / 2
+
+
+def test_bad_sizes_options_and_weights_are_refused(small: HigherHRNet) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        small.define("fp32", (100, 96))
+    with pytest.raises(ValueError, match="outputs='boxes'"):
+        small.define("fp32", SIZE, outputs="boxes")
+    with pytest.raises(ValueError, match="odd size"):
+        small.define("fp32", SIZE, nms_kernel=4)
+    with pytest.raises(ValueError, match="not look like a HigherHRNet .no final_layers.1.weight"):
+        HigherHRNet({k: v for k, v in small.weights.items() if not k.startswith("final_layers.1")})
+
+
+# --- netdef infer on a pose engine --------------------------------------------------------------------------
+def test_infer_prints_and_draws_people(tmp_path, small: HigherHRNet, capsys) -> None:
+    from netdef.cli import main
+    from netdef.pose.higherhrnet import estimate, preprocess
+    from netdef.runtime.session import InferenceSession
+    from weights_export.hdf5 import write_weights
+
+    h5 = tmp_path / "small.h5"
+    write_weights(h5, small.weights, root_attrs={"arch": "higherhrnet"})
+    engine = save_engine(HigherHRNet.from_hdf5(h5).build(input_size=(96, 128), settings=BuildSettings(progress=False)),
+                         tmp_path / "pose.engine")
+    image, drawn, report = tmp_path / "people.png", tmp_path / "drawn.png", tmp_path / "people.json"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(image)
+    assert main(["infer", str(engine), "--executor", "netdef", "--weights", str(h5), "--image", str(image),
+                 "--save", str(drawn), "--json", str(report)]) == 0
+    found = json.loads(report.read_text())["results"][0]["people"]
+    assert f"{len(found)} people" in capsys.readouterr().out and found
+    net = HigherHRNet.from_hdf5(h5).define("fp32", (96, 128))
+    with InferenceSession.from_definition(net) as session:
+        expected = estimate(session, [str(image)])[0]
+    assert [p.as_dict() for p in expected] == found
+    info = preprocess(str(image), (96, 128))[1]
+    low = np.array([-info.pad_x, -info.pad_y]) / info.scale  # the input's corners in image pixels
+    high = (np.array([128, 96]) - [info.pad_x, info.pad_y]) / info.scale
+    for person in expected:  # keypoints mapped from input pixels back to the 90x60 image's
+        xy = person.keypoints[person.found(), :2]
+        assert (xy >= low).all() and (xy <= high).all() and (xy[:, 0] > 1).any() and (xy[:, 0] < 89).any()
+    assert (np.asarray(Image.open(drawn).convert("RGB")) != np.asarray(Image.open(image).convert("RGB"))).any()
