@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("info", "export", "build", "verify", "calibrate", "infer", "bench", "demo")
+COMMANDS = ("info", "export", "build", "verify", "calibrate", "infer", "bench", "demo", "serve", "triton_repo")
 
 
 def make_parser() -> argparse.ArgumentParser:
