@@ -140,7 +140,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_eight_clients_over_http_and_grpc_get_their_own_results(server, artifacts):
-    from netdef.runtime.factory import open_session
+    from netdef.cli import make_parser
+    from netdef.commands.serve import session_opener
 
     inputs = _requests()
     results: dict[int, np.ndarray] = {}
@@ -154,7 +155,8 @@ def test_eight_clients_over_http_and_grpc_get_their_own_results(server, artifact
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 200 small batches: one thread is fastest, on busy cores by far
     try:
-        with open_session(artifacts["engine"], "netdef", weights=artifacts["h5"]) as session:
+        args = make_parser().parse_args(["serve", artifacts["engine"], "--executor", "netdef", "--weights", artifacts["h5"]])
+        with session_opener(args, artifacts["engine"])(None) as session:  # as the server opens its instances
             direct = [session.infer(x)["logits"] for x in inputs]
     finally:
         torch.set_num_threads(threads)
