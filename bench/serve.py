@@ -6,9 +6,9 @@ runtime throughput (one InferenceSession, host batch of --raw-batch in and out, 
 then one Triton server with every variant bound at once (dynamic batching on/off x 1 and 2 instances on GPU 0,
 and 2 instances on 2 GPUs when two are visible), loaded by 1, 16 and 64 concurrent gRPC clients (threads in
 --client-procs separate processes, so no client shares the server's interpreter) sending batch-1 requests.
-Throughput counts responses completed in the measuring window; latency is per request at the client. The
-target: >= 80% of raw throughput at 64 clients with dynamic batching. Prints a table, writes JSON after
-every row (--out), so a run cut short keeps what it measured.
+Throughput counts responses completed in the measuring window (after --warmup of load), latency is theirs
+at the client. The target: >= 80% of raw throughput at 64 clients with dynamic batching. Prints a table,
+writes JSON after every row (--out), so a run cut short keeps what it measured.
 
 GPU machine (Python 3.10 + TensorRT 8.6 bundle with the serve wheels, see README "Serving"):
     PYTHONPATH=. /tmp/gpu-trt/python bench/serve.py --work /tmp/sb --build-only       # engines (cached in --work)
@@ -137,7 +137,6 @@ def run_clients(url: str, protocol: str, job: dict[str, Any]) -> dict[str, Any]:
         import tritonclient.http as module
     latencies: list[float] = []
     errors: list[str] = []
-    done = [0]
     lock = threading.Lock()
 
     timeout = {"client_timeout": 60.0} if protocol == "grpc" else {}  # a stuck server fails the row, not the run
@@ -159,7 +158,7 @@ def run_clients(url: str, protocol: str, job: dict[str, Any]) -> dict[str, Any]:
                     break
                 client.infer(job["model"], [inp], outputs=outputs, **timeout)
                 t1 = time.time()
-                if t0 >= job["measure_from"] and t1 <= job["measure_to"]:
+                if job["measure_from"] <= t1 <= job["measure_to"]:  # completed in the window: throughput, latency
                     mine.append(t1 - t0)
         except Exception as exc:
             with lock:
@@ -168,7 +167,6 @@ def run_clients(url: str, protocol: str, job: dict[str, Any]) -> dict[str, Any]:
             client.close()
         with lock:
             latencies.extend(mine)
-            done[0] += len(mine)
 
     threads = [threading.Thread(target=one_client, args=(job["seed"] + i,)) for i in range(job["threads"])]
     for t in threads:

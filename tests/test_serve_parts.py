@@ -188,6 +188,14 @@ def test_prepare_puts_libpython_first_once_and_keeps_the_rest(monkeypatch):
     assert all(os.access(p, os.X_OK) for p in environment.server_files(environment.pytriton_root()))
 
 
+def test_without_pytriton_serving_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pytriton", None)  # as if not installed
+    with pytest.raises(environment.ServeEnvironmentError, match=r"pip install 'netdef-trt\[serve\]'"):
+        environment.prepare_server_environment()
+
+
 def test_files_unpacked_without_modes_are_made_executable(tmp_path):
     tool = tmp_path / "tritonserver"
     tool.write_text("#!/bin/sh\n")

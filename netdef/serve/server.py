@@ -129,7 +129,7 @@ class ModelServer:
             batching = (f"batch up to {sig.max_batch_size}, " + (f"dynamic batching (preferred "
                         f"{sig.preferred_batch_sizes()}, max queue delay {m.max_queue_delay_us} us)"
                         if m.dynamic_batching else "no dynamic batching")) if sig.batched else "no batch dim"
-            devices = ", ".join(str(d or "default") for d in m.devices)
+            devices = ", ".join(f"GPU {d}" if str(d).isdigit() else str(d or "cpu") for d in m.devices)
             lines.append(f"{m.name}: {len(m.devices)} instance(s) on {devices}; {batching}; "
                          f"{self.urls()['http']}/v2/models/{m.name}")
         lines += [f"{kind:<8}{url}" for kind, url in self.urls().items()]
