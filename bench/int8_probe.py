@@ -27,20 +27,9 @@ from netdef.quantize import apply  # noqa: E402
 
 def random_resnet_weights(arch: str) -> dict[str, np.ndarray]:
     """Shapes from the netdef ResNet definition itself, values random (BN statistics realistic)."""
-    from networks.resnet import ResNetModule, _arch
+    from networks.resnet import random_weights
 
-    rng = np.random.default_rng(0)
-    module = ResNetModule(*_arch(arch), 10)
-    out = {}
-    for name, p in module.named_parameters():
-        if name.endswith("running_var"):
-            out[name] = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
-        elif name.endswith("weight") and len(p.shape) == 1:
-            out[name] = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
-        else:
-            fan_in = int(np.prod(p.shape[1:])) if len(p.shape) > 1 else 1
-            out[name] = (rng.standard_normal(p.shape) / np.sqrt(fan_in)).astype(np.float32)
-    return out
+    return random_weights(arch, num_classes=10)
 
 
 def uniform_amax(make_net) -> dict[str, float]:

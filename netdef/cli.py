@@ -8,9 +8,9 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("info", "export", "build", "verify", "calibrate", "infer", "bench", "demo")
+COMMANDS = ("info", "export", "build", "verify", "calibrate", "infer", "bench", "demo", "serve", "triton_repo")
 # commands that define, build or run networks: they take --plugin MODULE (custom layers the user trusts)
-PLUGIN_COMMANDS = ("build", "verify", "calibrate", "infer", "bench", "demo")
+PLUGIN_COMMANDS = ("build", "verify", "calibrate", "infer", "bench", "demo", "serve")
 
 
 def make_parser() -> argparse.ArgumentParser:

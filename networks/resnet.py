@@ -195,6 +195,22 @@ def random_bn_init(module: Any, seed: int = 0) -> Any:
     return module
 
 
+def random_weights(arch: str, num_classes: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights by name for `arch` without torch (benchmarks on the GPU machine's TensorRT Python):
+    shapes from the netdef definition, convolutions scaled by fan-in, BatchNorm statistics as random_bn_init."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, p in ResNetModule(*_arch(arch), num_classes).named_parameters():
+        if name.endswith("running_var"):
+            out[name] = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
+        elif name.endswith("weight") and len(p.shape) == 1:
+            out[name] = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
+        else:
+            fan_in = int(np.prod(p.shape[1:])) if len(p.shape) > 1 else 1
+            out[name] = (rng.standard_normal(p.shape) / np.sqrt(fan_in)).astype(np.float32)
+    return out
+
+
 # --- the user-facing class ---------------------------------------------------------------------------------
 def _arch(arch: str) -> tuple[str, tuple[int, int, int, int]]:
     try:

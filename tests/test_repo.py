@@ -13,6 +13,16 @@ REMOVED_APIS = re.compile(r"max_batch_size|build_cuda_engine|\.build_engine\(|ge
                           r"int8_calibrator")
 
 
+# Triton's model config has a field of its own named max_batch_size (not TensorRT's removed builder attribute)
+TRITON_SERVING = ROOT / "netdef" / "serve"
+
+
+def removed_api_in(path: Path, line: str) -> bool:
+    if path.is_relative_to(TRITON_SERVING):
+        line = line.replace("max_batch_size", "")
+    return bool(REMOVED_APIS.search(line))
+
+
 def python_files():
     for pkg in PACKAGES:
         yield from (ROOT / pkg).rglob("*.py")
@@ -32,7 +42,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_no_tensorrt_api_removed_in_10_or_11():
     hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
             for path in python_files() for n, line in enumerate(path.read_text().splitlines(), 1)
-            if REMOVED_APIS.search(line) and not line.strip().startswith("#")]
+            if removed_api_in(path, line) and not line.strip().startswith("#")]
     assert hits == []
 
 

@@ -4,6 +4,8 @@ by-name shapes and addresses, zero copy from device arrays, outputs into caller 
 capture/replay and its clean fallback, freeing everything on close."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,71 @@ def test_two_sessions_on_two_engines_have_their_own_streams(fake_cuda, net, weig
         ra, rb = ha.wait(), hb.wait()
         assert rel_err(ra["sum"], tiny_reference(weights, fa["x"], fa["y"])["sum"]) < 1e-5
         assert rel_err(rb["sum"], tiny_reference(weights, fb["x"], fb["y"])["sum"]) < 1e-5
+
+
+class _PerThreadDevice(FakeCudart):
+    """Records the current device per thread, as the CUDA runtime keeps it, at each copy and launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self.copy_devices: list[int] = []
+
+    def cudaSetDevice(self, device: int) -> tuple:
+        self.local.device = device
+        return super().cudaSetDevice(device)
+
+    def current(self) -> int:
+        return getattr(self.local, "device", 0)
+
+    def cudaMemcpyAsync(self, *args) -> tuple:
+        self.copy_devices.append(self.current())
+        return super().cudaMemcpyAsync(*args)
+
+
+def test_a_session_on_gpu_1_works_from_another_thread(net, weights, monkeypatch):
+    """A server opens a session in one thread and calls it from an instance thread, whose current device is
+    still 0: every call must make the session's GPU current. The engine is deserialized on that GPU too."""
+    import netdef.engine
+
+    fake = _PerThreadDevice()
+    previous = cuda.use_cudart(fake)
+    loaded_on = []
+
+    def load_engine(path, check_binding=True):
+        loaded_on.append(fake.current())
+        return netdef.engine.LoadedEngine(FakeEngine(net, BATCH, fake), None, {}, path)
+
+    monkeypatch.setattr(netdef.engine, "load_engine", load_engine)
+    try:
+        session = InferenceSession.from_engine("gpu1.engine", device=1)
+        assert loaded_on == [1]
+        feeds = _feeds(2, 5)
+        results = []
+        worker = threading.Thread(target=lambda: results.append(session.infer(feeds)))
+        worker.start()
+        worker.join()
+        assert fake.copy_devices and set(fake.copy_devices) == {1}
+        assert rel_err(results[0]["sum"], tiny_reference(weights, feeds["x"], feeds["y"])["sum"]) < 1e-5
+        session.close()
+    finally:
+        cuda.use_cudart(previous)
+
+
+def test_an_input_filled_in_its_staging_buffer_is_not_copied_again(fake_cuda, net, weights, monkeypatch):
+    copies = []
+    real_copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda dst, src, **kw: (copies.append(dst.shape), real_copyto(dst, src, **kw)))
+    feeds = _feeds(3, 8)
+    with _session(net, fake_cuda) as s:
+        staged = s.input_buffer("x", (3, C_IN, SIZE, SIZE))
+        assert staged.ctypes.data == s.backend.buffers["x"].host.ptr  # the pinned buffer itself
+        np.concatenate([feeds["x"][:1], feeds["x"][1:]], out=staged)
+        out = s.infer({"x": staged, "y": feeds["y"]})
+        assert copies == [feeds["y"].shape]  # only y went through a host-side copy
+        assert rel_err(out["sum"], tiny_reference(weights, feeds["x"], feeds["y"])["sum"]) < 1e-5
+        with pytest.raises(KeyError, match="no input 'sum'"):
+            s.input_buffer("sum", (3, C_OUT, SIZE, SIZE))
+        with pytest.raises(ValueError, match="the pinned buffer holds"):
+            s.input_buffer("x", (6, C_IN, SIZE, SIZE))
+    assert InferenceSession.from_definition(net, batch=BATCH).input_buffer("x", (1, C_IN, SIZE, SIZE)) is None

@@ -32,6 +32,10 @@ class Backend:
     def enqueue(self, inputs: Mapping[str, np.ndarray | DeviceArray], out: Mapping[str, Any]) -> Finisher:
         raise NotImplementedError
 
+    def input_buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A host array of `shape` that the next enqueue reads without copying (None: this backend has none)."""
+        return None
+
     def memory(self) -> dict[str, int]:
         """Bytes of device memory this backend holds, by purpose."""
         return {}
@@ -123,14 +127,15 @@ class TensorRTBackend(Backend):
     name, `execute_async_v3` runs on the stream, outputs are copied back (or written into the caller's
     device arrays). With `graph=True` the enqueue is captured into a CUDA graph per shape/address
     combination and replayed; where capture fails the backend logs why and launches normally.
+    With `device`, every call makes that GPU current first: the current device is per thread, and a
+    server calls a session from its own worker thread, not the one that opened it.
     """
 
     kind = "tensorrt"
 
     def __init__(self, engine: Any, name: str = "engine", graph: bool = False, device: int | None = None) -> None:
-        self.engine, self.name = engine, name
-        if device is not None:
-            cuda.set_device(device)
+        self.engine, self.name, self.device = engine, name, device
+        self._use_device()
         self.profile = _claim_profile(engine, name)
         try:
             self.stream = cuda.Stream()
@@ -158,8 +163,13 @@ class TensorRTBackend(Backend):
         self.graph_launches = 0
         self.tensor_addresses: dict[str, int] = {}  # what the last enqueue bound, by name (zero-copy checks)
 
+    def _use_device(self) -> None:
+        if self.device is not None:
+            cuda.set_device(self.device)
+
     # --- one inference ---
     def enqueue(self, inputs: Mapping[str, np.ndarray | DeviceArray], out: Mapping[str, Any]) -> Finisher:
+        self._use_device()
         ctx, stream = self.context, self.stream
         addresses: dict[str, int] = {}
         for spec in self.specs:
@@ -170,7 +180,9 @@ class TensorRTBackend(Backend):
             if isinstance(value, DeviceArray):
                 addresses[spec.name] = value.ptr  # zero copy: TensorRT reads the caller's memory
             else:
-                np.copyto(buf.host_view(value.shape), value)
+                staged = buf.host_view(value.shape)
+                if value.ctypes.data != staged.ctypes.data:  # else filled in place (input_buffer): no copy
+                    np.copyto(staged, value)
                 cuda.copy_host_to_device(buf.device.ptr, buf.host.ptr, value.nbytes, stream)
                 addresses[spec.name] = buf.device.ptr
             if not ctx.set_input_shape(spec.name, tuple(value.shape)):
@@ -209,6 +221,13 @@ class TensorRTBackend(Backend):
             return {s.name: host.get(s.name, results.get(s.name)) for s in self.specs if not s.is_input}
 
         return finish
+
+    def input_buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The input's pinned staging buffer viewed as `shape` (within the profile's max)."""
+        spec = next((s for s in self.specs if s.is_input and s.name == name), None)
+        if spec is None:
+            raise KeyError(f"{self.name}: no input '{name}' (inputs: {', '.join(s.name for s in self.specs if s.is_input)})")
+        return self.buffers[name].host_view(tuple(shape))
 
     def _launch(self) -> None:
         if not self.context.execute_async_v3(self.stream.ptr):
@@ -251,6 +270,7 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         if self.stream.handle is not None:
+            self._use_device()
             try:
                 self.stream.synchronize()
             finally:

@@ -67,7 +67,10 @@ class InferenceSession:
         one-profile engine open each from the file (each deserializes its own engine).
         """
         from netdef.engine import LoadedEngine, load_engine
+        from netdef.runtime import cuda
 
+        if device is not None:
+            cuda.set_device(device)  # an engine belongs to the GPU current when it is deserialized
         loaded = engine if isinstance(engine, LoadedEngine) else load_engine(engine, check_binding,
                                                                              register_plugins=_register_plugins)
         backend = TensorRTBackend(loaded.engine, name=str(loaded.path), graph=graph, device=device)
@@ -133,6 +136,19 @@ class InferenceSession:
             self._pending.wait()
         self._pending = InferHandle(self.backend.enqueue(checked, out))
         return self._pending
+
+    def input_buffer(self, name: str, shape: tuple[int, ...]) -> Any:
+        """A host array to fill in place and pass as input `name` of the next inference, which then skips its
+        host-side copy (on TensorRT: the input's pinned staging buffer); None where the backend has none.
+
+        It waits for the inference in flight first, whose copy may still read that memory. A server joining
+        requests into one batch writes them straight into it.
+        """
+        if self._closed:
+            raise SessionClosedError(f"{self.name}: the session is closed")
+        if self._pending is not None:
+            self._pending.wait()
+        return self.backend.input_buffer(name, tuple(int(d) for d in shape))
 
     def infer(self, inputs: Any, out: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run one inference and return {output name: numpy array in its real shape} (or the `out` arrays)."""

@@ -1,0 +1,91 @@
+"""A model repository for Triton's own TensorRT backend, from an engine and its sidecar:
+
+    OUT/NAME/config.pbtxt       platform tensorrt_plan, I/O names, types and dims, max_batch_size from the
+                                profile, dynamic batching, instance group (with the optimization profile)
+    OUT/NAME/VERSION/model.plan the engine, byte for byte
+
+For users who run Triton themselves (containers, Kubernetes). The plan runs only on the TensorRT version it
+was built with, so the Triton release must carry that TensorRT (the sidecar records it). Both files are
+written atomically; the engine is never overwritten.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from netdef.serve.signature import ModelSignature, TensorSignature
+
+log = logging.getLogger("netdef.serve")
+
+
+@dataclass
+class RepositoryOptions:
+    name: str
+    instances: int = 1  # Triton's instance_group count: per listed GPU, or per visible GPU when none is listed
+    gpus: Sequence[int] | None = None
+    dynamic_batching: bool = True
+    max_queue_delay_us: int = 0
+    max_batch: int | None = None
+    version: int = 1
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _list(values: Sequence[object]) -> str:
+    return "[ " + ", ".join(str(v) for v in values) + " ]"
+
+
+def _tensors(kind: str, tensors: Sequence[TensorSignature]) -> list[str]:
+    lines = [f"{kind} ["]
+    for i, t in enumerate(tensors):
+        lines += ["  {", f"    name: {_quote(t.name)}", f"    data_type: TYPE_{t.triton_type}",
+                  f"    dims: {_list(t.dims or (1,))}"]
+        if not t.dims:  # Triton wants at least one dim: [1], reshaped to the tensor's real (scalar) shape
+            lines.append("    reshape: { shape: [ ] }")
+        lines.append("  }" + ("," if i < len(tensors) - 1 else ""))
+    return lines + ["]"]
+
+
+def config_text(signature: ModelSignature, options: RepositoryOptions) -> str:
+    """config.pbtxt (protobuf text format of Triton's ModelConfig) for the TensorRT backend."""
+    lines = [f"name: {_quote(options.name)}", 'platform: "tensorrt_plan"',
+             f"max_batch_size: {signature.max_batch_size}"]
+    lines += _tensors("input", signature.inputs) + _tensors("output", signature.outputs)
+    if signature.batched and options.dynamic_batching:
+        lines += ["dynamic_batching {", f"  preferred_batch_size: {_list(signature.preferred_batch_sizes())}",
+                  f"  max_queue_delay_microseconds: {options.max_queue_delay_us}", "}"]
+    group = [f"    count: {options.instances}", "    kind: KIND_GPU"]
+    if options.gpus:
+        group.append(f"    gpus: {_list(options.gpus)}")
+    group.append('    profile: [ "0" ]')  # netdef engines have one optimization profile
+    lines += ["instance_group [", "  {", *group, "  }", "]"]
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(engine: str | os.PathLike, out: str | os.PathLike, options: RepositoryOptions) -> Path:
+    """Write OUT/NAME/config.pbtxt and OUT/NAME/VERSION/model.plan; returns the model folder."""
+    from netdef.atomic import write_bytes_atomic, write_text_atomic
+    from netdef.engine import read_sidecar
+
+    if options.instances < 1:
+        raise ValueError(f"--instances {options.instances}: at least 1")
+    meta = read_sidecar(engine, check_binding=False)  # checks the plan against the sidecar's hash
+    if meta.get("plugins"):
+        raise ValueError(f"{engine}: the engine uses netdef plugin layers {meta['plugins']}, which Triton's TensorRT "
+                         "backend cannot load; serve it with `netdef serve`")
+    signature = ModelSignature.from_sidecar(options.name, meta, options.max_batch)
+    folder = Path(out) / options.name
+    plan = folder / str(options.version) / "model.plan"
+    if plan.resolve() == Path(engine).resolve():
+        raise ValueError(f"{plan}: that is the engine itself; choose another --out")
+    if meta.get("trt_flavor") != "tensorrt":
+        log.warning("%s was built with %s %s: Triton's TensorRT backend loads plans of its own TensorRT only",
+                    engine, meta.get("trt_flavor"), meta.get("trt_version"))
+    write_bytes_atomic(plan, Path(engine).read_bytes())
+    write_text_atomic(folder / "config.pbtxt", config_text(signature, options))
+    return folder
