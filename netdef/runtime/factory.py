@@ -34,12 +34,16 @@ def open_session(engine: str | os.PathLike | None = None, executor: str = "tenso
         if engine is None:
             raise ValueError("the tensorrt executor needs an ENGINE file (or use --executor netdef --arch A --weights W.h5)")
         return InferenceSession.from_engine(engine, graph=graph, device=_gpu_index(device))
+    from netdef.sidecar import check_definition, weights_for_engine
+
+    meta = engine_meta(engine)
+    if meta:  # the weights must be the engine's (default: the recorded file, when it is found and matches)
+        weights = weights_for_engine(engine, meta, weights)  # type: ignore[arg-type]
     if weights is None:
         raise ValueError("--executor netdef needs --weights W.h5 (and --arch unless the engine sidecar or the "
                          "weights file records it)")
     import networks
 
-    meta = engine_meta(engine)
     model_cls = networks.get(arch or meta.get("arch") or _hdf5_arch(weights))
     model = model_cls.from_hdf5(weights)
     input_size = meta.get("input_size")
@@ -49,6 +53,8 @@ def open_session(engine: str | os.PathLike | None = None, executor: str = "tenso
     options = {k: meta[k] for k in DEFINITION_OPTIONS if k in meta}
     net = model.define(precision=precision or meta.get("precision", "fp32"),
                        input_size=tuple(input_size) if input_size else None, **options)
+    if meta:
+        check_definition(meta, net, os.fspath(engine), same_precision=precision in (None, meta.get("precision")))
     batch = tuple(meta["batch"]) if meta.get("batch") else None
     info = {**meta, **net.meta, "weights_file": os.path.basename(os.fspath(weights))}
     return InferenceSession.from_definition(net, device=device or "cpu", batch=batch, meta=info)
