@@ -22,7 +22,7 @@ import numpy as np
 
 import netdef.functional as F
 from netdef import trt as shim
-from netdef.detect import TRT_TOPK_LIMIT
+from netdef.detect import TRT_TOPK_LIMIT, check_nms_options
 from netdef.engine import BuildError, BuildSettings, Plan, nms_layer_builds
 from netdef.network import Network, current
 from networks import register
@@ -116,6 +116,7 @@ class YOLOv4(NetworkModel):
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
         if nms not in NMS_MODES:
             raise ValueError(f"nms={nms!r}: expected one of {', '.join(NMS_MODES)}")
+        check_nms_options(max_detections, score_threshold, iou_threshold, topk)
         if nms == "auto":
             nms = "engine" if nms_layer_builds() else "raw"
             log.info("nms=auto: %s (TensorRT's NMS layer %s)", nms, "builds" if nms == "engine" else "cannot build")
@@ -138,10 +139,10 @@ class YOLOv4(NetworkModel):
                 from netdef import quantize
 
                 quantize.apply(net, calibration, skip, weights=self.path if self.path is not None else None)
-        self._defined_nms = {"nms": nms}
-        if nms == "engine":
-            self._defined_nms.update(max_detections=int(max_detections), score_threshold=float(score_threshold),
-                                     iou_threshold=float(iou_threshold), topk=int(topk))
+        # in the sidecar either way: the engine's NMS applies them, or the host NMS on raw outputs does
+        self._defined_nms = {"nms": nms, "max_detections": int(max_detections),
+                             "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
+                             "topk": int(topk)}
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **self._defined_nms)
         return net

@@ -100,6 +100,11 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     cache is reused when its fingerprint and method match, refused when they do not (unless
     `recalibrate`), and a new one is written atomically.
     """
+    if out is not None:  # never over an input
+        from netdef.atomic import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs({"out": out}, {"weights": getattr(model, "path", None),
+                                                 "data": data if isinstance(data, (str, os.PathLike)) else None})
     net = model.define(precision="fp32", input_size=input_size)
     definition = net.definition
     digest = definition_digest(definition)
