@@ -35,7 +35,7 @@ import secrets
 import signal
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 log = logging.getLogger("netdef.atomic")
 
@@ -256,7 +256,7 @@ def staged_path(path: str | os.PathLike) -> Path:
     return path.parent / f".{path.name}{STAGED_SUFFIX}"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -298,9 +298,9 @@ def recover_pair(primary: str | os.PathLike, record: str | os.PathLike,
             digest = recorded_sha256(staged_record.read_bytes())
         except (OSError, ValueError):
             digest = None
-        if digest and staged_primary.exists() and _sha256_file(staged_primary) == digest:
+        if digest and staged_primary.exists() and sha256_file(staged_primary) == digest:
             _replace_if_present(staged_primary, primary)
-        if digest and primary.exists() and not staged_primary.exists() and _sha256_file(primary) == digest:
+        if digest and primary.exists() and not staged_primary.exists() and sha256_file(primary) == digest:
             _replace_if_present(staged_record, record)
             outcome = "rolled forward"
         else:
@@ -346,8 +346,3 @@ def write_pair(primary: str | os.PathLike, primary_data: bytes, record: str | os
     _replace_if_present(staged_primary, primary)
     _replace_if_present(staged_path(record), record)
     _fsync_dir(primary.parent)
-
-
-def tracked_files() -> Iterable[Path]:
-    """This process's temporary and staged files that a signal would remove now (for tests)."""
-    return list(_live)

@@ -21,8 +21,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from netdef import trt as shim
-from netdef.atomic import atomic_path, recover_pair, refuse_overwriting_inputs, write_pair
-from netdef.sidecar import SidecarError, check_engine, check_fields, definition_digest, recorded_plan_sha256, seal
+from netdef.atomic import atomic_path, recover_pair, refuse_overwriting_inputs, sha256_file, write_pair
+from netdef.sidecar import (SidecarError, check_engine, check_fields, definition_digest, enum_name,
+                            recorded_plan_sha256, seal)
 
 log = logging.getLogger("netdef.engine")
 
@@ -59,15 +60,12 @@ class BuildSettings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.batch = parse_batch(self.batch)
-        if self.workspace_mib is not None and (not _is_int(self.workspace_mib) or self.workspace_mib < 1):
+        integer = (int, np.integer)
+        if self.workspace_mib is not None and not (isinstance(self.workspace_mib, integer) and self.workspace_mib >= 1):
             raise ValueError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer")
-        if self.optimization_level is not None and (not _is_int(self.optimization_level)
-                                                    or self.optimization_level not in OPTIMIZATION_LEVELS):
+        if self.optimization_level is not None and not (isinstance(self.optimization_level, integer)
+                                                        and self.optimization_level in OPTIMIZATION_LEVELS):
             raise ValueError(f"optimization level {self.optimization_level!r}: expected an integer in 0..5")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def parse_batch(batch: int | str | Iterable[int]) -> tuple[int, int, int]:
@@ -287,10 +285,6 @@ def nms_layer_builds() -> bool:
     return plan is not None
 
 
-def _dtype_name(dtype: Any) -> str:
-    return getattr(dtype, "name", str(dtype)).split(".")[-1]
-
-
 def describe(network: Any, settings: BuildSettings) -> dict[str, Any]:
     """Sidecar fields derivable from the definition and settings: binding, precision, ordered I/O."""
     from netdef import __version__
@@ -301,7 +295,7 @@ def describe(network: Any, settings: BuildSettings) -> dict[str, Any]:
     def spec(t: Any, dynamic: bool) -> dict[str, Any]:
         shape = list(t.shape)
         ranges = _profile_shapes(shape, settings.batch) if dynamic and -1 in shape else [shape] * 3
-        return {"name": t.name, "dtype": _dtype_name(t.dtype), "shape": shape,
+        return {"name": t.name, "dtype": enum_name(t.dtype), "shape": shape,
                 "min": ranges[0], "opt": ranges[1], "max": ranges[2]}
 
     return {
@@ -321,14 +315,6 @@ def describe(network: Any, settings: BuildSettings) -> dict[str, Any]:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

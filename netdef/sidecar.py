@@ -20,7 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 log = logging.getLogger("netdef.sidecar")
 
@@ -150,8 +150,9 @@ def _contradictions(meta: Mapping[str, Any]) -> list[str]:
 
 # --- against the engine and the rebuilt definition ---------------------------------------------------------
 
-def _dtype_name(dtype: Any) -> str:
-    return getattr(dtype, "name", str(dtype)).split(".")[-1]
+def enum_name(value: Any) -> str:
+    """A TensorRT enum member's name ("FLOAT", "CONVOLUTION"), as the sidecar records it."""
+    return getattr(value, "name", str(value)).split(".")[-1]
 
 
 def _compare_io(meta: Mapping[str, Any], actual: list[dict[str, Any]], what: str, origin: str) -> None:
@@ -191,7 +192,7 @@ def check_engine(meta: Mapping[str, Any], engine: Any, origin: str) -> None:
         name = engine.get_tensor_name(i)
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         shape = [int(d) for d in engine.get_tensor_shape(name)]
-        t = {"name": name, "io": "inputs" if is_input else "outputs", "dtype": _dtype_name(engine.get_tensor_dtype(name)),
+        t = {"name": name, "io": "inputs" if is_input else "outputs", "dtype": enum_name(engine.get_tensor_dtype(name)),
              "shape": shape}
         if is_input and -1 in shape:
             t.update(zip(("min", "opt", "max"), ([int(d) for d in s] for s in engine.get_tensor_profile_shape(name, 0))))
@@ -199,19 +200,25 @@ def check_engine(meta: Mapping[str, Any], engine: Any, origin: str) -> None:
     _compare_io(meta, actual, "engine", origin)
 
 
-def definition_digest(definition: Any) -> str:
-    """sha256 over the definition's inputs and layers: name, type, output dtypes and shapes."""
+def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and_dtypes: bool = True) -> str:
+    """sha256 over the definition's inputs and layers: layer name, type, and its outputs' names, dtypes and shapes.
+
+    `skip_types`: layer types left out; `names_and_dtypes=False`: output shapes only (the calibration cache
+    compares the FP32 definition it was made on with the INT8 one being built: netdef.quantize.cache)."""
+    skip = set(skip_types)
+
+    def tensor(t: Any) -> str:
+        return f"{t.name} {enum_name(t.dtype)} {tuple(t.shape)}" if names_and_dtypes else str(tuple(t.shape))
+
     h = hashlib.sha256()
     for i in range(definition.num_inputs):
         t = definition.get_input(i)
-        h.update(f"input {t.name} {_dtype_name(t.dtype)} {tuple(t.shape)}\n".encode())
+        h.update(f"input {t.name} {tensor(t)}\n".encode())
     for i in range(definition.num_layers):
         layer = definition.get_layer(i)
-        outs = [layer.get_output(k) for k in range(layer.num_outputs)]
-        h.update(f"{layer.name} {_dtype_name(layer.type)} "
-                 f"{[(o.name, _dtype_name(o.dtype), tuple(o.shape)) for o in outs]}\n".encode())
-    for i in range(definition.num_outputs):
-        h.update(f"output {definition.get_output(i).name}\n".encode())
+        if layer.type not in skip:
+            outs = [tensor(layer.get_output(k)) for k in range(layer.num_outputs)]
+            h.update(f"{layer.name} {enum_name(layer.type)} {outs}\n".encode())
     return h.hexdigest()
 
 
@@ -225,7 +232,7 @@ def check_definition(meta: Mapping[str, Any], definition: Any, origin: str, same
     actual = []
     for tensors, io in (([definition.get_input(i) for i in range(definition.num_inputs)], "inputs"),
                         ([definition.get_output(i) for i in range(definition.num_outputs)], "outputs")):
-        actual += [{"name": t.name, "io": io, "dtype": _dtype_name(t.dtype), "shape": [int(d) for d in t.shape]}
+        actual += [{"name": t.name, "io": io, "dtype": enum_name(t.dtype), "shape": [int(d) for d in t.shape]}
                    for t in tensors]
     _compare_io(meta, actual, "rebuilt definition", origin)
     feat = shim.features()

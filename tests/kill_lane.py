@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +138,8 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def _wait_for_writing(pid: int, folder: Path) -> float | None:
-    """Poll until a hidden (temporary) file appears in `folder`; its time, or None if the child exited first."""
+    """Poll until a hidden (temporary) file appears in `folder`; its time, or None if the child exited first
+    (then it is reaped)."""
     while True:
         if any(name.startswith(".") for name in os.listdir(folder)):
             return time.perf_counter()
@@ -152,11 +153,13 @@ def _writing_window(argv: list[str], folder: Path) -> float:
     pid = _run_child(argv)
     seen = _wait_for_writing(pid, folder)
     end = seen
-    while seen is not None and any(name.startswith(".") for name in os.listdir(folder)):
+    if seen is None:
+        return 0.0
+    while any(name.startswith(".") for name in os.listdir(folder)):
         time.sleep(0.0002)
         end = time.perf_counter()
     os.waitpid(pid, 0)
-    return (end - seen) if seen is not None else 0.0
+    return end - seen
 
 
 def run_lane(kind: str, work: Path, trials: int, seed: int) -> dict[str, Any]:
@@ -186,15 +189,19 @@ def run_lane(kind: str, work: Path, trials: int, seed: int) -> dict[str, Any]:
     check = work.parent / f"{work.name}-check"
     for trial in range(trials):
         pid = _run_child(_argv(kind, work, "x"))
+        done = 0
         if trial % 3 == 0:
             delay = rng.uniform(0.0, 1.2 * duration)
             time.sleep(delay)
         else:  # during the writing
             delay = rng.uniform(0.0, 1.5 * window)
             seen = _wait_for_writing(pid, work)
-            if seen is not None:
+            if seen is None:
+                done = pid  # finished (and reaped) before writing was seen
+            else:
                 time.sleep(max(0.0, seen + delay - time.perf_counter()))
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            done, _ = os.waitpid(pid, os.WNOHANG)
         if done == 0:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

@@ -128,20 +128,13 @@ def identity(definition_sha256: str, weights_sha256: str | None) -> str:
 
 
 def definition_digest(definition: Any) -> str:
-    """sha256 over (name, type, output shapes) of every layer but casts, identities and Q/DQ."""
+    """sha256 over names and output shapes of the definition's layers, casts, identities and Q/DQ left out (so
+    the FP32 definition that was calibrated and the INT8 one being built agree)."""
+    from netdef.sidecar import definition_digest as digest
+
     trt = shim.binding()
-    ignored = {trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
-    h = hashlib.sha256()
-    for i in range(definition.num_inputs):
-        t = definition.get_input(i)
-        h.update(f"input {t.name} {tuple(t.shape)}\n".encode())
-    for i in range(definition.num_layers):
-        layer = definition.get_layer(i)
-        if layer.type in ignored:
-            continue
-        shapes = [tuple(layer.get_output(k).shape) for k in range(layer.num_outputs)]
-        h.update(f"{layer.name} {layer.type.name} {shapes}\n".encode())
-    return h.hexdigest()
+    return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
+                                          trt.LayerType.DEQUANTIZE), names_and_dtypes=False)
 
 
 def weights_digest(weights: Any) -> str | None:
