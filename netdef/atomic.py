@@ -272,8 +272,8 @@ def _stage(path: Path, data: bytes) -> Path:
     try:
         tmp.write_bytes(data)
         _fsync_file(tmp)
-        _track(staged)
         os.replace(tmp, staged)
+        _track(staged)  # (a signal right before this leaves a complete staged file: the next write removes it)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
