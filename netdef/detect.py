@@ -131,9 +131,33 @@ def pad_detections(selected: np.ndarray, boxes: np.ndarray, scores: np.ndarray, 
     return Detections(num, out_boxes, out_scores, out_classes)
 
 
+def check_nms_options(max_detections: int | None = None, score_threshold: float | None = None,
+                      iou_threshold: float | None = None, topk: int | None = None) -> None:
+    """Refuse NMS settings that make no sense (None: not given); the message names the option."""
+    def is_int(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    def is_real(v: object) -> bool:
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    problems = []
+    if max_detections is not None and not (is_int(max_detections) and 1 <= max_detections <= TRT_TOPK_LIMIT):
+        problems.append(f"max_detections {max_detections!r}: expected an integer in 1..{TRT_TOPK_LIMIT}")
+    if topk is not None and not (is_int(topk) and 1 <= topk <= TRT_TOPK_LIMIT):
+        problems.append(f"topk {topk!r}: expected an integer in 1..{TRT_TOPK_LIMIT}")
+    if score_threshold is not None and not (is_real(score_threshold) and 0 <= score_threshold < 1):
+        problems.append(f"score_threshold {score_threshold!r}: expected a number in [0, 1) (a detection's score "
+                        "must exceed it)")
+    if iou_threshold is not None and not (is_real(iou_threshold) and 0 <= iou_threshold <= 1):
+        problems.append(f"iou_threshold {iou_threshold!r}: expected a number in [0, 1]")
+    if problems:
+        raise ValueError("NMS options: " + "; ".join(problems))
+
+
 def detect(boxes: np.ndarray, scores: np.ndarray, max_detections: int = 100, iou_threshold: float = 0.45,
            score_threshold: float = 0.25, topk: int | None = TRT_TOPK_LIMIT) -> Detections:
     """Host-side NMS for raw-mode outputs: what an engine with NMS inside returns for the same inputs."""
+    check_nms_options(max_detections, score_threshold, iou_threshold, topk)
     boxes = np.asarray(boxes)
     scores = np.asarray(scores)
     selected = nms(boxes, scores, iou_threshold, score_threshold, max_per_class=max_detections, topk=topk)

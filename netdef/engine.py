@@ -1,8 +1,9 @@
 """Engine building, saving and loading: the build utilities every network uses.
 
 `build_engine` takes a finished INetworkDefinition and returns a `Plan` (serialized bytes plus the
-metadata that goes into the JSON sidecar). `save_engine` writes plan + sidecar atomically;
-`load_engine` checks the sidecar before handing the plan to TensorRT.
+metadata that goes into the JSON sidecar). `save_engine` writes plan + sidecar as one (a kill at any
+instant leaves the old pair or the new pair: netdef.atomic.write_pair); `load_engine` checks the sidecar
+(netdef.sidecar) before handing the plan to TensorRT, and the engine against the sidecar after.
 """
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ from typing import Any, Callable, Iterable
 
 
 from netdef import trt as shim
-from netdef.atomic import atomic_path, write_text_atomic
+from netdef.atomic import atomic_path, recover_pair, refuse_overwriting_inputs, sha256_file, write_pair
+from netdef.sidecar import (SidecarError, check_engine, check_fields, definition_digest, enum_name,
+                            recorded_plan_sha256, seal)
 
 log = logging.getLogger("netdef.engine")
 
 PRECISIONS = ("fp32", "fp16", "int8")
+OPTIMIZATION_LEVELS = range(0, 6)  # TensorRT's builder_optimization_level: 0..5
+# How a serialized timing cache begins (measured: TensorRT-RTX 1.7). Other bindings' caches are recognised by
+# the binding itself accepting them (it logs a deserialization error for anything else).
+TIMING_CACHE_TAG = b"ptrt"
 
 
 class BuildError(RuntimeError):
@@ -51,6 +58,12 @@ class BuildSettings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.batch = parse_batch(self.batch)
+        integer = (int, np.integer)
+        if self.workspace_mib is not None and not (isinstance(self.workspace_mib, integer) and self.workspace_mib >= 1):
+            raise ValueError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer")
+        if self.optimization_level is not None and not (isinstance(self.optimization_level, integer)
+                                                        and self.optimization_level in OPTIMIZATION_LEVELS):
+            raise ValueError(f"optimization level {self.optimization_level!r}: expected an integer in 0..5")
 
 
 def parse_batch(batch: int | str | Iterable[int]) -> tuple[int, int, int]:
@@ -184,11 +197,27 @@ def _weak_precision_flags(config: Any, network: Any, precision: str, trt: Any) -
         config.set_flag(getattr(trt.BuilderFlag, name))
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
-    data = path.read_bytes() if path and path.exists() else b""
+class TimingCacheError(BuildError):
+    """--timing-cache names a file that is not a TensorRT timing cache: it is neither read nor written."""
+
+
+def _load_timing_cache(config: Any, path: Path) -> Any:
+    """The timing cache in `path` (empty when the file does not exist or is empty); refuses any other file."""
+    if path.exists() and not path.is_file():
+        raise TimingCacheError(f"timing cache {path}: not a regular file")
+    data = path.read_bytes() if path.exists() else b""
+    bridge = shim.logger()
+    bridge.recent.clear()
     with warnings.catch_warnings():  # TensorRT-RTX keeps the API but makes it a no-op (deprecation warning)
         warnings.simplefilter("ignore", DeprecationWarning)
         cache = config.create_timing_cache(data)
+        if data and not data.startswith(TIMING_CACHE_TAG):
+            refused = [line for line in bridge.recent if "cache" in line.lower() or "serializ" in line.lower()]
+            if refused or cache is None:
+                raise TimingCacheError(
+                    f"timing cache {path}: not a TensorRT timing cache ({len(data)} bytes; TensorRT said: "
+                    f"{' '.join(refused) or 'nothing'}); refusing to read or overwrite it: pass a timing cache "
+                    "file or a new file name")
         config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
 
@@ -223,6 +252,7 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
     data = bytes(serialized)
     log.info("built %s in %.2f s (%.1f MB)", network.name, seconds, len(data) / 1e6)
     full_meta = describe(network, settings)
+    full_meta["definition_sha256"] = definition_digest(network)
     full_meta["build_seconds"] = round(seconds, 3)
     full_meta.update(meta or {})
     return Plan(data, full_meta)
@@ -242,7 +272,7 @@ def describe(network: Any, settings: BuildSettings) -> dict[str, Any]:
     def spec(t: Any, dynamic: bool) -> dict[str, Any]:
         shape = list(t.shape)
         ranges = _profile_shapes(shape, settings.batch) if dynamic and -1 in shape else [shape] * 3
-        return {"name": t.name, "dtype": _dtype_name(t.dtype), "shape": shape,
+        return {"name": t.name, "dtype": enum_name(t.dtype), "shape": shape,
                 "min": ranges[0], "opt": ranges[1], "max": ranges[2]}
 
     return {
@@ -264,21 +294,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(engine_path)}.json")
 
 
 def save_engine(plan: Plan | bytes, path: str | os.PathLike, weights: str | os.PathLike | None = None,
                 **extra: Any) -> Path:
-    """Write the plan atomically and its sidecar `<path>.json` (sha256 of plan and of the weights file)."""
+    """Write the plan and its sidecar `<path>.json` (sha256 of plan and of the weights file, sealed) as one.
+
+    The pair is replaced through netdef.atomic.write_pair: a kill at any instant leaves the old pair or the
+    new pair, and the next save or load finishes or undoes an interrupted one.
+    """
+    path = Path(path)
+    refuse_overwriting_inputs({"engine": path, "sidecar": sidecar_path(path)}, {"weights": weights})
     if not isinstance(plan, Plan):
         plan = Plan(bytes(plan), {})
     meta = dict(plan.meta)
@@ -290,26 +318,42 @@ def save_engine(plan: Plan | bytes, path: str | os.PathLike, weights: str | os.P
         meta["weights_sha256"] = sha256_file(weights)
     meta.setdefault("trt_flavor", shim.features().flavor)
     meta.setdefault("trt_version", shim.features().version)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(plan.data)
-    write_text_atomic(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
+    text = json.dumps(seal(meta), indent=2) + "\n"
+    write_pair(path, plan.data, sidecar_path(path), text.encode(), recorded_plan_sha256)
     return path
 
 
+def recover_engine_pair(path: str | os.PathLike) -> str | None:
+    """Finish or undo an interrupted save of this engine (see netdef.atomic); a read-only folder is left as is."""
+    try:
+        return recover_pair(path, sidecar_path(path), recorded_plan_sha256)
+    except OSError as exc:
+        log.warning("%s: could not recover an interrupted save (%s)", path, exc)
+        return None
+
+
 def read_sidecar(path: str | os.PathLike, check_binding: bool = True) -> dict[str, Any]:
-    """Read and check the sidecar of an engine: plan hash, TensorRT flavor and version."""
+    """Read and check the sidecar of an engine: its fields (netdef.sidecar.check_fields), plan hash and size,
+    TensorRT flavor and version. An interrupted save of the pair is finished or undone first."""
     path = Path(path)
     side = sidecar_path(path)
+    recover_engine_pair(path)
     if not path.exists():
         raise EngineFileError(f"{path}: engine file not found")
     if not side.exists():
         raise EngineFileError(f"{path}: sidecar {side.name} not found (engines saved by netdef.save_engine have one)")
     try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise EngineFileError(f"{side}: not valid JSON ({exc})") from exc
+        meta = json.loads(side.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EngineFileError(f"{side}: not valid JSON ({exc})") from None
+    try:
+        check_fields(meta, str(side))
+    except SidecarError as exc:
+        raise EngineFileError(str(exc)) from None
     problems = []
+    size = path.stat().st_size
+    if meta["plan_bytes"] != size:
+        problems.append(f"plan is {size} bytes, sidecar records {meta['plan_bytes']}")
     actual = sha256_file(path)
     if meta.get("plan_sha256") != actual:
         problems.append(f"plan sha256 is {actual[:16]}..., sidecar records {str(meta.get('plan_sha256'))[:16]}... "
@@ -359,4 +403,13 @@ def load_engine(path: str | os.PathLike, check_binding: bool = True,
         raise EngineFileError(
             f"{path}: TensorRT ({shim.features().flavor} {shim.features().version}) could not deserialize the engine. "
             f"Deserializing needs a CUDA GPU this binding supports; TensorRT said:\n{said}")
+    check_loaded_engine(meta, engine, path)
     return LoadedEngine(engine, runtime, meta, Path(path))
+
+
+def check_loaded_engine(meta: dict[str, Any], engine: Any, path: str | os.PathLike) -> None:
+    """The deserialized engine's I/O must be what its sidecar says (netdef.sidecar.check_engine)."""
+    try:
+        check_engine(meta, engine, os.fspath(path))
+    except SidecarError as exc:
+        raise EngineFileError(str(exc)) from None

@@ -212,6 +212,9 @@ class Network:
     def add_input(self, name: str, shape: Sequence[int], dtype: Any = None) -> Any:
         """A network input (dim 0 = -1 for dynamic batch), cast to the compute dtype for the layers."""
         dtype = np.dtype(dtype or self.policy.io_dtype)
+        if not all(isinstance(d, (int, np.integer)) and (d >= 1 or d == -1) for d in shape):
+            raise ValueError(f"network {self.definition.name!r}: input '{name}' shape {tuple(shape)}: every dimension "
+                             "must be a positive integer (-1: the dynamic batch); check the input size")
         tensor = self.definition.add_input(name, trt_dtype(dtype), tuple(shape))
         if dtype.kind == "f":
             with self.scope(name):

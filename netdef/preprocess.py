@@ -24,14 +24,32 @@ def load_image(image: Any) -> Any:
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as opened:
-                return opened.convert("RGB")
+                return to_rgb(opened)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{os.fspath(image)}: cannot read the image ({exc})") from exc
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise ValueError(f"image array must be HxW or HxWxC uint8, got {image.dtype} {image.shape}")
         return Image.fromarray(image).convert("RGB")
-    return image.convert("RGB")
+    return to_rgb(image)
+
+
+# Pillow's modes of one-channel images wider than 8 bits, and the value that is white in each: Pillow's own
+# convert("RGB") clips them at 255, which turns a 16-bit grayscale PNG white.
+_WIDE_GRAY_WHITE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb(image: Any) -> Any:
+    """An 8-bit RGB PIL image; 16-bit grayscale (I;16, and I: 16-bit data in 32-bit ints) and float (F, 0..1)
+    images are scaled to 0..255 rather than clipped."""
+    from PIL import Image
+
+    white = _WIDE_GRAY_WHITE.get(image.mode)
+    if white is None:
+        return image.convert("RGB")
+    values = np.asarray(image, dtype=np.float64)
+    gray = np.clip(np.rint(values * (255.0 / white)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
 
 
 def resize_shorter_side(image: Any, size: int) -> Any:
@@ -101,6 +119,8 @@ def load_labels(path: str | os.PathLike) -> list[str]:
 def topk(logits: np.ndarray, k: int = 5, labels: Sequence[str] | None = None,
          probabilities: bool = False) -> list[list[Prediction]]:
     """The k best classes per row of (N, classes) logits (or probabilities), best first."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"topk {k!r}: expected a positive integer")
     scores = np.atleast_2d(np.asarray(logits))
     probs = scores.astype(np.float64) if probabilities else softmax(scores)
     k = min(int(k), probs.shape[1])

@@ -1,4 +1,4 @@
-"""PNG plot of a verification report: relative error per layer (log scale), tolerance, first failure."""
+"""PNG plot of a verification report: relative error per layer (log scale), each layer's limit, first failure."""
 from __future__ import annotations
 
 import os
@@ -20,7 +20,9 @@ def plot_relative_errors(report: Any, path: str | os.PathLike) -> None:
     colors = ["tab:red" if not c.ok else "tab:blue" for c in layers]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(layers) + 2), 4.5))
     ax.bar(range(len(layers)), values, color=colors)
-    ax.axhline(report.tolerance, color="tab:orange", linestyle="--", label=f"tolerance {report.tolerance:g}")
+    limits = [c.tolerance if c.tolerance is not None else report.tolerance for c in layers]
+    ax.step(range(len(layers)), limits, where="mid", color="tab:orange", linestyle="--",
+            label=report.rule if hasattr(report, "rule") else f"tolerance {report.tolerance:g}")
     first = report.first_failure
     if first is not None:
         i = layers.index(first)

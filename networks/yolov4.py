@@ -23,7 +23,7 @@ import numpy as np
 
 from netdef import trt as shim
 from netdef.darknet_cfg import parse_cfg
-from netdef.detect import TRT_TOPK_LIMIT, engine_nms
+from netdef.detect import TRT_TOPK_LIMIT, check_nms_options, engine_nms
 from netdef.engine import BuildError, BuildSettings, Plan
 from netdef.network import Network
 from networks import register
@@ -117,13 +117,14 @@ class YOLOv4(NetworkModel):
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
+        check_nms_options(max_detections, score_threshold, iou_threshold, topk)
         nms = resolve_nms(nms)
         model = self.module(input_size)
         h, w = model.input_size
-        settings: dict[str, Any] = {"nms": nms}
-        if nms == "engine":
-            settings.update(max_detections=int(max_detections), score_threshold=float(score_threshold),
-                            iou_threshold=float(iou_threshold), topk=int(topk))
+        # in the sidecar either way: the engine's NMS applies them, or the host NMS on raw outputs does
+        settings: dict[str, Any] = {"nms": nms, "max_detections": int(max_detections),
+                                    "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
+                                    "topk": int(topk)}
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io) as net:
             x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
             boxes, scores, raw_heads = model(x)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from netdef import trt as shim
+from netdef.sidecar import seal
 from netdef.engine import (BuildError, BuildSettings, EngineFileError, configure, parse_batch,
                            read_sidecar, save_engine, sidecar_path)
 from netdef.network import Network
@@ -76,7 +77,7 @@ def test_sidecar_from_another_binding_is_refused(tmp_path, plan, key, value):
     path = save_engine(plan, tmp_path / "m.engine")
     meta = json.loads(sidecar_path(path).read_text())
     meta[key] = value
-    sidecar_path(path).write_text(json.dumps(meta))
+    sidecar_path(path).write_text(json.dumps(seal(meta)))  # sealed: as another binding's netdef writes it
     with pytest.raises(EngineFileError) as err:
         read_sidecar(path)
     assert f"{key}: engine built with {value!r}" in str(err.value)
@@ -90,15 +91,21 @@ def test_missing_sidecar_is_named(tmp_path, plan):
 
 
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch, plan):
-    import netdef.engine as engine
+    import errno
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    import netdef.atomic as atomic
 
-    monkeypatch.setattr(engine, "write_text_atomic", boom)
-    with pytest.raises(OSError):
+    synced = []
+
+    def full_on_second(path):  # the sidecar's write fails: disk full
+        synced.append(path)
+        if len(synced) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "_fsync_file", full_on_second)
+    with pytest.raises(OSError, match=r"m\.engine\.json: no space left on the device"):
         save_engine(plan, tmp_path / "m.engine")
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_builder_failure_quotes_tensorrt():

@@ -83,8 +83,16 @@ def test_bench_batch_outside_profile_names_input(artifacts, capsys):
     assert "input 'input': dim 0 is 5, outside the profile range 1..4" in capsys.readouterr().err
 
 
-def test_netdef_executor_needs_weights(artifacts, capsys):
-    assert main(["infer", artifacts["engine"], "--executor", "netdef", "--image", artifacts["images"][0]]) == 1
+def test_netdef_executor_needs_weights(artifacts, capsys, tmp_path):
+    import shutil
+
+    # beside the engine, the weights it was built from (sha256 in the sidecar) are the default ...
+    assert main(["infer", artifacts["engine"], "--executor", "netdef", "--image", artifacts["images"][0]]) == 0
+    capsys.readouterr()
+    # ... elsewhere they must be given
+    for suffix in ("", ".json"):
+        shutil.copy(artifacts["engine"] + suffix, tmp_path / f"moved.engine{suffix}")
+    assert main(["infer", str(tmp_path / "moved.engine"), "--executor", "netdef", "--image", artifacts["images"][0]]) == 1
     assert "--executor netdef needs --weights" in capsys.readouterr().err
 
 

@@ -18,10 +18,21 @@ def _has_gpu() -> bool:
         return False
 
 
+def _has_cuda_python() -> bool:
+    try:
+        cuda.cudart()
+        return True
+    except CudaError:
+        return False
+
+
 no_gpu = pytest.mark.skipif(_has_gpu(), reason="checks the behaviour without a usable GPU")
+needs_cuda_python = pytest.mark.skipif(not _has_cuda_python(), reason="the optional cuda extra (cuda-python) is "
+                                       "not installed")
 
 
 @no_gpu
+@needs_cuda_python
 def test_cuda_failure_names_call_and_error():
     with pytest.raises(CudaError) as err:
         cuda.DeviceBuffer(4096)

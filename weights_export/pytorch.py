@@ -46,21 +46,26 @@ def strip_wrapper_prefixes(state: Mapping[str, Any], origin: str = "state dict")
     return out
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+SAVE_STATE_DICT = "save the weights with torch.save(model.state_dict(), PATH) and export that file"
+
+
 def load_checkpoint(path: str | os.PathLike) -> "OrderedDict[str, Any]":
     """A checkpoint's state dict (name -> torch.Tensor), loaded with weights_only=True.
 
     Accepts a bare state dict or one nested under `state_dict` / `model` / `model_state_dict`, and strips
-    the `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes.
+    the `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes. Files that are not a
+    weights-only checkpoint get an error saying what they are (empty, HDF5, a pickled model, corrupt).
     """
     import torch
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: checkpoint not found")
+    _check_checkpoint_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights_only refusals all land here
-        raise CheckpointError(f"{path}: cannot load as a weights-only PyTorch checkpoint: {exc}") from None
+        raise CheckpointError(_unloadable(path, exc)) from None
     for key in STATE_DICT_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             log.info("%s: using the state dict under %r", path, key)
@@ -69,11 +74,81 @@ def load_checkpoint(path: str | os.PathLike) -> "OrderedDict[str, Any]":
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got "
                               f"{type(obj).__name__}")
+    if not obj:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors (an empty state dict)")
     not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: not a state dict: entries {not_tensors[:8]} are not tensors "
                               f"(nested under one of {', '.join(STATE_DICT_KEYS)}?)")
     return strip_wrapper_prefixes(obj, path)
+
+
+def _check_checkpoint_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), not a PyTorch checkpoint")
+    if head.startswith(HDF5_SIGNATURE):
+        raise CheckpointError(f"{path}: is an HDF5 file (a netdef weights file?), not a PyTorch checkpoint; "
+                              "netdef weights files go to `netdef build --weights`, export reads .pth/.pt files")
+
+
+def _unloadable(path: str, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in our words (torch's advice to drop weights_only,
+    which would run code from the file, is never repeated)."""
+    import torch
+
+    try:
+        classes = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a zip checkpoint: nothing to list
+        classes = []
+    if classes:
+        return (f"{path}: holds pickled Python objects ({', '.join(classes[:3])}"
+                f"{', ...' if len(classes) > 3 else ''}), not just tensors: a whole model saved with "
+                f"torch.save(model)? netdef loads only weights (weights_only=True); {SAVE_STATE_DICT}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == ZIP_SIGNATURE:
+        return f"{path}: a corrupt or truncated PyTorch checkpoint (its zip archive cannot be read)"
+    if isinstance(exc, EOFError):
+        return f"{path}: a truncated checkpoint (the data ends early)"
+    return (f"{path}: not a PyTorch weights checkpoint (neither a zip checkpoint nor a pickle of tensors); "
+            f"if it is a model saved some other way, {SAVE_STATE_DICT}")
+
+
+def state_dict_mismatch(state: Mapping[str, Any], expected: Mapping[str, Any], limit: int = 3) -> str:
+    """What differs between a checkpoint's state dict and an architecture's, counted, with a few examples."""
+    ignored = IGNORED_SUFFIX
+    missing = [k for k in expected if k not in state and not k.endswith(ignored)]
+    unexpected = [k for k in state if k not in expected and not k.endswith(ignored)]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+                if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
+        if keys:
+            more = ", ..." if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {what} ({', '.join(keys[:limit])}{more})")
+    return "; ".join(parts) or "no difference"
+
+
+def matching_archs(state: Mapping[str, Any], candidates: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Architectures whose state dict has exactly the checkpoint's tensor names, those whose shapes all agree
+    first (a differing classifier size still matches: --num-classes)."""
+    names = {k for k in state if not k.endswith(IGNORED_SUFFIX)}
+    exact, renamed_head = [], []
+    for arch, expected in candidates.items():
+        if {k for k in expected if not k.endswith(IGNORED_SUFFIX)} != names:
+            continue
+        same = all(tuple(state[k].shape) == tuple(expected[k].shape) for k in names)
+        (exact if same else renamed_head).append(arch)
+    return exact + renamed_head
+
+
+IGNORED_SUFFIX = "num_batches_tracked"
 
 
 # --- tensors and attributes --------------------------------------------------------------------------------
@@ -203,7 +278,10 @@ def export_module(model: Any, out: str | os.PathLike, arch: str, input_shape: Se
     """
     import torch
 
+    from netdef.atomic import refuse_overwriting_inputs
+
     origin = os.fspath(checkpoint) if checkpoint is not None else "model"
+    refuse_overwriting_inputs({"out": out}, {"checkpoint": model if isinstance(model, (str, os.PathLike)) else checkpoint})
     if isinstance(model, (str, os.PathLike)):
         origin = os.fspath(model)
         model = load_checkpoint(model)

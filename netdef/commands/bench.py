@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from netdef.commands.infer import add_session_arguments, open_from_args
+from netdef.commands.arguments import non_negative_int, positive_int, refuse_same_files
+from netdef.commands.infer import add_session_arguments, engine_sidecar_input, open_from_args
 from netdef.runtime.timing import LatencyStats, format_table, measure
 
 log = logging.getLogger("netdef.bench")
@@ -22,9 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency, throughput and memory of an engine (optionally vs PyTorch)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_session_arguments(p)
-    p.add_argument("--batch", type=int, default=1, help="batch size (within the engine's profile)")
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (within the engine's profile)")
+    p.add_argument("--iterations", type=positive_int, default=100)
+    p.add_argument("--warmup", type=non_negative_int, default=10)
     p.add_argument("--graph", action="store_true", help="replay the inference as a CUDA graph (tensorrt)")
     p.add_argument("--compare-torch", metavar="ARCH", help="also time the PyTorch eager reference of ARCH "
                    "(weights from --weights)")
@@ -79,6 +80,7 @@ def torch_baseline(arch: str, weights: str, batch: int, precision: str, device: 
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_same_files(args, ["json_out"], ["engine", "weights"], extra_inputs=engine_sidecar_input(args.engine))
     report: dict[str, Any] = {}
     with open_from_args(args, graph=args.graph) as session:
         feeds = random_inputs(session, args.batch)

@@ -8,23 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netdef.engine import PRECISIONS, BuildSettings, parse_batch, save_engine
+from netdef.commands.arguments import (add_calib_cache_argument, add_nms_arguments, int_in, parse_size,
+                                      positive_int, refuse_same_files)
+from netdef.engine import PRECISIONS, BuildSettings, parse_batch, save_engine, sidecar_path
 
 log = logging.getLogger("netdef.build")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """"224" -> (224, 224); "416,416" or "480x640" -> (H, W)."""
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r}: expected H,W or N") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"input size {text!r}: expected H,W with positive integers")
-    return values  # type: ignore[return-value]
+__all__ = ["add_parser", "build_options", "parse_size", "run"]
 
 
 def _batch(text: str) -> tuple[int, int, int]:
@@ -44,19 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch", type=_batch, default=(1, 1, 1), help="N or MIN:OPT:MAX (default 1)")
     p.add_argument("--input-size", type=parse_size, default=None, help="H,W (default: the network's own)")
-    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level")
-    p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (read and updated)")
-    p.add_argument("--workspace", type=int, default=None, metavar="MIB", help="workspace limit in MiB")
+    p.add_argument("--opt-level", type=int_in(0, 5), default=None, help="builder optimization level, 0..5")
+    p.add_argument("--timing-cache", type=Path, default=None,
+                   help="timing cache file (read and updated; a file that is not a timing cache is refused)")
+    p.add_argument("--workspace", type=positive_int, default=None, metavar="MIB", help="workspace limit in MiB")
     p.add_argument("--fp16-io", action="store_true", help="FP16 network inputs/outputs (fp16/int8 only)")
-    p.add_argument("--calib-cache", type=Path, default=None, help="INT8 calibration cache (JSON, netdef calibrate)")
+    add_calib_cache_argument(p, "INT8 calibration cache (JSON, netdef calibrate)", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true", help="no builder progress bars")
     detection = p.add_argument_group("detection networks (yolov4, yolov4-tiny, darknet)")
     detection.add_argument("--nms", choices=("auto", "engine", "raw"), default=None,
                            help="NMS inside the engine, or raw boxes/scores for host NMS (default auto: engine "
                                 "where the binding can build TensorRT's NMS layer)")
-    detection.add_argument("--max-detections", type=int, default=None, help="K fixed output slots per image")
-    detection.add_argument("--score-threshold", type=float, default=None)
-    detection.add_argument("--iou-threshold", type=float, default=None)
+    add_nms_arguments(detection, "engine NMS, or recorded for the host NMS of raw outputs")
     pose = p.add_argument_group("pose networks (higherhrnet-w32, higherhrnet-w48)")
     pose.add_argument("--outputs", choices=("parsed", "raw"), default=None,
                       help="parsed (default): keypoint candidates from the engine for host grouping; raw: the "
@@ -90,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.weights.exists():
         raise FileNotFoundError(f"{args.weights}: weights file not found (make one with `netdef export`)")
+    sidecar = {"the sidecar of --out": sidecar_path(args.out)}
+    refuse_same_files(args, ["out", "timing_cache"], ["weights", "calib_cache"], extra_outputs=sidecar)
+    refuse_same_files(args, ["out"], ["timing_cache"], extra_outputs=sidecar)
     cls = networks.get(args.arch)
     options = build_options(args)
     model = cls.from_hdf5(args.weights)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netdef.commands.build import parse_size
+from netdef.commands.arguments import float_in, parse_size, positive_int, refuse_same_files
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, type=Path, help="HDF5 weights file from `netdef export`")
     p.add_argument("--data", required=True, type=Path,
                    help="image folder (JPEG/PNG, the network's preprocessing) or .npy/.npz array (N,C,H,W)")
-    p.add_argument("--out", required=True, type=Path, help="calibration cache to write (JSON)")
+    p.add_argument("--out", "--calib-cache", dest="out", required=True, type=Path,
+                   help="calibration cache to write (JSON); --calib-cache is the same option")
     p.add_argument("--method", choices=METHODS, default="entropy")
-    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
-    p.add_argument("--samples", type=int, default=256, help="number of calibration samples (default 256)")
-    p.add_argument("--batch", type=int, default=32, help="calibration batch size")
+    p.add_argument("--percentile", type=float_in(0, 100, low_open=True), default=DEFAULT_PERCENTILE,
+                   help="for --method percentile, in (0, 100]")
+    p.add_argument("--samples", type=positive_int, default=256, help="number of calibration samples (default 256)")
+    p.add_argument("--batch", type=positive_int, default=32, help="calibration batch size")
     p.add_argument("--device", default="cpu", help="executor device: cpu or cuda")
     p.add_argument("--input-size", type=parse_size, default=None, help="H,W (default: the network's own)")
     p.add_argument("--recalibrate", action="store_true", help="replace an existing cache that does not match")
@@ -53,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.weights}: weights file not found (make one with `netdef export`)")
     if not args.data.exists():
         raise FileNotFoundError(f"{args.data}: calibration data not found")
-    if args.samples < 1 or args.batch < 1:
-        raise ValueError("--samples and --batch must be >= 1")
+    refuse_same_files(args, ["out"], ["weights", "data"])
     model = networks.get(args.arch).from_hdf5(args.weights)
     reuse = args.out.exists() and not args.recalibrate  # calibrate() reuses it or refuses it
     t0 = time.perf_counter()

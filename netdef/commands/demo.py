@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from netdef.commands.arguments import positive_int
 from netdef.engine import BuildSettings, save_engine
 
 log = logging.getLogger("netdef.demo")
@@ -28,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where the HDF5 file and engines go (default: a temporary directory, removed afterwards)")
     p.add_argument("--arch", default="resnet50", help="ResNet depth (default resnet50)")
-    p.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
-    p.add_argument("--batch", type=int, default=1, help="verification batch (default 1)")
+    p.add_argument("--input-size", type=positive_int, default=224, help="square input size (default 224)")
+    p.add_argument("--batch", type=positive_int, default=1, help="verification batch (default 1)")
     p.add_argument("--precisions", default="fp32,fp16", help="comma-separated (default fp32,fp16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no builder progress bars")

@@ -10,6 +10,8 @@ import inspect
 import logging
 from typing import Any
 
+from netdef.commands.arguments import positive_int, refuse_same_files
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              help="also store a seeded sample input and every layer's output on it")
     torch_group.add_argument("--input-shape", type=_shape, help="input shape N,C,H,W (needed for --activations "
                              "when the architecture has no default)")
-    torch_group.add_argument("--num-classes", type=int, help="classes of the checkpoint's head (default: the "
+    torch_group.add_argument("--num-classes", type=positive_int, help="classes of the checkpoint's head (default: the "
                              "architecture's)")
     torch_group.add_argument("--mean", type=_floats, help="per-channel input mean recorded in the file")
     torch_group.add_argument("--std", type=_floats, help="per-channel input std recorded in the file")
@@ -56,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress else None
+    refuse_same_files(args, ["out"], ["checkpoint", "darknet_cfg", "darknet_weights"])
     if args.darknet_cfg or args.darknet_weights:
         if not (args.darknet_cfg and args.darknet_weights):
             raise ValueError("Darknet export needs both --darknet-cfg and --darknet-weights")
@@ -124,9 +127,37 @@ def _reference_module(cls: Any, arch: str, num_classes: int | None) -> Any:
 
 def _load_strict(module: Any, state: Any, checkpoint: str, arch: str) -> None:
     from weights_export.errors import CheckpointError
+    from weights_export.pytorch import state_dict_mismatch
 
+    expected = module.state_dict()
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # torch lists missing, unexpected and mis-shaped keys together
-        hint = " (a different head size? pass --num-classes)" if "size mismatch" in str(exc) else ""
-        raise CheckpointError(f"{checkpoint}: does not match {arch}{hint}: {exc}") from None
+    except RuntimeError:  # torch lists every missing, unexpected and mis-shaped key: summarized here
+        others = [a for a in _archs_with_these_tensors(state) if a != arch]
+        if others:
+            raise CheckpointError(f"{checkpoint}: not a {arch} checkpoint: its tensors are those of "
+                                  f"{' or '.join(others)} (export it with --arch {others[0]})") from None
+        differences = state_dict_mismatch(state, expected)
+        hint = " (a different head size? pass --num-classes)" if "of another shape" in differences else ""
+        raise CheckpointError(f"{checkpoint}: does not match {arch}{hint}: {differences}") from None
+
+
+def _archs_with_these_tensors(state: Any) -> list[str]:
+    """Registered architectures whose reference module has exactly the checkpoint's tensor names (built on
+    torch's meta device: shapes only, no memory, no init cost)."""
+    import torch
+
+    import networks
+    from weights_export.pytorch import matching_archs
+
+    candidates = {}
+    for name in networks.names():
+        make = getattr(networks.get(name), "torch_reference", None)
+        if make is None:
+            continue
+        try:
+            with torch.device("meta"):
+                candidates[name] = make(name).state_dict()
+        except Exception as exc:  # an architecture that cannot be made this way is just not a candidate
+            log.debug("%s: no meta reference (%s)", name, exc)
+    return matching_archs(state, candidates)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from netdef.commands.arguments import add_nms_arguments, positive_int, refuse_same_files
 from netdef.runtime.factory import EXECUTORS
 
 log = logging.getLogger("netdef.infer")
@@ -51,21 +52,23 @@ DEFINITION_OPTIONS = {k: k for k in ("nms", "max_detections", "score_threshold",
 def definition_builder(args: argparse.Namespace) -> Any:
     """For --executor netdef: sidecar meta -> the Network of `--weights` defined as `--arch` (or the arch the
     sidecar or the HDF5 records), with the engine's precision, input size and definition options when known."""
-    if args.weights is None:
-        raise ValueError("--executor netdef needs --weights W.h5 (and --arch unless the engine sidecar or the "
-                         "weights file records it)")
-
     def define(meta: dict[str, Any]) -> Any:
         import networks
+        from netdef.sidecar import weights_for_engine
 
-        model = networks.get(args.arch or meta.get("arch") or _hdf5_arch(args.weights)).from_hdf5(args.weights)
+        # the engine's own weights (default: the file its sidecar records, when found beside it and matching)
+        weights = weights_for_engine(args.engine, meta, args.weights) if meta else args.weights
+        if weights is None:
+            raise ValueError("--executor netdef needs --weights W.h5 (and --arch unless the engine sidecar or the "
+                             "weights file records it)")
+        model = networks.get(args.arch or meta.get("arch") or _hdf5_arch(weights)).from_hdf5(weights)
         input_size = meta.get("input_size")
         if input_size is None and meta.get("inputs"):
             input_size = meta["inputs"][0]["shape"][2:4]
         net = model.define(precision=args.precision or meta.get("precision", "fp32"),
                            input_size=tuple(input_size) if input_size else None,
                            **{option: meta[key] for key, option in DEFINITION_OPTIONS.items() if key in meta})
-        net.meta["weights_file"] = os.path.basename(os.fspath(args.weights))
+        net.meta["weights_file"] = os.path.basename(os.fspath(weights))
         return net
 
     return define
@@ -86,12 +89,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_session_arguments(p)
     p.add_argument("--image", required=True, action="append", help="image file (repeat for a batch)")
-    p.add_argument("--topk", type=int, default=5, help="classes to print per image (classification)")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image (classification)")
     p.add_argument("--labels", help="class names, one per line")
     p.add_argument("--save", help="detection / pose: draw the boxes or skeletons on the (first) image and save it "
                    "here")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    add_nms_arguments(p.add_argument_group("host NMS of engines built with --nms raw (default: the settings "
+                                           "recorded at build time)"), "host NMS")
     p.set_defaults(func=run)
+
+
+INPUT_ARGUMENTS = ("engine", "weights", "image", "labels")
+
+
+def engine_sidecar_input(engine: str | None) -> dict[str, Any]:
+    """The engine's sidecar as an input no output may replace."""
+    from netdef.engine import sidecar_path
+
+    return {"the sidecar of ENGINE": sidecar_path(engine)} if engine else {}
 
 
 def family(arch: str | None, session: Any) -> str:
@@ -130,29 +145,42 @@ def classify(session: Any, images: list[str], topk_n: int, labels: list[str] | N
     return results
 
 
-def decode_detections(outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
-    """netdef.detect.Detections from engine outputs: the NMS outputs as they are, or host NMS on raw boxes/scores."""
+HOST_NMS_OPTIONS = ("max_detections", "score_threshold", "iou_threshold")
+HOST_NMS_DEFAULTS = {"max_detections": 100, "score_threshold": 0.25, "iou_threshold": 0.45}
+
+
+def decode_detections(outputs: dict[str, np.ndarray], meta: dict[str, Any],
+                      overrides: dict[str, Any] | None = None) -> Any:
+    """netdef.detect.Detections from engine outputs: the NMS outputs as they are, or host NMS on raw boxes/scores
+    with the settings recorded at build time (sidecar), `overrides` (given options) first."""
     from netdef.detect import Detections, detect
 
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     names = ("num_detections", "det_boxes", "det_scores", "det_classes")
     if all(n in outputs for n in names):
+        if given:
+            raise ValueError(f"--{next(iter(given)).replace('_', '-')}: this engine runs NMS itself with the "
+                             f"settings it was built with ({', '.join(f'{k} {meta.get(k)}' for k in HOST_NMS_OPTIONS)}"
+                             "); rebuild it with those options, or with --nms raw to choose them here")
         return Detections(*(outputs[n] for n in names))
     if "boxes" in outputs and "scores" in outputs:
-        return detect(outputs["boxes"], outputs["scores"], max_detections=int(meta.get("max_detections", 100)),
-                      iou_threshold=float(meta.get("iou_threshold", 0.45)),
-                      score_threshold=float(meta.get("score_threshold", 0.25)))
+        settings = {k: given.get(k, meta.get(k, HOST_NMS_DEFAULTS[k])) for k in HOST_NMS_OPTIONS}
+        return detect(outputs["boxes"], outputs["scores"], max_detections=int(settings["max_detections"]),
+                      iou_threshold=float(settings["iou_threshold"]),
+                      score_threshold=float(settings["score_threshold"]), topk=int(meta.get("topk", 5000)))
     raise ValueError(f"cannot read detections from outputs {list(outputs)}: expected {', '.join(names)} "
                      "or boxes + scores")
 
 
-def detect_images(session: Any, images: list[str], labels: list[str] | None, save: str | None) -> list[dict[str, Any]]:
+def detect_images(session: Any, images: list[str], labels: list[str] | None, save: str | None,
+                  nms: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from netdef.detect import unletterbox_boxes
     from netdef.preprocess import label_name, yolo_preprocess
 
     h, w = input_hw(session)
     prepared = [yolo_preprocess(im, (h, w)) for im in images]
     outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
-    dets = decode_detections(outputs, session.meta)
+    dets = decode_detections(outputs, session.meta, nms)
     results = []
     for b, (image, (_, info)) in enumerate(zip(images, prepared)):
         n = int(dets.num_detections[b, 0])
@@ -215,13 +243,16 @@ def pose_images(session: Any, images: list[str], arch: str, save: str | None) ->
 def run(args: argparse.Namespace) -> int:
     from netdef.preprocess import load_labels
 
+    refuse_same_files(args, ["save", "json_out"], INPUT_ARGUMENTS, extra_inputs=engine_sidecar_input(args.engine))
+    refuse_same_files(args, ["save"], ["json_out"])
     labels = load_labels(args.labels) if args.labels else None
     with open_from_args(args) as session:
         arch = session.arch or args.arch
         log.info("%s (%s, arch %s)", session.name, session.kind, arch)
         kind = family(arch, session)
         if kind == "detect":
-            results = detect_images(session, args.image, labels, args.save)
+            nms = {k: getattr(args, k, None) for k in HOST_NMS_OPTIONS}
+            results = detect_images(session, args.image, labels, args.save, nms)
         elif kind == "pose":
             results = pose_images(session, args.image, arch, args.save)
         else:

@@ -107,6 +107,11 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     output error quantizing each alone causes on the first `sensitivity_samples` samples, and keep the
     worst K in FP16; the ranking is stored in `cache.meta["sensitivity"]` (reused when present).
     """
+    if out is not None:  # never over an input
+        from netdef.atomic import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs({"out": out}, {"weights": getattr(model, "path", None),
+                                                 "data": data if isinstance(data, (str, os.PathLike)) else None})
     net = model.define(precision="fp32", input_size=input_size)
     definition = net.definition
     digest = definition_digest(definition)

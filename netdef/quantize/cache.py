@@ -1,13 +1,19 @@
 """The calibration cache: JSON with tensor name -> amax, the method, sample count and a fingerprint.
 
-The fingerprint ties a cache to one network definition and one weights file:
-sha256 over the definition's layers (name, type, output shapes; casts and identities skipped so
-the FP32 definition that was calibrated and the INT8 one being built agree) plus the weights' sha256.
+Two digests guard it:
+- the identity ties a cache to one network definition and one weights file: sha256 over the definition's
+  layers (name, type, output shapes; casts and identities skipped so the FP32 definition that was
+  calibrated and the INT8 one being built agree) plus the weights' sha256 (`check`);
+- the fingerprint covers the identity and every value (method, sample count, each amax exactly), so a
+  cache whose ranges were edited is refused on load.
+Every amax must be finite and positive (a tensor that was all zeros is stored as the smallest range,
+MIN_AMAX, which gives the scale TensorRT accepts) and give a float32 scale.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +26,9 @@ from netdef import trt as shim
 from netdef.atomic import write_text_atomic
 
 FORMAT = "netdef-calibration"
-VERSION = 1
+VERSION = 2  # 2: the fingerprint covers the values
+MIN_AMAX = 127 * 1e-12  # the range of an all-zero tensor (netdef.quantize.calibrators.scale_from_amax's floor)
+MAX_AMAX = float(np.finfo(np.float32).max)
 
 
 class CalibrationCacheError(ValueError):
@@ -38,8 +46,17 @@ class CalibrationCache:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def identity(self) -> str:
+        """What the cache belongs to: the definition and the weights."""
+        return identity(self.definition_sha256, self.weights_sha256)
+
+    @property
     def fingerprint(self) -> str:
-        return fingerprint(self.definition_sha256, self.weights_sha256)
+        """The identity and every value of the cache."""
+        h = hashlib.sha256(f"{self.identity}:{self.algorithm}:{self.num_samples}\n".encode())
+        for name in sorted(self.amax):
+            h.update(f"{name}={float(self.amax[name]).hex()}\n".encode())
+        return h.hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,8 +76,8 @@ class CalibrationCache:
             problems.append("the weights differ")
         if problems:
             raise CalibrationCacheError(
-                f"{origin}: does not match this network: {'; '.join(problems)} (cache fingerprint "
-                f"{self.fingerprint[:12]}, network {fingerprint(definition_sha256, weights_sha256)[:12]}). "
+                f"{origin}: does not match this network: {'; '.join(problems)} (cache made for "
+                f"{self.identity[:12]}, network {identity(definition_sha256, weights_sha256)[:12]}). "
                 "Recalibrate: `netdef calibrate ... --recalibrate` or calibrate(..., recalibrate=True).")
 
 
@@ -76,40 +93,48 @@ def load_cache(path: str | os.PathLike) -> CalibrationCache:
         raise CalibrationCacheError(f"{path}: not a netdef calibration cache (format {d.get('format')!r})"
                                     if isinstance(d, dict) else f"{path}: not a netdef calibration cache")
     if d.get("version") != VERSION:
-        raise CalibrationCacheError(f"{path}: cache version {d.get('version')}, this netdef reads {VERSION}")
+        raise CalibrationCacheError(f"{path}: cache version {d.get('version')}, this netdef reads {VERSION}: "
+                                    "calibrate again (`netdef calibrate ... --recalibrate`)")
     try:
-        tensors = {str(k): float(v) for k, v in d["tensors"].items()}
+        tensors = {str(k): _number(v) for k, v in d["tensors"].items()}
         cache = CalibrationCache(tensors, str(d["algorithm"]), int(d["num_samples"]), str(d["definition_sha256"]),
                                  d.get("weights_sha256"), d.get("arch"), dict(d.get("meta") or {}))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CalibrationCacheError(f"{path}: malformed calibration cache ({exc!r})") from None
-    bad = [k for k, v in tensors.items() if not np.isfinite(v) or v < 0]
-    if bad:
-        raise CalibrationCacheError(f"{path}: invalid amax for tensor(s) {bad[:5]}")
-    if d.get("fingerprint") not in (None, cache.fingerprint):
-        raise CalibrationCacheError(f"{path}: fingerprint field does not match its contents (edited by hand?)")
+    check_amax(tensors, str(path))
+    if d.get("fingerprint") != cache.fingerprint:
+        raise CalibrationCacheError(f"{path}: fingerprint field does not match its contents (edited by hand?): "
+                                    "calibrate again (`netdef calibrate ... --recalibrate`)")
     return cache
 
 
-def fingerprint(definition_sha256: str, weights_sha256: str | None) -> str:
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"amax {value!r} is not a number")
+    return float(value)
+
+
+def check_amax(amax: Mapping[str, float], origin: str) -> None:
+    """Refuse ranges that are not finite, not positive, or too large for a float32 scale (names them)."""
+    bad = {k: v for k, v in amax.items() if not (math.isfinite(v) and MIN_AMAX <= v <= MAX_AMAX)}
+    if bad:
+        shown = ", ".join(f"{k}={v!r}" for k, v in list(bad.items())[:5])
+        raise CalibrationCacheError(f"{origin}: invalid amax for {len(bad)} tensor(s): {shown} (expected finite "
+                                    f"ranges in [{MIN_AMAX:g}, {MAX_AMAX:g}])")
+
+
+def identity(definition_sha256: str, weights_sha256: str | None) -> str:
     return hashlib.sha256(f"{definition_sha256}:{weights_sha256 or '-'}".encode()).hexdigest()
 
 
 def definition_digest(definition: Any) -> str:
-    """sha256 over (name, type, output shapes) of every layer but casts, identities and Q/DQ."""
+    """sha256 over names and output shapes of the definition's layers, casts, identities and Q/DQ left out (so
+    the FP32 definition that was calibrated and the INT8 one being built agree)."""
+    from netdef.sidecar import definition_digest as digest
+
     trt = shim.binding()
-    ignored = {trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
-    h = hashlib.sha256()
-    for i in range(definition.num_inputs):
-        t = definition.get_input(i)
-        h.update(f"input {t.name} {tuple(t.shape)}\n".encode())
-    for i in range(definition.num_layers):
-        layer = definition.get_layer(i)
-        if layer.type in ignored:
-            continue
-        shapes = [tuple(layer.get_output(k).shape) for k in range(layer.num_outputs)]
-        h.update(f"{layer.name} {layer.type.name} {shapes}\n".encode())
-    return h.hexdigest()
+    return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
+                                          trt.LayerType.DEQUANTIZE), names_and_dtypes=False)
 
 
 def weights_digest(weights: Any) -> str | None:
@@ -135,7 +160,11 @@ def weights_digest(weights: Any) -> str | None:
 
 def new_cache(amax: Mapping[str, float], algorithm: str, num_samples: int, definition: Any,
               weights_sha256: str | None = None, arch: str | None = None, **meta: Any) -> CalibrationCache:
-    """A cache for `definition` (the FP32 one that was calibrated); `weights_sha256` from `weights_digest`."""
-    return CalibrationCache({k: float(v) for k, v in amax.items()}, algorithm, int(num_samples),
+    """A cache for `definition` (the FP32 one that was calibrated); `weights_sha256` from `weights_digest`.
+
+    Ranges of all-zero tensors (amax 0) are stored as MIN_AMAX, which quantizes the same way."""
+    table = {k: max(float(v), MIN_AMAX) if float(v) == 0 else float(v) for k, v in amax.items()}
+    check_amax(table, "calibration")
+    return CalibrationCache(table, algorithm, int(num_samples),
                             definition_digest(definition), weights_sha256, arch,
                             {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})

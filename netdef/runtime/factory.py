@@ -39,6 +39,10 @@ def open_session(engine: str | os.PathLike | None = None, executor: str = "tenso
         raise ValueError("the netdef executor needs a definition (--executor netdef needs --weights W.h5)")
     meta = engine_meta(engine)
     net = define(meta)
+    if meta:  # the rebuilt definition must be the one the engine was built from
+        from netdef.sidecar import check_definition
+
+        check_definition(meta, net, os.fspath(engine), same_precision=net.policy.name == meta.get("precision"))
     batch = tuple(meta["batch"]) if meta.get("batch") else None
     return InferenceSession.from_definition(net, device=device or "cpu", batch=batch, meta={**meta, **net.meta})
 
