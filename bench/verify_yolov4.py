@@ -46,7 +46,7 @@ def break_layer(net: Any, name: str, factor: float = 1 + 1e-3) -> str:
     for i in range(net.definition.num_layers):
         layer = net.definition.get_layer(i)
         if layer.type == trt.LayerType.CONVOLUTION and layer.name.startswith(name):
-            layer.__class__ = trt.IConvolutionLayer
+            shim.downcast(layer)
             layer.kernel = trt.Weights(net.keep(layer.kernel * np.float32(factor)))
             return layer.name
     raise ValueError(f"no convolution named {name}*")

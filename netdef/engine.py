@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 
 from netdef import trt as shim
 from netdef.atomic import atomic_path, recover_pair, refuse_overwriting_inputs, sha256_file, write_pair

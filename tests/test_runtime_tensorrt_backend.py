@@ -203,7 +203,7 @@ def test_a_session_on_gpu_1_works_from_another_thread(net, weights, monkeypatch)
     previous = cuda.use_cudart(fake)
     loaded_on = []
 
-    def load_engine(path, check_binding=True):
+    def load_engine(path, check_binding=True, register_plugins=None):
         loaded_on.append(fake.current())
         return netdef.engine.LoadedEngine(FakeEngine(net, BATCH, fake), None, {}, path)
 

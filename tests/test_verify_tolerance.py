@@ -81,7 +81,7 @@ def test_one_wrong_layer_still_fails():
     for i in range(net.definition.num_layers):
         layer = net.definition.get_layer(i)
         if layer.type == shim.binding().LayerType.CONVOLUTION and "conv_b" in layer.name:
-            layer.__class__ = shim.binding().IConvolutionLayer
+            shim.downcast(layer)
             layer.kernel = shim.binding().Weights(net.keep(layer.kernel * np.float32(1 + 1e-4)))
     report = verify_network(net, reference, _input())
     assert not report.ok and report.first_failure.name == "bn_b" and report.outputs[0].rel > 1e-2
@@ -96,7 +96,7 @@ def test_less_accurate_than_pytorch_fails_although_within_a_fixed_1e_5():
     for i in range(net.definition.num_layers):  # one kernel 3e-6 off: ten times float32's own rounding
         layer = net.definition.get_layer(i)
         if layer.name.startswith("layer3.0.conv1"):
-            layer.__class__ = shim.binding().IConvolutionLayer
+            shim.downcast(layer)
             layer.kernel = shim.binding().Weights(net.keep(layer.kernel * np.float32(1 + 3e-6)))
     x = model.sample_input(1, (32, 32), seed=5)
     report = verify_network(net, reference, x)
