@@ -1,5 +1,6 @@
 """ConvTranspose2d against torch in float64 through netdef's executor, its engine build, its refusals; and the
-ModuleList that keeps None entries (HRNet's fuse and transition layers)."""
+ModuleList that keeps None entries (HRNet's fuse and transition layers) and children added by name (OpenPose's
+blocks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,3 +76,21 @@ def test_module_list_keeps_none_entries_like_torch() -> None:
     assert [k for k, _ in netdef_list.named_parameters()] == [k for k in torch_list.state_dict()]
     with pytest.raises(IndexError):
         netdef_list[4]
+
+
+def test_sequential_built_by_name_runs_in_order_like_torch() -> None:
+    """OpenPose's blocks: `add_module("conv1_1", ...)`, `add_module("relu_conv1_1", ...)` on an empty Sequential."""
+    netdef_seq, torch_seq = nn.Sequential(), torch.nn.Sequential()
+    for seq, ns in ((netdef_seq, nn), (torch_seq, torch.nn)):
+        seq.add_module("conv1_1", ns.Conv2d(2, 3, 3, padding=1))
+        seq.add_module("relu_conv1_1", ns.ReLU())
+        seq.add_module("pool1", ns.MaxPool2d(2, 2))
+        seq.append(ns.Conv2d(3, 2, 1))
+    assert len(netdef_seq) == len(torch_seq) == 4 and isinstance(netdef_seq[1], nn.ReLU)
+    assert isinstance(netdef_seq[-1], nn.Conv2d) and [type(m).__name__ for m in netdef_seq] == \
+        [type(m).__name__ for m in torch_seq]
+    assert [k for k, _ in netdef_seq.named_parameters()] == list(torch_seq.state_dict())
+    randomize(torch_seq, 3)
+    netdef_seq.load_weights(state_dict_numpy(torch_seq))
+    x = np.random.default_rng(3).standard_normal((2, 2, 6, 8)).astype(np.float32)
+    assert rel_err(run(define(netdef_seq, x.shape, "fp32"), x), torch_seq.double()(torch.from_numpy(x).double())) <= 1e-5
