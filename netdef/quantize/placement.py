@@ -25,9 +25,6 @@ from netdef import trt as shim
 if TYPE_CHECKING:
     from netdef.quantize.groups import ScaleGroups
 
-# LayerType name -> interface to read its parameters (only what this module reads)
-_INTERFACE = {"QUANTIZE": "IQuantizeLayer", "DEQUANTIZE": "IDequantizeLayer", "CONSTANT": "IConstantLayer",
-              "POOLING": "IPoolingLayer", "RESIZE": "IResizeLayer", "ELEMENTWISE": "IElementWiseLayer"}
 WEIGHTED = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
 _PASS_THROUGH = ("CAST", "IDENTITY")  # a quantized tensor is named after what real layer produced it
 _COMMUTE_ANY_INPUT = ("CONCATENATION",)
@@ -36,15 +33,6 @@ _COMMUTE_FIRST_INPUT = ("SLICE", "SHUFFLE", "SQUEEZE", "UNSQUEEZE") + _PASS_THRO
 
 def _name(enum_value: Any) -> str:
     return getattr(enum_value, "name", str(enum_value)).split(".")[-1]
-
-
-def _downcast(layer: Any, type_name: str) -> Any:
-    """The layer as its interface class, to read its parameters. Always dispatched on `layer.type` first
-    (a wrong downcast can crash the process). Private stand-in until the shim offers one downcast helper."""
-    interface = _INTERFACE.get(type_name)
-    if interface is not None:
-        layer.__class__ = getattr(shim.binding(), interface)
-    return layer
 
 
 @dataclass
@@ -179,7 +167,7 @@ class _Graph:
             source = self.producer.get(self.input_name(i, 1) or "")
             if source is None or self.types[source] != "CONSTANT":
                 raise ValueError(f"layer '{self.layers[i].name}': scale is not a constant; cannot read it")
-            const = _downcast(self.layers[source], "CONSTANT")
+            const = shim.downcast(self.layers[source])
             self._scales[i] = np.asarray(const.weights, dtype=np.float32).reshape(-1)
         return self._scales[i]
 
@@ -193,9 +181,9 @@ class _Graph:
         if t in _COMMUTE_FIRST_INPUT:
             return True
         if t == "POOLING":
-            return _name(_downcast(self.layers[i], t).type) == "MAX"
+            return _name(shim.downcast(self.layers[i]).type) == "MAX"
         if t == "RESIZE":
-            return _name(_downcast(self.layers[i], t).resize_mode) == "NEAREST"
+            return _name(shim.downcast(self.layers[i]).resize_mode) == "NEAREST"
         return False
 
     def canonical(self, tensor: str) -> str:
