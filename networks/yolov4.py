@@ -161,15 +161,7 @@ class YOLOv4(NetworkModel):
         (`netdef.detect.detect` with these settings): it returns the four fixed-size NMS outputs, as a definition
         with the same options does (`define(...).meta` holds them).
         """
-        import torch
-
-        module = reference_module(self.plan)
-        state = module.state_dict()
-        for key in state:
-            if not key.endswith("num_batches_tracked"):
-                state[key] = torch.as_tensor(np.asarray(self.weights[key], dtype=np.float32))
-        module.load_state_dict(state)
-        module.eval()
+        module = self.load_reference(reference_module(self.plan))
         if resolve_nms(nms) == "engine":
             module.postprocess = _host_nms(max_detections, score_threshold, iou_threshold, topk)
         return module
