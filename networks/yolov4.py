@@ -113,7 +113,8 @@ class YOLOv4(NetworkModel):
         against the reference's `heads(x)` (INT8 is judged on them: the decode squashes errors).
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
-        decode and NMS stay FP32 either way. `net.meta` records the NMS settings (what `reference` takes).
+        decode and NMS stay FP32 either way. `net.meta` records the NMS settings (the define options: what
+        `reference` takes).
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -140,6 +141,7 @@ class YOLOv4(NetworkModel):
                 self.quantize(net, calibration, skip)
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
+        self.record_options(net, **settings, **({"heads": True} if heads else {}))
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,
