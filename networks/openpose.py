@@ -1,8 +1,9 @@
 """OpenPose body (CMU COCO model: 18 keypoints + background heatmaps, 19 limbs as 38 PAF channels).
 
 The netdef definition and its PyTorch twin are one `BodyPoseLayers` class on netdef's or torch's Module
-(`side_classes`, as networks/resnet.py does), so module names are those of the most used PyTorch port, Hzzone/pytorch-openpose's `bodypose_model`: `model0.conv1_1` (VGG-19 to conv4_2, then
-conv4_3_CPM, conv4_4_CPM), stage 1 `model1_1.conv5_1_CPM_L1` .. `conv5_5_CPM_L1` (PAF branch, L1) and
+(`side_classes`, as networks/resnet.py does), so module names are those of the most used PyTorch port,
+Hzzone/pytorch-openpose's `bodypose_model`: `model0.conv1_1` (VGG-19 to conv4_2, then conv4_3_CPM, conv4_4_CPM),
+stage 1 `model1_1.conv5_1_CPM_L1` .. `conv5_5_CPM_L1` (PAF branch, L1) and
 `model1_2...L2` (heatmap branch), stages t = 2..6 `model{t}_{1,2}.Mconv{1..7}_stage{t}_L{1,2}` reading the
 concatenation (PAF, heatmaps, features). Its `body_pose_model.pth` (keys are CMU's layer names, without the
 `model{..}.` prefix) exports with `netdef export --arch openpose-body --checkpoint body_pose_model.pth`.

@@ -70,8 +70,8 @@ def _pose_weights(tmp_path: Path, arch: str) -> Path:
     else:
         from networks.higherhrnet import HigherHRNetConfig, torch_higherhrnet
 
-        module = torch_higherhrnet(HigherHRNetConfig(width=8, stem_channels=8, layer1_blocks=1, stage_modules=(1, 1, 1),
-                                                     stage_blocks=1, deconv_blocks=1), seed=1)
+        small = HigherHRNetConfig(width=8, stem_channels=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1)
+        module = torch_higherhrnet(small, seed=1)
     path = tmp_path / f"{arch}.h5"
     write_weights(path, {k: v.numpy() for k, v in module.state_dict().items()}, root_attrs={"arch": arch})
     return path
