@@ -113,7 +113,8 @@ class YOLOv4(NetworkModel):
         against the reference's `heads(x)` (INT8 is judged on them: the decode squashes errors).
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
-        decode and NMS stay FP32 either way. `net.meta` records the NMS settings (what `reference` takes).
+        decode and NMS stay FP32 either way. `net.meta` records the NMS settings (the define options: what
+        `reference` takes).
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -141,6 +142,7 @@ class YOLOv4(NetworkModel):
                 self.quantize(net, calibration, skip)
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
+        self.record_options(net, **settings, **({"heads": True} if heads else {}))
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,
@@ -162,15 +164,7 @@ class YOLOv4(NetworkModel):
         (`netdef.detect.detect` with these settings): it returns the four fixed-size NMS outputs, as a definition
         with the same options does (`define(...).meta` holds them).
         """
-        import torch
-
-        module = reference_module(self.plan)
-        state = module.state_dict()
-        for key in state:
-            if not key.endswith("num_batches_tracked"):
-                state[key] = torch.as_tensor(np.asarray(self.weights[key], dtype=np.float32))
-        module.load_state_dict(state)
-        module.eval()
+        module = self.load_reference(reference_module(self.plan))
         if resolve_nms(nms) == "engine":
             module.postprocess = _host_nms(max_detections, score_threshold, iou_threshold, topk)
         return module

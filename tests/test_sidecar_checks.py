@@ -63,6 +63,7 @@ def test_sidecar_that_is_not_an_object_is_refused(tiny, tmp_path, text, message)
     ("inputs", [{"name": "input"}], "field 'inputs'"),
     ("weights_file", "../../etc/passwd", "field 'weights_file'"),
     ("score_threshold", 7, "field 'score_threshold' is 7"),
+    ("define_options", ["nms", "raw"], "field 'define_options' is \\['nms', 'raw'\\], expected an object"),
 ])
 def test_sidecar_fields_of_the_wrong_type_are_refused(tiny, tmp_path, key, value, message):
     engine = _edited(tiny, tmp_path, lambda m: m.__setitem__(key, value), reseal=True)
