@@ -8,6 +8,8 @@
 #   bash bench/gpu_int8.sh wait SECONDS    poll up to SECONDS, then copy results and logs to $OUT; prints the INT8
 #                                          table once everything is done (call again if it is not)
 #   bash bench/gpu_int8.sh run             both lanes in the foreground (what `start` runs)
+#   bash bench/gpu_int8.sh lane y|r        one lane in the foreground (bench/gpu_session.sh runs one per GPU),
+#   bash bench/gpu_int8.sh summarize       then the table once both are done
 #
 # Two lanes, one GPU each (one GPU: one after the other), timings never share a GPU:
 #   lane y: prepare YOLOv4 (HDF5, ONNX with the raw heads, float64 references, netdef calibration on CUDA; no
@@ -97,5 +99,13 @@ case "${1:-}" in
     collect
     if [ -f "$W/done" ]; then cat "$W/int8_table.txt"; else echo "not done yet: call wait again"; cat "$W/run.log"; fi ;;
   run) run ;;
+  lane)
+    mkdir -p "$W/y" "$W/r"
+    case "${2:-}" in
+      y) lane_y_prepare; lane_y_bench ;;
+      r) lane_r ;;
+      *) echo "usage: bash bench/gpu_int8.sh lane y|r" >&2; exit 2 ;;
+    esac ;;
+  summarize) summarize; touch "$W/done" ;;
   *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run" >&2; exit 2 ;;
 esac

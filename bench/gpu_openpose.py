@@ -301,6 +301,10 @@ def bench(args: argparse.Namespace) -> int:
         print(json.dumps({"parse": tag(size), **check}), flush=True)
         for item in args.plan.split(","):
             precision, path, outputs_kind = item.split(":")
+            if time.time() > args.deadline_at:
+                results["rows"].append({"size": tag(size), "precision": precision, "path": path,
+                                        "outputs": outputs_kind, "skipped": "deadline"})
+                continue
             settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=args.opt_level,
                                      timing_cache=timing_cache, progress=False)
             t0 = time.perf_counter()
@@ -403,6 +407,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--e2e-iters", type=int, default=30)
     ap.add_argument("--profile", action="store_true", help="per-layer profile of parsed engines at batch 1")
+    ap.add_argument("--deadline-at", type=float, default=float("inf"),
+                    help="start no build after this time (seconds since the epoch; the shell script's DEADLINE)")
     ap.add_argument("--out", default="openpose_gpu.json")
     args = ap.parse_args()
     if args.step == "prepare":

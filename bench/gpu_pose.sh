@@ -8,6 +8,7 @@
 # Two GPUs: size 512 on GPU 0; size 256 then the PyTorch timings on GPU 1 (no timing ever shares a GPU).
 set -uo pipefail
 W=${W:-/tmp/ndpose}; LEVEL=${LEVEL:-3}; DEADLINE=${DEADLINE:-240}
+GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}  # GPUS=1 with CUDA_VISIBLE_DEVICES=N: one lane on GPU N
 export PYTHONUNBUFFERED=1
 mkdir -p "$W"
 prep() { PYTHONPATH=/tmp/rtx/site:. python3 bench/gpu_pose_prepare.py --work "$W" "$@"; }
@@ -16,7 +17,7 @@ trt() {
 }
 
 prep --stage files > "$W/files.log" 2>&1
-if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+if [ "$GPUS" -ge 2 ]; then
   (export CUDA_VISIBLE_DEVICES=0; trt --sizes 512 --out "$W/trt_512.json" > "$W/trt_512.log" 2>&1) &
   (export CUDA_VISIBLE_DEVICES=1; trt --sizes 256 --out "$W/trt_256.json" > "$W/trt_256.log" 2>&1
    prep --stage torch > "$W/torch.log" 2>&1) &
