@@ -18,6 +18,7 @@ leaky slope 0.1.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -140,16 +141,27 @@ def plan(cfg: Any) -> DarknetPlan:
                                s))
     if not specs:
         raise DarknetPlan(cfg, [], in_channels, (0, 0)).cfg_error("the cfg has no layers after [net]")
+    for spec in specs:  # the detection head's last convs: what each [yolo] layer reads
+        if spec.type == "yolo" and spec.sources[0] >= 0 and specs[spec.sources[0]].type == "convolutional":
+            specs[spec.sources[0]].options["feeds_yolo"] = True
     return DarknetPlan(cfg, specs, in_channels, (net_h, cfg.net.int("width")))
 
 
 # --- the layer kinds, each written once against a side's ops ----------------------------------------------
 
 class Side:
-    """What a layer kind needs from its side: the module namespace and five ops. `NetdefSide` below,
+    """What a layer kind needs from its side: the module namespace and its ops. `NetdefSide` below,
     `networks.darknet_torch.TorchSide` for the reference."""
 
     ns: Any  # netdef.nn or torch.nn
+
+    def residual(self, x: Any, skip: Any) -> Any:
+        """x + skip, where `skip` is the shortcut's `from` layer (INT8 reads it quantized: docs/int8.md R3)."""
+        raise NotImplementedError
+
+    def keep_float(self, flag: bool) -> Any:
+        """A context: layers defined inside stay in floating point when `flag` (INT8's detection head, R9)."""
+        return contextlib.nullcontext()
 
     def act(self, x: Any, kind: str) -> Any:
         raise NotImplementedError
@@ -168,18 +180,21 @@ class Side:
 
 
 class Convolutional:
-    """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
+    """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation. A conv feeding a [yolo] layer
+    (the head's linear 1x1) stays in floating point in an INT8 definition."""
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
-                 bn: bool, activation: str) -> None:
+                 bn: bool, activation: str, feeds_yolo: bool = False) -> None:
         super().__init__()
         self.conv = self.ns.Conv2d(in_channels, filters, size, stride, padding, groups=groups, bias=not bn)
         self.bn = self.ns.BatchNorm2d(filters, eps=BN_EPS) if bn else None
         self.activation = activation
+        self.feeds_yolo = feeds_yolo
 
     def forward(self, x: Any) -> Any:
-        x = self.conv(x)
-        return self.act(self.bn(x) if self.bn is not None else x, self.activation)
+        with self.keep_float(self.feeds_yolo):
+            x = self.conv(x)
+            return self.act(self.bn(x) if self.bn is not None else x, self.activation)
 
 
 class Maxpool:
@@ -221,7 +236,7 @@ class Shortcut:
         self.activation = activation
 
     def forward(self, x: Any, other: Any) -> Any:
-        return self.act(x + other, self.activation)
+        return self.act(self.residual(x, other), self.activation)
 
 
 class Upsample:
@@ -326,6 +341,12 @@ def decode_heads(darknet_plan: DarknetPlan, layers: Sequence[Any], heads: Sequen
 
 class NetdefSide(Side, Module):
     ns = nn
+
+    def residual(self, x: Any, skip: Any) -> Any:
+        return F.add(x, skip, skip=1)
+
+    def keep_float(self, flag: bool) -> Any:
+        return current().unquantized() if flag else contextlib.nullcontext()
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)
