@@ -72,7 +72,8 @@ def prepare(args: argparse.Namespace) -> int:
     from gpu_prepare import cuda_time, export_onnx
     from netdef import quantize
     from netdef.pose.paf import PafSettings
-    from networks.openpose import OpenPose, torch_body_pose, torch_parse
+    from networks.openpose import OpenPose, torch_body_pose
+    from networks.openpose_torch import torch_parse
     from weights_export.pytorch import export_module
 
     work = Path(args.work)

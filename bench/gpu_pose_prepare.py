@@ -3,7 +3,7 @@ from /tmp/rtx/site for the calibration's network definition).
 
 --stage files: the W32 model (seeded random init, realistic BatchNorm statistics) as a netdef HDF5 file, one ONNX
   file per input size (raw outputs, dynamic batch), inputs at batch 1 and 8 with their float64 references (raw
-  outputs and the parsed ones: networks.higherhrnet.torch_parse), netdef's INT8 calibration on CUDA; then
+  outputs and the parsed ones: networks.higherhrnet_torch.torch_parse), netdef's INT8 calibration on CUDA; then
   WORK/files.done. Step 2 (`bench/gpu_pose.py`, TensorRT 8.6) needs these.
 --stage torch: PyTorch timings: eager FP32/FP16 at every size and batch, torch.compile (reduce-overhead, FP16,
   channels-last) at --compile-sizes and --compile-batches; WORK/torch_pose.json.
@@ -50,7 +50,7 @@ def inputs_for(size: int) -> dict[int, np.ndarray]:
 
 def references(model: torch.nn.Module, inputs: dict[int, np.ndarray], device: str) -> dict[str, np.ndarray]:
     """float64 raw outputs and parsed candidates per batch (keys b1_output0 ... b8_tags)."""
-    from networks.higherhrnet import torch_parse
+    from networks.higherhrnet_torch import torch_parse
 
     refs = {}
     with torch.inference_mode():

@@ -160,28 +160,33 @@ class Module:
 
 
 class ModuleList(Module):
-    """A list of modules indexed like torch.nn.ModuleList; a None entry keeps its index (HRNet's fuse layers)."""
+    """A list of modules indexed like torch.nn.ModuleList; a None entry keeps its index (HRNet's fuse layers).
+    A child added by name (`add_module`, as torch's Sequential is often built) takes the next index."""
 
     def __init__(self, modules: Iterable["Module | None"] = ()) -> None:
         super().__init__()
-        object.__setattr__(self, "_length", 0)
+        object.__setattr__(self, "_names", [])  # the children's names in index order
         for m in modules:
             self.append(m)
 
     def append(self, module: "Module | None") -> None:
-        self.add_module(str(self._length), module)
-        object.__setattr__(self, "_length", self._length + 1)
+        self.add_module(str(len(self._names)), module)
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        if name not in self._names:
+            self._names.append(name)
+        super().add_module(name, module)
 
     def __getitem__(self, i: int) -> "Module | None":
-        if not -self._length <= i < self._length:
-            raise IndexError(f"ModuleList index {i} out of range (length {self._length})")
-        return getattr(self, str(i % self._length))
+        if not -len(self._names) <= i < len(self._names):
+            raise IndexError(f"ModuleList index {i} out of range (length {len(self._names)})")
+        return getattr(self, self._names[i])
 
     def __len__(self) -> int:
-        return self._length
+        return len(self._names)
 
     def __iter__(self) -> Iterator["Module | None"]:
-        return (self[i] for i in range(self._length))
+        return (getattr(self, name) for name in self._names)
 
 
 class Sequential(ModuleList):

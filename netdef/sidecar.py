@@ -93,6 +93,8 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
                 "a non-empty list of {name, dtype, shape, min, opt, max}"),
     "output_order": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a list of names"),
     "plugins": (lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of objects"),
+    "define_options": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                       "an object of define() options"),
     "arch": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "network": (lambda v: isinstance(v, str), "a string"),
     "weights_file": (lambda v: isinstance(v, str) and bool(v) and os.path.basename(v) == v, "a file name"),

@@ -3,6 +3,13 @@
 A subclass implements `make_module` (the netdef module tree), `define` (emit the definition into a Network)
 and `reference` (the PyTorch module with the same weights, for verification; it depends only on its
 arguments, never on an earlier `define`); `module`, `int8_settings`, `build` and `from_hdf5` are shared.
+
+A define() records the options that shaped its definition (besides precision, input size and calibration) with
+`record_options`, in `net.meta[DEFINE_OPTIONS]`: the engine sidecar keeps them, `netdef infer --executor netdef`
+passes them back to define() and `netdef verify` to reference() (those it takes), so both rebuild like with like.
+
+`side_class` makes one side's class of a network written once: a `...Layers` class (architecture and forward)
+on netdef's or torch's Module, with that side's namespace and ops as class attributes.
 """
 from __future__ import annotations
 
@@ -14,6 +21,15 @@ import numpy as np
 from netdef.engine import BuildSettings, Plan
 from netdef.module import Module
 from netdef.network import Network
+
+
+DEFINE_OPTIONS = "define_options"  # net.meta key: {define() option: value} (JSON values)
+
+
+def side_class(name: str, layers: type, base: type, module: str, **attrs: Any) -> type:
+    """`layers` (a class written once against `self.ns` and the side ops in `attrs`) on `base` (netdef.nn.Module
+    or torch.nn.Module), named `name` in `module`."""
+    return type(name, (layers, base), {"__module__": module, "__doc__": layers.__doc__, **attrs})
 
 
 class NetworkModel:
@@ -61,6 +77,26 @@ class NetworkModel:
             origin = os.fspath(self.path) if self.path is not None else "weights"
             self._modules[key] = self.make_module(input_size).load_weights(self.weights, origin=origin)
         return self._modules[key]
+
+    def load_reference(self, module: Any) -> Any:
+        """`module` (this network's torch twin) with these weights as float32, in eval mode; every parameter and
+        buffer it needs must be there (all missing names reported at once)."""
+        import torch
+
+        names = [k for k in module.state_dict() if not k.endswith("num_batches_tracked")]
+        missing = [k for k in names if k not in self.weights]
+        if missing:
+            origin = os.fspath(self.path) if self.path is not None else "weights"
+            raise ValueError(f"{origin}: the {self.arch} reference needs {len(missing)} tensor(s) the weights lack: "
+                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        module.load_state_dict({k: torch.as_tensor(np.asarray(self.weights[k], dtype=np.float32)) for k in names},
+                               strict=False)
+        return module.eval()
+
+    @staticmethod
+    def record_options(net: Network, **options: Any) -> None:
+        """Record the define() options that shaped `net` (module docstring): what a rebuild passes back."""
+        net.meta[DEFINE_OPTIONS] = dict(options)
 
     def int8_settings(self, precision: str, calibration: Any, skip: tuple[str, ...] = (),
                       input_size: Any = None) -> Any:

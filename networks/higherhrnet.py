@@ -1,19 +1,19 @@
-"""HigherHRNet (bottom-up multi-person pose): the PyTorch reference and the netdef definition side by side.
+"""HigherHRNet (bottom-up multi-person pose): the netdef definition, written once with its PyTorch twin.
 
-Both sides are built by the same helpers with the module namespace as argument (`torch.nn` or `netdef.nn`) and
-run the same forward functions with the namespace's add and concat, so attribute names - state-dict keys, HDF5
-groups, TensorRT layer names - are identical by construction and match the official implementation
-(HRNet/HigherHRNet-Human-Pose-Estimation, `PoseHigherResolutionNet`): its checkpoints export and build as they
-are. HRNet's blocks are torchvision's, so they come from networks.resnet.
+Both sides are the same `...Layers` classes (architecture and forward) on netdef's or torch's Module with that
+side's namespace (`netdef.nn` / `torch.nn`), concatenation and ResNet blocks (`side_classes`; HRNet's blocks are
+torchvision's, from networks.resnet), so attribute names - state-dict keys, HDF5 groups, TensorRT layer names -
+are identical by construction and match the official implementation (HRNet/HigherHRNet-Human-Pose-Estimation,
+`PoseHigherResolutionNet`): its checkpoints export and build as they are. The torch classes and `torch_parse`
+live in networks.higherhrnet_torch, imported on first use: defining and building need numpy, h5py and TensorRT.
 
 Outputs, chosen at define time (`outputs=`):
 - "raw": `output0` (B, 2J, H/4, W/4): J heatmaps + J tag maps, and `output1` (B, J, H/2, W/2): J heatmaps.
-- "parsed" (default): the reference's test-time steps inside the engine (`parse` below, `torch_parse` is the
+- "parsed" (default): the reference's test-time steps inside the engine (`parse` below; `torch_parse` is the
   same in torch): output0 resized to H/2 (bilinear), heatmaps averaged with output1, heatmaps and tags resized to
   the input size; max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
   x, y in input pixels with the reference's quarter-pixel adjustment, `tags` (B, J, k). The host groups them
   into people (netdef.pose.grouping, netdef.pose.higherhrnet).
-torch is imported lazily (reference side only).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -30,8 +30,9 @@ import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
 from networks import register
-from networks.base import NetworkModel
-from networks.resnet import IMAGENET_MEAN, IMAGENET_STD, BasicBlock, Bottleneck, torch_classes
+from networks.base import NetworkModel, side_class
+from networks.resnet import IMAGENET_MEAN, IMAGENET_STD
+from networks.resnet import NETDEF as RESNET_NETDEF
 
 OUTPUTS = ("parsed", "raw")
 RAW_OUTPUTS = ("output0", "output1")
@@ -66,7 +67,7 @@ PRESETS: dict[str, HigherHRNetConfig] = {
 DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}  # kernel -> (padding, output_padding), as the reference
 
 
-# --- architecture, written once for both namespaces ---------------------------------------------------
+# --- architecture and forwards, written once: each side adds its module base, `ns`, ResNet blocks and cat -----
 def _conv_bn(ns: Any, cin: int, cout: int, kernel: int, stride: int, relu: bool) -> Any:
     layers = [ns.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), ns.BatchNorm2d(cout)]
     return ns.Sequential(*layers, ns.ReLU(inplace=True)) if relu else ns.Sequential(*layers)
@@ -85,17 +86,6 @@ def _fuse_layer(ns: Any, channels: list[int], i: int, j: int) -> Any:
                                     relu=k != steps - 1) for k in range(steps)])
 
 
-def _hr_module_layers(module: Any, ns: Any, blocks: Any, channels: list[int], num_blocks: int,
-                      multi_scale_output: bool) -> None:
-    module.branches = ns.ModuleList([ns.Sequential(*[blocks.BasicBlock(c, c) for _ in range(num_blocks)])
-                                     for c in channels])
-    n = len(channels)
-    module.fuse_layers = None if n == 1 else ns.ModuleList(
-        [ns.ModuleList([_fuse_layer(ns, channels, i, j) for j in range(n)])
-         for i in range(n if multi_scale_output else 1)])
-    module.relu = ns.ReLU(True)
-
-
 def _transition(ns: Any, previous: list[int], current: list[int]) -> Any:
     """The reference's transition layer: a 3x3 conv where a kept branch changes width, strided 3x3 convs from
     the last branch for each new one, None elsewhere."""
@@ -110,177 +100,120 @@ def _transition(ns: Any, previous: list[int], current: list[int]) -> Any:
     return ns.ModuleList(layers)
 
 
-def _higherhrnet_layers(model: Any, ns: Any, blocks: Any, cfg: HigherHRNetConfig) -> None:
-    stem, joints = cfg.stem_channels, cfg.num_joints
-    model.conv1 = ns.Conv2d(3, stem, 3, 2, 1, bias=False)
-    model.bn1 = ns.BatchNorm2d(stem)
-    model.conv2 = ns.Conv2d(stem, stem, 3, 2, 1, bias=False)
-    model.bn2 = ns.BatchNorm2d(stem)
-    model.relu = ns.ReLU(inplace=True)
-    model.layer1 = ns.Sequential(*[blocks.Bottleneck(stem if b == 0 else stem * 4, stem)
-                                   for b in range(cfg.layer1_blocks)])
-    previous = [stem * 4]
-    for stage, count in zip((2, 3, 4), cfg.stage_modules):
-        channels = cfg.branches(stage)
-        setattr(model, f"transition{stage - 1}", _transition(ns, previous, channels))
-        setattr(model, f"stage{stage}", ns.Sequential(*[
-            blocks.HighResolutionModule(channels, cfg.stage_blocks, stage < 4 or m < count - 1)
-            for m in range(count)]))
-        previous = channels
-    width, fk = cfg.width, cfg.final_kernel
-    model.final_layers = ns.ModuleList([ns.Conv2d(width, 2 * joints, fk, 1, fk // 2),
-                                        ns.Conv2d(width, joints, fk, 1, fk // 2)])
-    padding, output_padding = DECONV_PADDING[cfg.deconv_kernel]
-    deconv = ns.Sequential(ns.ConvTranspose2d(width + 2 * joints, width, cfg.deconv_kernel, 2, padding,
-                                              output_padding, bias=False),
-                           ns.BatchNorm2d(width), ns.ReLU(inplace=True))
-    model.deconv_layers = ns.ModuleList([ns.Sequential(
-        deconv, *[ns.Sequential(blocks.BasicBlock(width, width)) for _ in range(cfg.deconv_blocks)])])
+class HighResolutionModuleLayers:
+    """Parallel branches of BasicBlocks, then each output the sum of every branch brought to its resolution."""
+
+    ns: Any
+    blocks: Any  # the side's ResNet blocks (networks.resnet.side_classes): BasicBlock, Bottleneck
+
+    def __init__(self, channels: list[int], num_blocks: int, multi_scale_output: bool = True) -> None:
+        super().__init__()
+        ns, n = self.ns, len(channels)
+        self.branches = ns.ModuleList([ns.Sequential(*[self.blocks.BasicBlock(c, c) for _ in range(num_blocks)])
+                                       for c in channels])
+        self.fuse_layers = None if n == 1 else ns.ModuleList(
+            [ns.ModuleList([_fuse_layer(ns, channels, i, j) for j in range(n)])
+             for i in range(n if multi_scale_output else 1)])
+        self.relu = ns.ReLU(True)
+
+    def forward(self, xs: list[Any]) -> list[Any]:  # netdef tensors add with + as torch's do
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        if self.fuse_layers is None:
+            return xs
+        fused = []
+        for i, row in enumerate(self.fuse_layers):
+            y = xs[0] if i == 0 else row[0](xs[0])
+            for j in range(1, len(xs)):
+                y = y + (xs[j] if i == j else row[j](xs[j]))
+            fused.append(self.relu(y))
+        return fused
 
 
-def _hr_module_forward(module: Any, xs: list[Any], ops: Any) -> list[Any]:
-    xs = [branch(x) for branch, x in zip(module.branches, xs)]
-    if module.fuse_layers is None:
-        return xs
-    fused = []
-    for i, row in enumerate(module.fuse_layers):
-        y = xs[0] if i == 0 else row[0](xs[0])
-        for j in range(1, len(xs)):
-            y = ops.add(y, xs[j] if i == j else row[j](xs[j]))
-        fused.append(module.relu(y))
-    return fused
+class PoseHigherResolutionNetLayers:
+    """forward -> [output0 (B, 2J, H/4, W/4), output1 (B, J, H/2, W/2)], as the reference's; with `postprocess`
+    set (the torch reference's torch_parse), what it makes of them (define() emits `parse` itself)."""
+
+    ns: Any
+    blocks: Any
+    hr_module: type  # the side's HighResolutionModule
+    postprocess: Any = None
+
+    def __init__(self, cfg: HigherHRNetConfig) -> None:
+        super().__init__()
+        ns, blocks, stem, joints = self.ns, self.blocks, cfg.stem_channels, cfg.num_joints
+        self.conv1 = ns.Conv2d(3, stem, 3, 2, 1, bias=False)
+        self.bn1 = ns.BatchNorm2d(stem)
+        self.conv2 = ns.Conv2d(stem, stem, 3, 2, 1, bias=False)
+        self.bn2 = ns.BatchNorm2d(stem)
+        self.relu = ns.ReLU(inplace=True)
+        self.layer1 = ns.Sequential(*[blocks.Bottleneck(stem if b == 0 else stem * 4, stem)
+                                      for b in range(cfg.layer1_blocks)])
+        previous = [stem * 4]
+        for stage, count in zip((2, 3, 4), cfg.stage_modules):
+            channels = cfg.branches(stage)
+            setattr(self, f"transition{stage - 1}", _transition(ns, previous, channels))
+            setattr(self, f"stage{stage}", ns.Sequential(*[
+                self.hr_module(channels, cfg.stage_blocks, stage < 4 or m < count - 1) for m in range(count)]))
+            previous = channels
+        width, fk = cfg.width, cfg.final_kernel
+        self.final_layers = ns.ModuleList([ns.Conv2d(width, 2 * joints, fk, 1, fk // 2),
+                                           ns.Conv2d(width, joints, fk, 1, fk // 2)])
+        padding, output_padding = DECONV_PADDING[cfg.deconv_kernel]
+        deconv = ns.Sequential(ns.ConvTranspose2d(width + 2 * joints, width, cfg.deconv_kernel, 2, padding,
+                                                  output_padding, bias=False),
+                               ns.BatchNorm2d(width), ns.ReLU(inplace=True))
+        self.deconv_layers = ns.ModuleList([ns.Sequential(
+            deconv, *[ns.Sequential(blocks.BasicBlock(width, width)) for _ in range(cfg.deconv_blocks)])])
+
+    def cat(self, xs: list[Any]) -> Any:
+        raise NotImplementedError  # the side's concatenation along channels
+
+    def forward(self, x: Any) -> Any:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        ys = [self.layer1(x)]
+        for transition, stage in ((self.transition1, self.stage2), (self.transition2, self.stage3),
+                                  (self.transition3, self.stage4)):
+            # a new (or re-widened) branch starts from the last branch, as the reference does
+            ys = stage([ys[i] if t is None else t(ys[-1]) for i, t in enumerate(transition)])
+        x = ys[0]
+        y = self.final_layers[0](x)
+        outputs = [y]
+        for i, deconv in enumerate(self.deconv_layers):
+            x = deconv(self.cat([x, y]))
+            y = self.final_layers[i + 1](x)
+            outputs.append(y)
+        return outputs if self.postprocess is None else self.postprocess(*outputs)
 
 
-def _higherhrnet_forward(model: Any, x: Any, ops: Any) -> list[Any]:
-    """[output0 (B, 2J, H/4, W/4), output1 (B, J, H/2, W/2)], as the reference's forward."""
-    x = model.relu(model.bn1(model.conv1(x)))
-    x = model.relu(model.bn2(model.conv2(x)))
-    ys = [model.layer1(x)]
-    for transition, stage in ((model.transition1, model.stage2), (model.transition2, model.stage3),
-                              (model.transition3, model.stage4)):
-        # a new (or re-widened) branch starts from the last branch, as the reference does
-        ys = stage([ys[i] if t is None else t(ys[-1]) for i, t in enumerate(transition)])
-    x = ys[0]
-    y = model.final_layers[0](x)
-    outputs = [y]
-    for i, deconv in enumerate(model.deconv_layers):
-        x = deconv(ops.cat([x, y]))
-        y = model.final_layers[i + 1](x)
-        outputs.append(y)
-    return outputs
+def side_classes(base: type, ns: Any, cat: Callable[..., Any], blocks: Any, module: str) -> SimpleNamespace:
+    """HighResolutionModule and PoseHigherResolutionNet on one side: the classes above on `base` (netdef's or
+    torch's Module) with that side's namespace `ns`, `cat(tensors, dim)` and ResNet blocks (networks.resnet)."""
+    hr_module = side_class("HighResolutionModule", HighResolutionModuleLayers, base, module, ns=ns, blocks=blocks)
+    net = side_class("PoseHigherResolutionNet", PoseHigherResolutionNetLayers, base, module, ns=ns, blocks=blocks,
+                     hr_module=hr_module, cat=lambda self, xs: cat(xs, 1))
+    return SimpleNamespace(HighResolutionModule=hr_module, PoseHigherResolutionNet=net)
 
 
 # --- netdef definition ---------------------------------------------------------------------------------
-_NETDEF_OPS = SimpleNamespace(add=F.add, cat=lambda xs: F.concat(xs, 1))
+NETDEF = side_classes(nn.Module, nn, F.concat, RESNET_NETDEF, __name__)
+HighResolutionModule = NETDEF.HighResolutionModule
+PoseHigherResolutionNet = NETDEF.PoseHigherResolutionNet
 
 
-class HighResolutionModule(nn.Module):
-    def __init__(self, channels: list[int], num_blocks: int, multi_scale_output: bool = True) -> None:
-        super().__init__()
-        _hr_module_layers(self, nn, _NETDEF_BLOCKS, channels, num_blocks, multi_scale_output)
-
-    def forward(self, xs: list[Any]) -> list[Any]:
-        return _hr_module_forward(self, xs, _NETDEF_OPS)
-
-
-_NETDEF_BLOCKS = SimpleNamespace(BasicBlock=BasicBlock, Bottleneck=Bottleneck,
-                                 HighResolutionModule=HighResolutionModule)
-
-
-class PoseHigherResolutionNet(nn.Module):
-    def __init__(self, cfg: HigherHRNetConfig) -> None:
-        super().__init__()
-        _higherhrnet_layers(self, nn, _NETDEF_BLOCKS, cfg)
-
-    def forward(self, x: Any) -> list[Any]:
-        return _higherhrnet_forward(self, x, _NETDEF_OPS)
-
-
-# --- PyTorch reference (the official module names) ------------------------------------------------------
-@functools.cache
-def torch_higherhrnet_classes() -> SimpleNamespace:
-    """The torch reference classes, created on first use so the build path never imports torch."""
-    import torch
-
-    tnn = torch.nn
-    resnet = torch_classes()
-    ops = SimpleNamespace(add=lambda a, b: a + b, cat=lambda xs: torch.cat(xs, 1))
-
-    class TorchHighResolutionModule(tnn.Module):
-        def __init__(self, channels: list[int], num_blocks: int, multi_scale_output: bool = True) -> None:
-            super().__init__()
-            _hr_module_layers(self, tnn, blocks, channels, num_blocks, multi_scale_output)
-
-        def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-            return _hr_module_forward(self, xs, ops)
-
-    blocks = SimpleNamespace(BasicBlock=resnet.BasicBlock, Bottleneck=resnet.Bottleneck,
-                             HighResolutionModule=TorchHighResolutionModule)
-
-    class TorchPoseHigherResolutionNet(tnn.Module):
-        """forward -> [output0, output1]; with `postprocess` set (torch_parse), what it returns instead."""
-
-        def __init__(self, cfg: HigherHRNetConfig) -> None:
-            super().__init__()
-            _higherhrnet_layers(self, tnn, blocks, cfg)
-            self.postprocess: Any = None
-
-        def forward(self, x: torch.Tensor) -> Any:
-            outputs = _higherhrnet_forward(self, x, ops)
-            return outputs if self.postprocess is None else self.postprocess(*outputs)
-
-    return SimpleNamespace(HighResolutionModule=TorchHighResolutionModule,
-                           PoseHigherResolutionNet=TorchPoseHigherResolutionNet)
-
-
+# --- PyTorch reference: networks.higherhrnet_torch (official names, torch_parse), imported on first use --------
 def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> Any:
     """An untrained torch HigherHRNet (a preset name or a config), seeded when `seed` is given, eval mode."""
     import torch
 
+    from networks.higherhrnet_torch import TorchPoseHigherResolutionNet
+
     cfg = _preset(cfg) if isinstance(cfg, str) else cfg
-    make = torch_higherhrnet_classes().PoseHigherResolutionNet
     if seed is None:
-        return make(cfg).eval()
+        return TorchPoseHigherResolutionNet(cfg).eval()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return make(cfg).eval()
-
-
-def torch_parse(output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
-    """The reference's test-time steps on the two outputs (what `parse` does inside the engine), in torch.
-
-    get_multi_stage_outputs (no flip): output0 resized to output1's size, heatmaps averaged, tags from
-    output0; project2image: both resized to the input size; HeatmapParser.top_k: max-pool NMS, top k per
-    joint with their tags; HeatmapParser.adjust: +0.5 and a quarter pixel towards the higher neighbour.
-    Returns scores (B, J, k), keypoints (B, J, k, 2) as x, y in input pixels, tags (B, J, k).
-    """
-    import torch
-    import torch.nn.functional as tf
-
-    joints = output1.shape[1]
-    size = tuple(output1.shape[-2:])
-    up = tf.interpolate(output0, size=size, mode="bilinear", align_corners=False)
-    heat = (up[:, :joints] + output1) / 2.0
-    height, width = 2 * size[0], 2 * size[1]
-    heat = tf.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
-    tags = tf.interpolate(up[:, joints:], size=(height, width), mode="bilinear", align_corners=False)
-    peaks = tf.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2)
-    nms = heat * torch.eq(peaks, heat).to(heat.dtype)
-    batch = heat.shape[0]
-    scores, index = nms.reshape(batch, joints, -1).topk(topk, dim=2)
-    flat_heat = heat.reshape(batch, joints, -1)
-    tag_k = torch.gather(tags.reshape(batch, joints, -1), 2, index)
-    x, y = index % width, index // width
-
-    def at(yy: Any, xx: Any) -> Any:
-        return torch.gather(flat_heat, 2, yy * width + xx)
-
-    right, left = at(y, (x + 1).clamp(max=width - 1)), at(y, (x - 1).clamp(min=0))
-    down, up_ = at((y + 1).clamp(max=height - 1), x), at((y - 1).clamp(min=0), x)
-    quarter = torch.tensor(0.25, dtype=heat.dtype)
-    kx = x.to(heat.dtype) + 0.5 + torch.where(right > left, quarter, -quarter)
-    ky = y.to(heat.dtype) + 0.5 + torch.where(down > up_, quarter, -quarter)
-    return scores, torch.stack([kx, ky], dim=-1), tag_k
+        return TorchPoseHigherResolutionNet(cfg).eval()
 
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
@@ -368,6 +301,13 @@ def infer_config(weights: Mapping[str, Any], origin: str = "weights") -> HigherH
     return cfg
 
 
+def _check_outputs(outputs: str, nms_kernel: int) -> None:
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
+    if nms_kernel < 1 or nms_kernel % 2 == 0:
+        raise ValueError(f"nms_kernel={nms_kernel}: expected an odd size (the reference pads by (k - 1) / 2)")
+
+
 def check_input_size(input_size: Any, origin: str = "HigherHRNet") -> tuple[int, int]:
     """(H, W) from an int or a pair; both multiples of 32 (HRNet's 1/32 branch must tile the input)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
@@ -392,21 +332,14 @@ class HigherHRNet(NetworkModel):
         attrs = getattr(weights, "attrs", {}) or {}
         preset = next((name for name, cfg in PRESETS.items() if cfg == self.config), None)
         self.arch = preset or str(attrs.get("arch") or "higherhrnet")
-        self._module: PoseHigherResolutionNet | None = None
-        self._defined: dict[str, Any] = {}  # the last define's output settings: what `reference()` mirrors
 
     @classmethod
     def torch_reference(cls, arch: str, seed: int | None = None) -> Any:
         """An untrained torch module of a preset (what `netdef export` loads a checkpoint into)."""
         return torch_higherhrnet(arch if arch in PRESETS else "higherhrnet-w32", seed)
 
-    def module(self) -> PoseHigherResolutionNet:
-        """The netdef module tree with weights loaded (every problem with the weights reported at once)."""
-        if self._module is None:
-            origin = os.fspath(self.path) if self.path is not None else "weights"
-            self._module = PoseHigherResolutionNet(self.config)
-            self._module.load_weights(self.weights, origin=origin)
-        return self._module
+    def make_module(self, input_size: Any = None) -> Any:
+        return PoseHigherResolutionNet(self.config)
 
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
                outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
@@ -418,10 +351,7 @@ class HigherHRNet(NetworkModel):
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
-        if outputs not in OUTPUTS:
-            raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
-        if nms_kernel < 1 or nms_kernel % 2 == 0:
-            raise ValueError(f"nms_kernel={nms_kernel}: expected an odd size (the reference pads by (k - 1) / 2)")
+        _check_outputs(outputs, nms_kernel)
         h, w = check_input_size(input_size or self.config.input_size, self.arch)
         if not 0 < topk <= h * w:
             raise ValueError(f"topk={topk}: expected 1..{h * w} candidates per joint")
@@ -436,41 +366,28 @@ class HigherHRNet(NetworkModel):
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
             if precision == "int8":
-                from netdef import quantize
-
                 # the parse stays in floating point (its heatmap sum would otherwise count as a residual add)
-                quantize.apply(net, calibration, tuple(skip) + ("parse",),
-                               weights=self.path if self.path is not None else self.weights)
+                self.quantize(net, calibration, tuple(skip) + ("parse",))
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
-        self._defined = {"outputs": outputs}
+        settings: dict[str, Any] = {"outputs": outputs}
         if outputs == "parsed":
-            self._defined.update(topk=int(topk), nms_kernel=int(nms_kernel))
+            settings.update(topk=int(topk), nms_kernel=int(nms_kernel))
             net.meta.update(topk=int(topk), nms_kernel=int(nms_kernel))
+        self.record_options(net, **settings)
         return net
 
-    def reference(self, outputs: str | None = None, topk: int | None = None, nms_kernel: int | None = None) -> Any:
-        """The torch module with these weights (float32, eval); outputs="parsed" ends it with `torch_parse`.
-
-        Settings not given are the last `define`'s (raw outputs before any), so `netdef verify` compares like
-        with like.
-        """
-        import torch
-
-        outputs = outputs or self._defined.get("outputs", "raw")
-        topk = topk or self._defined.get("topk", 30)
-        nms_kernel = nms_kernel or self._defined.get("nms_kernel", 5)
-        model = torch_higherhrnet(self.config)
-        names = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-        missing = [k for k in names if k not in self.weights]
-        if missing:
-            raise ValueError(f"{self.path or 'weights'}: reference {self.arch} needs {missing[:5]} (and "
-                             f"{max(0, len(missing) - 5)} more)")
-        model.load_state_dict({k: torch.from_numpy(np.asarray(self.weights[k], dtype=np.float32)) for k in names},
-                              strict=False)
+    def reference(self, outputs: str = "raw", topk: int = 30, nms_kernel: int = 5) -> Any:
+        """The torch module with these weights (float32, eval): forward -> [output0, output1], or with
+        outputs="parsed" what `torch_parse` makes of them with `topk` and `nms_kernel` (as define() with the same
+        options: `define(...).meta` records them, and `netdef verify` passes them)."""
+        _check_outputs(outputs, nms_kernel)
+        model = self.load_reference(torch_higherhrnet(self.config))
         if outputs == "parsed":
+            from networks.higherhrnet_torch import torch_parse
+
             model.postprocess = functools.partial(torch_parse, topk=topk, nms_kernel=nms_kernel)
-        return model.eval()
+        return model
 
     def preprocess(self, image: Any, input_size: tuple[int, int]) -> np.ndarray:
         """One image as the engine's input (3, H, W): letterboxed, normalized (INT8 calibration on image folders)."""

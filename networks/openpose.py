@@ -1,9 +1,9 @@
 """OpenPose body (CMU COCO model: 18 keypoints + background heatmaps, 19 limbs as 38 PAF channels).
 
-The PyTorch reference and the netdef definition are built by the same helpers with the module namespace as
-argument (`torch.nn` or `netdef.nn`, as networks/resnet.py does), so module names are those of the most
-used PyTorch port, Hzzone/pytorch-openpose's `bodypose_model`: `model0.conv1_1` (VGG-19 to conv4_2, then
-conv4_3_CPM, conv4_4_CPM), stage 1 `model1_1.conv5_1_CPM_L1` .. `conv5_5_CPM_L1` (PAF branch, L1) and
+The netdef definition and its PyTorch twin are one `BodyPoseLayers` class on netdef's or torch's Module
+(`side_classes`, as networks/resnet.py does), so module names are those of the most used PyTorch port,
+Hzzone/pytorch-openpose's `bodypose_model`: `model0.conv1_1` (VGG-19 to conv4_2, then conv4_3_CPM, conv4_4_CPM),
+stage 1 `model1_1.conv5_1_CPM_L1` .. `conv5_5_CPM_L1` (PAF branch, L1) and
 `model1_2...L2` (heatmap branch), stages t = 2..6 `model{t}_{1,2}.Mconv{1..7}_stage{t}_L{1,2}` reading the
 concatenation (PAF, heatmaps, features). Its `body_pose_model.pth` (keys are CMU's layer names, without the
 `model{..}.` prefix) exports with `netdef export --arch openpose-body --checkpoint body_pose_model.pth`.
@@ -17,7 +17,8 @@ Outputs, by `outputs`:
 - "parsed" (default): what the reference does per pixel on the host, in the engine and in FP32 whatever the
   network's precision: `peaks`, `peak_counts`, `limb_scores` (netdef.pose.paf describes them). The host only
   matches and assembles limbs (netdef.pose.paf). See `define_parse` for the steps.
-torch is imported lazily (reference side only).
+The torch classes and `torch_parse` live in networks.openpose_torch, imported on first use: defining and building
+need numpy, h5py and TensorRT.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from netdef.network import Network
 from netdef.pose.paf import NO_LIMB, PafSettings, gaussian_kernel
 from netdef.pose.skeleton import CMU18_HEATMAPS, CMU18_PAF_LIMBS, CMU18_PAFS
 from networks import register
-from networks.base import NetworkModel
+from networks.base import NetworkModel, side_class
 
 ARCH = "openpose-body"
 DEFAULT_INPUT_SIZE = (480, 640)
@@ -96,126 +97,59 @@ def _block(ns: Any, spec: list[tuple], relu_last: bool) -> Any:
     return block
 
 
-def _body_layers(model: Any, ns: Any, cfg: BodyConfig) -> None:
-    model.model0 = _block(ns, _front_spec(cfg), relu_last=True)
-    for stage in range(1, cfg.stages + 1):
-        for branch in (1, 2):
-            setattr(model, f"model{stage}_{branch}", _block(ns, _stage_spec(cfg, stage, branch), relu_last=False))
+class BodyPoseLayers:
+    """Hzzone's `bodypose_model` (module names and parameters): forward -> (paf, heatmap) of the last stage, each
+    later stage reading (paf, heatmap, features) concatenated; with `postprocess` set (the torch reference's
+    torch_parse), what it makes of them (define() emits `define_parse` itself)."""
 
+    ns: Any
+    postprocess: Any = None
 
-def _body_forward(model: Any, x: Any, cat: Callable[[list, int], Any]) -> tuple[Any, Any]:
-    """(paf, heatmap) of the last stage; each later stage reads (paf, heatmap, features) concatenated."""
-    features = model.model0(x)
-    paf, heatmap = model.model1_1(features), model.model1_2(features)
-    for stage in range(2, model.config.stages + 1):
-        both = cat([paf, heatmap, features], stage)
-        paf, heatmap = getattr(model, f"model{stage}_1")(both), getattr(model, f"model{stage}_2")(both)
-    return paf, heatmap
-
-
-# --- netdef definition --------------------------------------------------------------------------------------
-class BodyPoseModule(nn.Module):
     def __init__(self, config: BodyConfig = BodyConfig()) -> None:
         super().__init__()
         self.config = config
-        _body_layers(self, nn, config)
+        self.model0 = _block(self.ns, _front_spec(config), relu_last=True)
+        for stage in range(1, config.stages + 1):
+            for branch in (1, 2):
+                setattr(self, f"model{stage}_{branch}",
+                        _block(self.ns, _stage_spec(config, stage, branch), relu_last=False))
 
-    def forward(self, x: Any) -> tuple[Any, Any]:
-        return _body_forward(self, x, lambda ts, stage: F.concat(ts, dim=1, op=f"concat_stage{stage}"))
+    def cat(self, tensors: list[Any], stage: int) -> Any:
+        raise NotImplementedError  # the side's concatenation along channels (netdef names it per stage)
 
-
-# --- PyTorch reference ------------------------------------------------------------------------------------------
-@functools.cache
-def torch_classes() -> SimpleNamespace:
-    """The torch reference class, created on first use so the build path never imports torch."""
-    import torch
-
-    class TorchBodyPose(torch.nn.Module):
-        """Hzzone's `bodypose_model` (module names and parameters), forward (paf, heatmap); with `parse`
-        set (torch_parse), forward returns the parsed outputs instead, as the engine does."""
-
-        def __init__(self, config: BodyConfig = BodyConfig()) -> None:
-            super().__init__()
-            self.config = config
-            self.parse: Callable[[Any, Any], tuple] | None = None
-            _body_layers(self, torch.nn, config)
-
-        def forward(self, x: torch.Tensor) -> tuple:
-            paf, heatmap = _body_forward(self, x, lambda ts, stage: torch.cat(ts, 1))
-            return (paf, heatmap) if self.parse is None else self.parse(paf, heatmap)
-
-    return SimpleNamespace(BodyPose=TorchBodyPose)
+    def forward(self, x: Any) -> Any:
+        features = self.model0(x)
+        paf, heatmap = self.model1_1(features), self.model1_2(features)
+        for stage in range(2, self.config.stages + 1):
+            both = self.cat([paf, heatmap, features], stage)
+            paf, heatmap = getattr(self, f"model{stage}_1")(both), getattr(self, f"model{stage}_2")(both)
+        return (paf, heatmap) if self.postprocess is None else self.postprocess(paf, heatmap)
 
 
+def side_classes(base: type, ns: Any, cat: Callable[[list, int], Any], module: str) -> SimpleNamespace:
+    """BodyPose on one side: BodyPoseLayers on `base` (netdef's or torch's Module) with that side's namespace
+    `ns` and `cat(tensors, stage)`."""
+    return SimpleNamespace(BodyPose=side_class("BodyPose", BodyPoseLayers, base, module, ns=ns,
+                                               cat=lambda self, tensors, stage: cat(tensors, stage)))
+
+
+# --- netdef definition --------------------------------------------------------------------------------------
+NETDEF = side_classes(nn.Module, nn, lambda ts, stage: F.concat(ts, dim=1, op=f"concat_stage{stage}"), __name__)
+BodyPoseModule = NETDEF.BodyPose
+
+
+# --- PyTorch reference: networks.openpose_torch (Hzzone's names, torch_parse), imported on first use -------------
 def torch_body_pose(config: BodyConfig = BodyConfig(), seed: int | None = None) -> Any:
     """An untrained torch body model (PyTorch's default init; seeded when `seed` is given), eval mode."""
     import torch
 
+    from networks.openpose_torch import TorchBodyPose
+
     if seed is None:
-        return torch_classes().BodyPose(config).eval()
+        return TorchBodyPose(config).eval()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return torch_classes().BodyPose(config).eval()
-
-
-def torch_parse(paf: Any, heatmap: Any, settings: PafSettings = PafSettings()) -> tuple[Any, Any, Any]:
-    """The reference's per-pixel post-processing in torch, on a batch, as the engine outputs it.
-
-    Maps resized by `stride` with bicubic (a = -0.75, half-pixel centres, edge-clamped taps: cv2's
-    INTER_CUBIC, which the reference uses), heatmaps smoothed by scipy's Gaussian (mode "reflect", i.e.
-    the edge repeated, radius int(4 sigma + 0.5)), peaks where the smoothed map is >= its 4 neighbours and
-    above the threshold (the reference's test), the K strongest per part; every pair of peaks of a limb
-    scored by the PAF sampled at rounded points of the segment between them.
-    """
-    import torch
-    import torch.nn.functional as tf
-
-    s, k_max = settings.stride, settings.max_peaks
-    heat = tf.interpolate(heatmap[:, :PARTS], scale_factor=s, mode="bicubic", align_corners=False)
-    paf_up = tf.interpolate(paf, scale_factor=s, mode="bicubic", align_corners=False)
-    b, parts, h, w = heat.shape
-    kernel = torch.as_tensor(gaussian_kernel(settings.sigma, settings.truncate), dtype=heat.dtype, device=heat.device)
-    r = len(kernel) // 2
-    rows, cols = _symmetric_index(h, r).to(heat.device), _symmetric_index(w, r).to(heat.device)
-    smooth = heat[:, :, rows][:, :, :, cols]
-    smooth = tf.conv2d(smooth, kernel.view(1, 1, -1, 1).expand(parts, 1, -1, 1).contiguous(), groups=parts)
-    smooth = tf.conv2d(smooth, kernel.view(1, 1, 1, -1).expand(parts, 1, 1, -1).contiguous(), groups=parts)
-    zero = tf.pad(smooth, (1, 1, 1, 1))  # the reference compares with zero outside the map
-    peak = ((smooth >= zero[:, :, :-2, 1:-1]) & (smooth >= zero[:, :, 2:, 1:-1]) & (smooth >= zero[:, :, 1:-1, :-2])
-            & (smooth >= zero[:, :, 1:-1, 2:]) & (smooth > settings.peak_threshold))
-    counts = peak.flatten(2).sum(2).to(torch.int32)
-    masked = torch.where(peak, smooth, torch.full_like(smooth, -1.0)).flatten(2)
-    strength, index = masked.topk(k_max, dim=2)  # (B, parts, K)
-    found = strength > 0
-    xs, ys = (index % w).to(heat.dtype), torch.div(index, w, rounding_mode="floor").to(heat.dtype)
-    scores = heat.flatten(2).gather(2, index)
-    peaks = torch.stack([xs, ys, scores], dim=-1) * found[..., None]
-
-    part_a = torch.tensor([limb[0] for limb in CMU18_PAF_LIMBS], device=heat.device)
-    part_b = torch.tensor([limb[1] for limb in CMU18_PAF_LIMBS], device=heat.device)
-    xa, ya, xb, yb = xs[:, part_a, :, None], ys[:, part_a, :, None], xs[:, part_b, None, :], ys[:, part_b, None, :]
-    dx, dy = xb - xa, yb - ya  # (B, limbs, K, K)
-    norm = torch.sqrt(dx * dx + dy * dy).clamp(min=0.001)
-    t = torch.linspace(0, 1, settings.samples, dtype=heat.dtype, device=heat.device)
-    px = torch.floor(xa[..., None] + dx[..., None] * t + 0.5).long()  # (B, limbs, K, K, samples)
-    py = torch.floor(ya[..., None] + dy[..., None] * t + 0.5).long()
-    flat = (py * w + px).flatten(2)
-    vx = paf_up[:, [limb[2] for limb in CMU18_PAF_LIMBS]].flatten(2).gather(2, flat).view(px.shape)
-    vy = paf_up[:, [limb[3] for limb in CMU18_PAF_LIMBS]].flatten(2).gather(2, flat).view(px.shape)
-    along = vx * (dx / norm)[..., None] + vy * (dy / norm)[..., None]
-    hits = (along > settings.limb_threshold).sum(-1)
-    ok = (hits > settings.limb_min_fraction * settings.samples) & found[:, part_a, :, None] & found[:, part_b, None, :]
-    limb_scores = torch.where(ok, along.mean(-1), torch.full_like(norm, NO_LIMB))
-    return peaks, counts, limb_scores
-
-
-def _symmetric_index(n: int, r: int) -> Any:
-    """Indices padding a length-n axis by r on each side, the edge sample repeated (numpy "symmetric")."""
-    import torch
-
-    i = torch.arange(-r, n + r)
-    i = torch.where(i < 0, -i - 1, i)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
+        return TorchBodyPose(config).eval()
 
 
 # --- the user-facing class --------------------------------------------------------------------------------------
@@ -233,6 +167,13 @@ def infer_config(keys: Any, shape_of: Callable[[str], tuple], origin: str = "wei
     return BodyConfig(stages=stages, width_div=64 // width)
 
 
+def _settings(outputs: str, max_peaks: int | None) -> PafSettings:
+    """The parse settings for define()/reference() options; `outputs` checked."""
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
+    return PafSettings(max_peaks=int(max_peaks or PafSettings.max_peaks))
+
+
 @register(ARCH)
 class OpenPose(NetworkModel):
     """The CMU body model rebuilt with netdef; outputs per `outputs` (module docstring)."""
@@ -246,8 +187,6 @@ class OpenPose(NetworkModel):
         origin = os.fspath(path) if path is not None else "weights"
         shape_of = getattr(weights, "shape_of", None) or (lambda k: np.shape(weights[k]))
         self.config = config or infer_config(weights.keys(), shape_of, origin)
-        self._module: BodyPoseModule | None = None
-        self._defined: dict[str, Any] = {"outputs": "parsed", "settings": PafSettings()}
 
     @classmethod
     def torch_reference(cls, arch: str = ARCH, seed: int | None = None) -> Any:
@@ -270,12 +209,8 @@ class OpenPose(NetworkModel):
             adapted[f"{blocks[layer]}.{key}" if layer in blocks else key] = value
         return adapted
 
-    def module(self) -> BodyPoseModule:
-        if self._module is None:
-            origin = os.fspath(self.path) if self.path is not None else "weights"
-            self._module = BodyPoseModule(self.config)
-            self._module.load_weights(self.weights, origin=origin)
-        return self._module
+    def make_module(self, input_size: Any = None) -> Any:
+        return BodyPoseModule(self.config)
 
     def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
                outputs: str = "parsed", max_peaks: int | None = None, calibration: Any = None,
@@ -286,12 +221,10 @@ class OpenPose(NetworkModel):
         """
         if options:
             raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
-        if outputs not in OUTPUTS:
-            raise ValueError(f"outputs={outputs!r}: expected one of {', '.join(OUTPUTS)}")
+        settings = _settings(outputs, max_peaks)
         height, width = input_size or DEFAULT_INPUT_SIZE
         if height % 8 or width % 8 or height <= 0 or width <= 0:
             raise ValueError(f"{self.arch}: input size {height}x{width} must be positive multiples of 8")
-        settings = PafSettings(max_peaks=int(max_peaks or PafSettings.max_peaks))
         model = self.module()
         with Network(f"{self.arch}-{height}x{width}", precision, fp16_io) as net:
             x = net.add_input(self.input_name, (-1, 3, height, width))
@@ -303,31 +236,28 @@ class OpenPose(NetworkModel):
                 for name, tensor in zip(PARSED_OUTPUTS, define_parse(net, paf, heatmap, settings)):
                     net.mark_output(tensor, name)
             if precision == "int8":
-                from netdef import quantize
-
-                quantize.apply(net, calibration, tuple(skip) + parse_convolutions(net),
-                               weights=self.path if self.path is not None else self.weights)
-        self._defined = {"outputs": outputs, "settings": settings}
+                self.quantize(net, calibration, tuple(skip) + parse_convolutions(net))
         net.meta.update({"arch": self.arch, "input_size": [height, width], "outputs_kind": outputs,
                          "preprocess": "BGR / 256 - 0.5", "stages": self.config.stages})
+        options: dict[str, Any] = {"outputs": outputs}
         if outputs == "parsed":
-            net.meta["max_peaks"] = settings.max_peaks
+            options["max_peaks"] = net.meta["max_peaks"] = settings.max_peaks
             net.meta["paf"] = {"max_peaks": settings.max_peaks, "peak_threshold": settings.peak_threshold,
                                "limb_threshold": settings.limb_threshold, "samples": settings.samples}
+        self.record_options(net, **options)
         return net
 
-    def reference(self, outputs: str | None = None) -> Any:
-        """The torch module with these weights (float32, eval); with outputs="parsed" (default: what the last
-        `define` emitted) its forward ends in `torch_parse` with the same settings."""
-        import torch
+    def reference(self, outputs: str = "raw", max_peaks: int | None = None) -> Any:
+        """The torch module with these weights (float32, eval): forward -> (paf, heatmap), or with
+        outputs="parsed" what `torch_parse` makes of them with `max_peaks` (as define() with the same options:
+        `define(...).meta` records them, and `netdef verify` passes them)."""
+        settings = _settings(outputs, max_peaks)
+        model = self.load_reference(torch_body_pose(self.config))
+        if outputs == "parsed":
+            from networks.openpose_torch import torch_parse
 
-        model = torch_body_pose(self.config)
-        state = {k: torch.from_numpy(np.asarray(self.weights[k], dtype=np.float32)) for k in model.state_dict()}
-        model.load_state_dict(state)
-        if (outputs or self._defined["outputs"]) == "parsed":
-            settings = self._defined["settings"]
-            model.parse = lambda paf, heatmap: torch_parse(paf, heatmap, settings)
-        return model.eval()
+            model.postprocess = functools.partial(torch_parse, settings=settings)
+        return model
 
     def preprocess(self, image: Any, size: tuple[int, int]) -> np.ndarray:
         """One image as the network's input (CHW float32), for calibration from image folders."""

@@ -20,7 +20,7 @@ import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
 from networks import register
-from networks.base import NetworkModel
+from networks.base import NetworkModel, side_class
 
 # arch -> (block kind, blocks per stage), as torchvision defines them
 ARCHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -123,7 +123,7 @@ def side_classes(base: type, ns: Any, flatten: Callable[..., Any], module: str,
     """BasicBlock, Bottleneck and ResNet on one side: the classes above on `base` (netdef's or torch's Module)
     with that side's namespace `ns`, flatten function and residual add `residual(out, identity)`."""
     def make(name: str, layers: type, **attrs: Any) -> type:
-        return type(name, (layers, base), {"ns": ns, "__module__": module, "__doc__": layers.__doc__, **attrs})
+        return side_class(name, layers, base, module, ns=ns, **attrs)
 
     add = {"residual": lambda self, out, identity: residual(out, identity)}
     blocks = {"basic": make("BasicBlock", BasicBlockLayers, **add),
@@ -282,16 +282,7 @@ class ResNet(NetworkModel):
 
     def reference(self) -> Any:
         """The torch module with these weights (float32, eval mode)."""
-        import torch
-
-        model = torch_resnet(self.arch, self.num_classes)
-        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in self.weights.items()
-                 if not k.endswith("num_batches_tracked")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"{self.path or 'weights'}: reference {self.arch} missing {missing}, unexpected {unexpected}")
-        return model.eval()
+        return self.load_reference(torch_resnet(self.arch, self.num_classes))
 
     def sample_input(self, batch: int = 1, input_size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
         """A normalized random image batch (N, 3, H, W), float32."""

@@ -114,7 +114,7 @@ class YOLOv4(NetworkModel):
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point)
         go to netdef.quantize.settings; the head's last convs stay FP16, the decode and NMS FP32 (docs/int8.md).
-        `net.meta` records the NMS settings (what `reference` takes).
+        `net.meta` records the NMS settings (the define options: what `reference` takes).
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -141,6 +141,7 @@ class YOLOv4(NetworkModel):
                 net.mark_output(tensor, f"head{i}")
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
+        self.record_options(net, **settings, **({"heads": True} if heads else {}))
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,
@@ -162,15 +163,7 @@ class YOLOv4(NetworkModel):
         (`netdef.detect.detect` with these settings): it returns the four fixed-size NMS outputs, as a definition
         with the same options does (`define(...).meta` holds them).
         """
-        import torch
-
-        module = reference_module(self.plan)
-        state = module.state_dict()
-        for key in state:
-            if not key.endswith("num_batches_tracked"):
-                state[key] = torch.as_tensor(np.asarray(self.weights[key], dtype=np.float32))
-        module.load_state_dict(state)
-        module.eval()
+        module = self.load_reference(reference_module(self.plan))
         if resolve_nms(nms) == "engine":
             module.postprocess = _host_nms(max_detections, score_threshold, iou_threshold, topk)
         return module

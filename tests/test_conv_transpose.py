@@ -1,5 +1,6 @@
-"""ConvTranspose2d against torch in float64 through netdef's executor, its engine build, its refusals; and the
-ModuleList that keeps None entries (HRNet's fuse and transition layers)."""
+"""ConvTranspose2d against torch in float64 through netdef's executor, BatchNorm folded into it, its engine build,
+its refusals; and the ModuleList that keeps None entries (HRNet's fuse and transition layers) and children added by
+name (OpenPose's blocks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,13 +40,18 @@ def test_conv_transpose_matches_torch(name: str, precision: str) -> None:
     assert err <= TOLERANCE[precision], f"{name} {precision}: relative error {err:.2e}"
 
 
-def test_conv_transpose_with_batchnorm_builds_into_an_engine() -> None:
-    reference = randomize(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 6, 4, 2, 1, bias=False),
-                                              torch.nn.BatchNorm2d(6), torch.nn.ReLU()), 1)
-    module = nn.Sequential(nn.ConvTranspose2d(4, 6, 4, 2, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+@pytest.mark.parametrize("groups,bias", [(1, False), (2, True)])  # HigherHRNet's deconv; grouped, with a bias
+def test_batchnorm_folds_into_conv_transpose_and_builds(groups: int, bias: bool) -> None:
+    reference = randomize(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 6, 4, 2, 1, groups=groups, bias=bias),
+                                              torch.nn.BatchNorm2d(6), torch.nn.ReLU()), 1 + groups)
+    module = nn.Sequential(nn.ConvTranspose2d(4, 6, 4, 2, 1, groups=groups, bias=bias), nn.BatchNorm2d(6), nn.ReLU())
     module.load_weights(state_dict_numpy(reference))
     for precision in ("fp32", "fp16"):
         net = define(module, (1, 4, 8, 8), precision)
+        d = net.definition
+        types = {d.get_layer(i).name: d.get_layer(i).type.name for i in range(d.num_layers)}
+        assert "SCALE" not in types.values() and types["0"] == "DECONVOLUTION", types  # one layer: deconv * bn
+        assert "1" in net.module_outputs and "0" not in net.module_outputs  # the norm's path names the fused output
         x = np.random.default_rng(2).standard_normal((2, 4, 8, 8)).astype(np.float32)
         assert rel_err(run(net, x), reference.double()(torch.from_numpy(x).double())) <= TOLERANCE[precision]
         plan = net.build(BuildSettings(precision=precision, batch=(1, 2, 4), progress=False))
@@ -62,7 +68,8 @@ def test_conv_transpose_refusals_and_shape_errors() -> None:
     from netdef.network import Network
 
     with Network("bad") as net:
-        with pytest.raises(ValueError, match=r"0: ConvTranspose2d\(3, 4\) got tensor 'input' of shape \(-1, 5, 8, 8\)"):
+        with pytest.raises(ValueError, match=r"0: conv_transpose2d with weight \(3, 4, 2, 2\) got tensor 'input' of "
+                                             r"shape \(-1, 5, 8, 8\) \(expected N,3,H,W\)"):
             root(net.add_input("input", (-1, 5, 8, 8)))
 
 
@@ -75,3 +82,22 @@ def test_module_list_keeps_none_entries_like_torch() -> None:
     assert [k for k, _ in netdef_list.named_parameters()] == [k for k in torch_list.state_dict()]
     with pytest.raises(IndexError):
         netdef_list[4]
+
+
+def test_sequential_built_by_name_runs_in_order_like_torch() -> None:
+    """OpenPose's blocks: `add_module("conv1_1", ...)`, `add_module("relu_conv1_1", ...)` on an empty Sequential."""
+    netdef_seq, torch_seq = nn.Sequential(), torch.nn.Sequential()
+    for seq, ns in ((netdef_seq, nn), (torch_seq, torch.nn)):
+        seq.add_module("conv1_1", ns.Conv2d(2, 3, 3, padding=1))
+        seq.add_module("relu_conv1_1", ns.ReLU())
+        seq.add_module("pool1", ns.MaxPool2d(2, 2))
+        seq.append(ns.Conv2d(3, 2, 1))
+    assert len(netdef_seq) == len(torch_seq) == 4 and isinstance(netdef_seq[1], nn.ReLU)
+    assert isinstance(netdef_seq[-1], nn.Conv2d) and [type(m).__name__ for m in netdef_seq] == \
+        [type(m).__name__ for m in torch_seq]
+    assert [k for k, _ in netdef_seq.named_parameters()] == list(torch_seq.state_dict())
+    randomize(torch_seq, 3)
+    netdef_seq.load_weights(state_dict_numpy(torch_seq))
+    x = np.random.default_rng(3).standard_normal((2, 2, 6, 8)).astype(np.float32)
+    expected = torch_seq.double()(torch.from_numpy(x).double())
+    assert rel_err(run(define(netdef_seq, x.shape, "fp32"), x), expected) <= TOLERANCE["fp32"]

@@ -77,7 +77,10 @@ def test_raw_outputs_match_pytorch_layer_by_layer(small: HigherHRNet, precision:
 def test_parsed_outputs_are_the_reference_steps(small: HigherHRNet, topk: int, nms_kernel: int) -> None:
     net = small.define("fp32", LAYER_SIZE, topk=topk, nms_kernel=nms_kernel)
     assert net.output_names == ["scores", "keypoints", "tags"] and net.meta["outputs_kind"] == "parsed"
-    report = verify_network(net, small.reference(), small.sample_input(2, LAYER_SIZE, seed=5))  # as last defined
+    assert net.meta["define_options"] == {"outputs": "parsed", "topk": topk, "nms_kernel": nms_kernel}
+    small.define("fp32", LAYER_SIZE, outputs="raw")  # the reference depends on its arguments only
+    reference = small.reference("parsed", topk=topk, nms_kernel=nms_kernel)
+    report = verify_network(net, reference, small.sample_input(2, LAYER_SIZE, seed=5))
     scores, keypoints, tags = report.outputs
     assert report.ok and scores.shape == tags.shape == (2, 17, topk) and keypoints.shape == (2, 17, topk, 2)
     assert keypoints.max_abs == 0  # same peaks, same order, same quarter-pixel steps
@@ -233,6 +236,11 @@ def test_bad_sizes_options_and_weights_are_refused(small: HigherHRNet) -> None:
         small.define("fp32", SIZE, nms_kernel=4)
     with pytest.raises(ValueError, match="not look like a HigherHRNet .no final_layers.1.weight"):
         HigherHRNet({k: v for k, v in small.weights.items() if not k.startswith("final_layers.1")})
+    with pytest.raises(ValueError, match="outputs='boxes'"):
+        small.reference("boxes")
+    lacking = HigherHRNet({k: v for k, v in small.weights.items() if k != "stage4.0.branches.1.0.bn2.running_var"})
+    with pytest.raises(ValueError, match="reference needs 1 tensor.*: stage4.0.branches.1.0.bn2.running_var$"):
+        lacking.reference()
 
 
 # --- netdef infer on a pose engine --------------------------------------------------------------------------

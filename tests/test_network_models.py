@@ -1,5 +1,6 @@
 """Rules every network class keeps: one way to get the reference (independent of earlier defines), one caching
-rule for module(), one definition of each Darknet layer kind and activation, torch off the build path."""
+rule for module(), define() options recorded for rebuilds and references, one definition of each Darknet layer kind
+and activation, torch off the build path."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +14,7 @@ import torch
 import networks.darknet as darknet
 from netdef.darknet_cfg import ACTIVATIONS as CFG_ACTIVATIONS
 from netdef.darknet_cfg import _INFERENCE_KEYS
-from netdef.detect import detect
+from netdef.detect import TRT_TOPK_LIMIT, detect
 from networks.resnet import ResNet, ResNetModule
 from networks.yolov4 import YOLOv4
 from weights_export.darknet import DarknetWeights, load_darknet
@@ -58,6 +59,68 @@ def test_module_is_made_once_per_key(tiny):
     assert model.module() is model.module((160, 160))  # a ResNet's tree does not depend on the input size
 
 
+def _pose_weights(tmp_path: Path, arch: str) -> Path:
+    """A small pose network of `arch` with random weights, as an HDF5 file."""
+    from weights_export.hdf5 import write_weights
+
+    if arch == "openpose-body":
+        from networks.openpose import BodyConfig, torch_body_pose
+
+        module = torch_body_pose(BodyConfig(stages=2, width_div=16), seed=1)
+    else:
+        from networks.higherhrnet import HigherHRNetConfig, torch_higherhrnet
+
+        small = HigherHRNetConfig(width=8, stem_channels=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1)
+        module = torch_higherhrnet(small, seed=1)
+    path = tmp_path / f"{arch}.h5"
+    write_weights(path, {k: v.numpy() for k, v in module.state_dict().items()}, root_attrs={"arch": arch})
+    return path
+
+
+@pytest.mark.parametrize("arch,size,options,recorded", [
+    ("yolov4", 64, {"nms": "engine", "max_detections": 7}, {"nms": "engine", "max_detections": 7, "topk": TRT_TOPK_LIMIT,
+                                                            "score_threshold": 0.25, "iou_threshold": 0.45}),
+    ("openpose-body", (32, 48), {"max_peaks": 5}, {"outputs": "parsed", "max_peaks": 5}),
+    ("openpose-body", (32, 48), {"outputs": "raw"}, {"outputs": "raw"}),
+    ("higherhrnet", (64, 32), {"topk": 7, "nms_kernel": 3}, {"outputs": "parsed", "topk": 7, "nms_kernel": 3}),
+    ("higherhrnet", (64, 32), {"outputs": "raw"}, {"outputs": "raw"}),
+])
+def test_define_options_travel_to_rebuilds_and_references(tmp_path, arch, size, options, recorded):
+    """define() records what shaped the definition (networks.base.DEFINE_OPTIONS): `netdef infer --executor
+    netdef` rebuilds the engine's network from the sidecar with them, `netdef verify` gives the reference those
+    it takes, so the reference computes the same outputs."""
+    import argparse
+    import json
+
+    import networks
+    from netdef.commands.infer import definition_builder
+    from netdef.commands.verify import reference_options
+    from networks.base import DEFINE_OPTIONS
+
+    if arch == "yolov4":
+        from weights_export.darknet import export_darknet
+
+        (tmp_path / "t.cfg").write_text(yolov4_tiny_cfg(width_div=8, classes=3))
+        write_darknet_weights((tmp_path / "t.cfg").read_text(), tmp_path / "t.weights", seed=3)
+        export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
+        weights = tmp_path / "t.h5"
+    else:
+        weights = _pose_weights(tmp_path, arch)
+    model = networks.get(arch).from_hdf5(weights)
+    net = model.define(input_size=size, **options)
+    meta = json.loads(json.dumps(net.meta))  # as the engine sidecar keeps it
+    assert meta[DEFINE_OPTIONS] == recorded
+    args = argparse.Namespace(weights=str(weights), arch=None, precision=None, engine=None)
+    rebuilt = definition_builder(args)(meta)
+    assert rebuilt.output_names == net.output_names
+    shapes = [tuple(rebuilt.definition.get_output(i).shape) for i in range(rebuilt.definition.num_outputs)]
+    assert shapes == [tuple(net.definition.get_output(i).shape) for i in range(net.definition.num_outputs)]
+    x = torch.from_numpy(model.sample_input(1, size, seed=2))
+    with torch.no_grad():
+        produced = model.reference(**reference_options(model, meta))(x)
+    assert [tuple(t.shape) for t in produced] == [(1, *s[1:]) for s in shapes]
+
+
 def test_each_darknet_kind_and_activation_is_defined_once():
     assert set(darknet.LAYER_KINDS) == set(_INFERENCE_KEYS) - {"net"}  # every cfg type the parser admits
     assert set(darknet.ACTIVATIONS) == set(CFG_ACTIVATIONS)
@@ -87,6 +150,12 @@ model.define(input_size=96, nms="engine")
 model.build(input_size=96, nms="raw", settings=BuildSettings(progress=False))
 weights = {{k: np.ones(p.shape, np.float32) for k, p in ResNetModule("basic", (2, 2, 2, 2), 4).named_parameters()}}
 ResNet(weights, arch="resnet18").define("fp16", input_size=(64, 64))
+from networks.higherhrnet import HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet
+from networks.openpose import BodyConfig, BodyPoseModule, OpenPose
+small = HigherHRNetConfig(width=8, stem_channels=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1)
+ones = lambda module: {{k: np.ones(p.shape, np.float32) for k, p in module.named_parameters()}}
+HigherHRNet(ones(PoseHigherResolutionNet(small))).define(input_size=(64, 64))
+OpenPose(ones(BodyPoseModule(BodyConfig(stages=2, width_div=16)))).define(input_size=(32, 32))
 assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
 """
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True, text=True)

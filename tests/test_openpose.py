@@ -11,8 +11,8 @@ from netdef.engine import BuildSettings
 from netdef.executor import Executor
 from netdef.pose.paf import NO_LIMB, PafSettings, canonical, gaussian_kernel, image_people
 from netdef.verify import relative_error, verify_network
-from networks.openpose import (BodyConfig, BodyPoseModule, OpenPose, parse_convolutions, parse_network,
-                               torch_body_pose, torch_parse)
+from networks.openpose import BodyConfig, BodyPoseModule, OpenPose, parse_convolutions, parse_network, torch_body_pose
+from networks.openpose_torch import torch_parse
 from netdef.pose.synthetic import people_maps
 
 torch.set_num_threads(2)
@@ -110,7 +110,9 @@ def test_parsed_network_verifies_against_pytorch() -> None:
     model = OpenPose({k: v.numpy() for k, v in ref.state_dict().items()})
     net = model.define(input_size=(48, 64), max_peaks=8)
     x = model.sample_input(2, (48, 64), seed=1)
-    report = verify_network(net, model.reference(), x)
+    assert net.meta["define_options"] == {"outputs": "parsed", "max_peaks": 8}
+    model.define(input_size=(48, 64), outputs="raw")  # the reference depends on its arguments only
+    report = verify_network(net, model.reference("parsed", max_peaks=8), x)
     assert report.ok and [c.name for c in report.outputs] == ["peaks", "peak_counts", "limb_scores"]
     counts = Executor(net)({"input": x})["peak_counts"]
     assert counts.sum() > 10 and (counts > 8).any()  # peaks found, and some parts with more than K

@@ -257,7 +257,8 @@ def test_repository_without_dynamic_batching_and_scalar_items(tmp_path):
 
 def test_repository_refusals_name_the_problem(tmp_path, caplog):
     with pytest.raises(ValueError, match="netdef plugin layers.*serve it with `netdef serve`"):
-        write_repository(_fake_engine(tmp_path, plugins=["netdef.Mish"]), tmp_path / "r", RepositoryOptions("m"))
+        plugin = {"name": "netdef.Mish", "module": "netdef.plugins.builtin.mish"}
+        write_repository(_fake_engine(tmp_path, plugins=[plugin]), tmp_path / "r", RepositoryOptions("m"))
     with pytest.raises(SignatureError, match="m: the batch range starts at 4; Triton sends batches from 1"):
         write_repository(_fake_engine(tmp_path, min_batch=4), tmp_path / "r", RepositoryOptions("m"))
     sidecar = json.loads(_fake_engine(tmp_path).with_suffix(".engine.json").read_text())

@@ -2,6 +2,7 @@
 definition must be what it describes, and the executor runs only the weights the engine was built from."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from netdef.engine import BuildSettings, EngineFileError, check_loaded_engine, describe, read_sidecar, sidecar_path
-from netdef.runtime.factory import open_session
+from netdef.commands.infer import definition_builder
+from netdef.runtime import factory
 from netdef.sidecar import SidecarError, seal
 from tests.kill_lane import CFG
 from tests.test_runtime_fixtures import FakeEngine, tiny_network, tiny_weights
@@ -63,6 +65,7 @@ def test_sidecar_that_is_not_an_object_is_refused(tiny, tmp_path, text, message)
     ("inputs", [{"name": "input"}], "field 'inputs'"),
     ("weights_file", "../../etc/passwd", "field 'weights_file'"),
     ("score_threshold", 7, "field 'score_threshold' is 7"),
+    ("define_options", ["nms", "raw"], "field 'define_options' is \\['nms', 'raw'\\], expected an object"),
 ])
 def test_sidecar_fields_of_the_wrong_type_are_refused(tiny, tmp_path, key, value, message):
     engine = _edited(tiny, tmp_path, lambda m: m.__setitem__(key, value), reseal=True)
@@ -100,6 +103,12 @@ def test_engine_must_be_what_the_sidecar_describes():
     half["inputs"][0]["dtype"] = "HALF"
     with pytest.raises(EngineFileError, match="'x' is FLOAT in the engine, HALF in the sidecar"):
         check_loaded_engine(half, FakeEngine(net, (1, 2, 5), None), "fake.engine")
+
+
+def open_session(engine, executor, weights=None):
+    """What `netdef infer ENGINE --executor netdef [--weights W]` opens."""
+    args = argparse.Namespace(engine=engine, weights=weights, arch=None, precision=None)
+    return factory.open_session(engine, executor, definition_builder(args))
 
 
 def test_executor_refuses_weights_the_engine_was_not_built_from(tiny):

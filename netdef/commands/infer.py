@@ -43,18 +43,15 @@ def open_from_args(args: argparse.Namespace, graph: bool = False) -> Any:
     return open_session(args.engine, args.executor, define, args.device, graph)
 
 
-# the definition options an engine was built with (YOLO's NMS settings) travel in its sidecar
-# sidecar key -> define() option, for the options an engine was built with (YOLO's NMS, OpenPose's parsing)
-DEFINITION_OPTIONS = {k: k for k in ("nms", "max_detections", "score_threshold", "iou_threshold", "topk",
-                                     "max_peaks", "nms_kernel")} | {"outputs_kind": "outputs"}
-
-
 def definition_builder(args: argparse.Namespace) -> Any:
     """For --executor netdef: sidecar meta -> the Network of `--weights` defined as `--arch` (or the arch the
-    sidecar or the HDF5 records), with the engine's precision, input size and definition options when known."""
+    sidecar or the HDF5 records), with the engine's precision, input size and the define() options its network
+    class recorded (networks.base.DEFINE_OPTIONS: YOLO's NMS settings, the pose networks' outputs and parsing)."""
+
     def define(meta: dict[str, Any]) -> Any:
         import networks
         from netdef.sidecar import weights_for_engine
+        from networks.base import DEFINE_OPTIONS
 
         # the engine's own weights (default: the file its sidecar records, when found beside it and matching)
         weights = weights_for_engine(args.engine, meta, args.weights) if meta else args.weights
@@ -67,7 +64,7 @@ def definition_builder(args: argparse.Namespace) -> Any:
             input_size = meta["inputs"][0]["shape"][2:4]
         net = model.define(precision=args.precision or meta.get("precision", "fp32"),
                            input_size=tuple(input_size) if input_size else None,
-                           **{option: meta[key] for key, option in DEFINITION_OPTIONS.items() if key in meta})
+                           **meta.get(DEFINE_OPTIONS, {}))
         net.meta["weights_file"] = os.path.basename(os.fspath(weights))
         return net
 

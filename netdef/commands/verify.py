@@ -54,11 +54,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def reference_options(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """The settings a definition recorded (net.meta) that the model's `reference` takes (YOLO's NMS settings)."""
+    """The define() options a definition recorded (networks.base.DEFINE_OPTIONS) that the model's `reference`
+    takes (YOLO's NMS settings, the pose networks' outputs and parsing), so both sides compute the same outputs."""
     import inspect
 
+    from networks.base import DEFINE_OPTIONS
+
     accepted = inspect.signature(model.reference).parameters
-    return {k: v for k, v in meta.items() if k in accepted}
+    return {k: v for k, v in meta.get(DEFINE_OPTIONS, {}).items() if k in accepted}
 
 
 def _literal(text: str) -> Any:
