@@ -18,7 +18,6 @@ leaky slope 0.1.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -100,6 +99,12 @@ class DarknetPlan:
         return [s.index for s in self.layers if s.type == "yolo"]
 
     @property
+    def head_convs(self) -> list[int]:
+        """Indices of the convolutions the [yolo] layers read (the head's last, linear 1x1 convs)."""
+        sources = (self.layers[h].sources[0] for h in self.heads)
+        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+
+    @property
     def classes(self) -> int:
         counts = {self.layers[i].options["head"].classes for i in self.heads}
         if len(counts) != 1:
@@ -141,9 +146,6 @@ def plan(cfg: Any) -> DarknetPlan:
                                s))
     if not specs:
         raise DarknetPlan(cfg, [], in_channels, (0, 0)).cfg_error("the cfg has no layers after [net]")
-    for spec in specs:  # the detection head's last convs: what each [yolo] layer reads
-        if spec.type == "yolo" and spec.sources[0] >= 0 and specs[spec.sources[0]].type == "convolutional":
-            specs[spec.sources[0]].options["feeds_yolo"] = True
     return DarknetPlan(cfg, specs, in_channels, (net_h, cfg.net.int("width")))
 
 
@@ -158,10 +160,6 @@ class Side:
     def residual(self, x: Any, skip: Any) -> Any:
         """x + skip, where `skip` is the shortcut's `from` layer (INT8 reads it quantized: docs/int8.md R3)."""
         raise NotImplementedError
-
-    def keep_float(self, flag: bool) -> Any:
-        """A context: layers defined inside stay in floating point when `flag` (INT8's detection head, R9)."""
-        return contextlib.nullcontext()
 
     def act(self, x: Any, kind: str) -> Any:
         raise NotImplementedError
@@ -180,21 +178,18 @@ class Side:
 
 
 class Convolutional:
-    """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation. A conv feeding a [yolo] layer
-    (the head's linear 1x1) stays in floating point in an INT8 definition."""
+    """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
-                 bn: bool, activation: str, feeds_yolo: bool = False) -> None:
+                 bn: bool, activation: str) -> None:
         super().__init__()
         self.conv = self.ns.Conv2d(in_channels, filters, size, stride, padding, groups=groups, bias=not bn)
         self.bn = self.ns.BatchNorm2d(filters, eps=BN_EPS) if bn else None
         self.activation = activation
-        self.feeds_yolo = feeds_yolo
 
     def forward(self, x: Any) -> Any:
-        with self.keep_float(self.feeds_yolo):
-            x = self.conv(x)
-            return self.act(self.bn(x) if self.bn is not None else x, self.activation)
+        x = self.conv(x)
+        return self.act(self.bn(x) if self.bn is not None else x, self.activation)
 
 
 class Maxpool:
@@ -344,9 +339,6 @@ class NetdefSide(Side, Module):
 
     def residual(self, x: Any, skip: Any) -> Any:
         return F.add(x, skip, skip=1)
-
-    def keep_float(self, flag: bool) -> Any:
-        return current().unquantized() if flag else contextlib.nullcontext()
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)

@@ -128,6 +128,7 @@ class YOLOv4(NetworkModel):
                                     "topk": int(topk)}
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
+            net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
             x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
             boxes, scores, raw_heads = model(x)
             if nms == "raw":

@@ -267,3 +267,22 @@ def test_scale_groups_unquantized_regions_and_chained_adds() -> None:
     # sum1 = conv_a (INT8) + up: it ends a fused INT8 kernel, so sum2 reads it quantized, not only its skip a
     assert report.dequantized_inputs("sum2") == [0, 1] and report.float_residuals == []
     assert {w.layer: w.int8_input for w in report.weighted} == {"conv_c": True, "conv_a": True, "head": False}
+
+
+def test_conv_transpose_kernel_is_quantized_per_input_channel_and_builds() -> None:
+    """TensorRT's deconvolution kernels take per-input-channel kernel scales (axis 0 of (in, out, kh, kw))."""
+    rng = np.random.default_rng()
+    w, x = rng.standard_normal((6, 4, 4, 4)).astype(np.float32) * 0.3, rng.random((2, 6, 5, 5)).astype(np.float32)
+    deconv = nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, bias=False).load_weights({"weight": w})
+    deconv.assign_paths("up")
+    with Network("up", PrecisionPolicy("int8", strongly_typed=False, int8=Int8Settings({"input": 1.0}))) as net:
+        net.mark_output(deconv(net.add_input("input", (-1, 6, 5, 5))), "y")
+    layers = _layers(net)
+    assert _consumers(net, "up/weight/dequantize") == [("up", 1)]
+    assert tuple(layers["up/weight/scale"].get_output(0).shape) == (6,) and shim.downcast(layers["up/weight/quantize"]).axis == 0
+    got = execute(net.definition, {"input": x})["y"].double()
+    kq = _fake_quant(torch.from_numpy(w).double(), np.abs(w).reshape(6, -1).max(1), axis=0)
+    want = torch.nn.functional.conv_transpose2d(_fake_quant(torch.from_numpy(x).double(), 1.0), kq, stride=2, padding=1)
+    assert float((got - want).norm() / want.norm()) < 1e-5
+    assert check_placement(net).int8_layers() == ["up"]
+    assert len(net.build(BuildSettings(precision="int8", progress=False)).data) > 0

@@ -50,8 +50,10 @@ def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None)
     net = current()
     both = is_tensor(a) and is_tensor(b)
     a, b = _operands(a, b, op)
-    if skip is not None:
-        a, b = net.quant.residual([a, b], skip)
+    if both:
+        a, b = net.quant.summands([a, b], skip)
+    elif skip is not None:
+        raise ValueError(f"{site(op)}: skip={skip} needs two tensors (a residual's branch and skip)")
     y = out(net.definition.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM), op)
     return net.quant.summed(y, [a, b]) if both else y
 

@@ -5,15 +5,16 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
   quantized per tensor and its constant kernel as constant -> Q (per channel on `axis`) -> DQ (R1);
 - `input(x)`: average pooling (R8) and the skip of a residual add read x quantized per tensor. One Q/DQ pair
   per tensor, shared by every consumer (R2);
-- `residual(inputs, skip)`: the add input the network file names as the residual's skip is read through that
+- `summands(inputs, skip)`: the add input the network file names as the residual's skip is read through that
   shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3);
 - `share_scale(*tensors)`: concatenation, max pooling, nearest resize, slice and reshape declare that their inputs
   and output form one scale group; they emit nothing (R4-R6).
 Sites are recorded in every precision: the FP32 definition records what the INT8 one quantizes and emits nothing,
 so calibration reads there which tensors to observe (`sites`, `groups`), by the same canonical names (casts and
-identities looked through). In an INT8 definition (`Int8Settings`) module paths in `fp16` (skip + the sensitivity
-ranking) and `unquantized()` / `float32()` regions stay floating point. Scale values are set once the definition
-is complete (`finish`): a tensor's scale is its group's, and a group is known only after its last concatenation.
+identities looked through). Module paths a network file keeps in floating point (`keep_float`: a detection head's
+last convs) and `unquantized()` / `float32()` regions are never quantized, in any precision; in an INT8 definition
+(`Int8Settings`) neither are module paths in `fp16` (skip + the sensitivity ranking). Scale values are set once
+the definition is complete (`finish`): a tensor's scale is its group's, and a group is known only after its last concatenation.
 
 TensorRT 8.6 has no kernel for a convolution with an INT8 input whose fused residual add (+ activation) ends in a
 float tensor. Such tensors are tracked, and a consumer that would read one in floating point (an FP16 site, a
@@ -73,6 +74,7 @@ class Quantizer:
         self.net = net
         self.settings = settings
         self.fp16 = tuple(settings.fp16) if settings is not None else ()
+        self.floating: tuple[str, ...] = ()  # module paths the network file keeps in floating point
         self._off = 0
         self._reads: list[tuple[Any, str, bool]] = []  # (tensor, consumer path, read only for TensorRT 8.6)
         self._weighted: list[str] = []
@@ -99,7 +101,13 @@ class Quantizer:
 
     def quantizes(self, path: str | None = None) -> bool:
         """Whether a layer emitted at module path `path` (default: the current one) runs in INT8."""
-        return self.region_on() and not is_skipped(self.net.path if path is None else path, self.fp16)
+        path = self.net.path if path is None else path
+        return self.region_on() and not is_skipped(path, self.floating) and not is_skipped(path, self.fp16)
+
+    def keep_float(self, *paths: str) -> None:
+        """Keep the modules at these paths (and inside them) in floating point, in every precision: a rule of the
+        network (its output heads), so the FP32 definition calibration reads does not record them either."""
+        self.floating += tuple(p for p in paths if p)
 
     @contextlib.contextmanager
     def unquantized(self) -> Iterator[None]:
@@ -152,17 +160,14 @@ class Quantizer:
             self._int8_outputs.add(y.name)
         return y
 
-    def residual(self, inputs: Sequence[Any], skip: int) -> list[Any]:
-        """An add's inputs as it reads them: `skip` through its shared Q/DQ (R3); the other as is, unless it is
-        itself what a fused INT8 conv + add ends in (a chain of adds: it must end in INT8 on TensorRT 8.6)."""
+    def summands(self, inputs: Sequence[Any], skip: int | None = None) -> list[Any]:
+        """An add's two inputs as it reads them: `skip` (0, 1 or None) through its shared Q/DQ (R3); any input that
+        is what a fused INT8 conv + add ends in (a chain of adds) too, since on TensorRT 8.6 it must end in INT8;
+        the others as they are."""
         inputs = list(inputs)
-        if skip not in (0, 1) or len(inputs) != 2:
+        if skip not in (None, 0, 1) or len(inputs) != 2:
             raise ValueError(f"{self.net.path or 'network'}: skip={skip!r}: an add's skip is input 0 or 1")
-        inputs[skip] = self.input(inputs[skip])
-        other = 1 - skip
-        if inputs[other].name in self._fused:
-            inputs[other] = self.input(inputs[other])
-        return inputs
+        return [self.input(t) if k == skip or t.name in self._fused else t for k, t in enumerate(inputs)]
 
     def summed(self, y: Any, operands: Sequence[Any]) -> Any:
         """Note an add of two tensors: when one is the raw output of an INT8 weighted layer, TensorRT fuses the
