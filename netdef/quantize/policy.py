@@ -13,8 +13,8 @@ Sites are recorded in every precision: the FP32 definition records what the INT8
 so calibration reads there which tensors to observe (`sites`, `groups`), by the same canonical names (casts and
 identities looked through). Module paths a network file keeps in floating point (`keep_float`: a detection head's
 last convs) and `unquantized()` / `float32()` regions are never quantized, in any precision; in an INT8 definition
-(`Int8Settings`) neither are module paths in `fp16` (skip + the sensitivity ranking). Scale values are set once
-the definition is complete (`finish`): a tensor's scale is its group's, and a group is known only after its last concatenation.
+(`Int8Settings`) neither are module paths in `fp16` (skip + the sensitivity ranking). Scale values are final once
+the definition is complete (`finish`): a tensor's scale is its group's, known only after the group's last layer.
 
 TensorRT 8.6 has no kernel for a convolution with an INT8 input whose fused residual add (+ activation) ends in a
 float tensor. Such tensors are tracked, and a consumer that would read one in floating point (an FP16 site, a
@@ -80,7 +80,7 @@ class Quantizer:
         self._weighted: list[str] = []
         self._shared: list[list[Any]] = []
         self._dequantized: dict[str, Any] = {}  # tensor name -> its shared DQ output
-        self._scales: list[tuple[Any, Any]] = []  # (quantized tensor, its scale constant layer)
+        self._scales: list[tuple[Any, Any, np.ndarray]] = []  # (quantized tensor, its scale constant layer, value)
         self._int8_outputs: set[str] = set()  # raw outputs of weighted layers with INT8 input and weights
         self._fused: set[str] = set()  # what a fused INT8 conv + add (+ activation) ends in
         # filled by finish(): canonical tensor -> consumer paths, weighted layers' paths, scale groups
@@ -132,8 +132,11 @@ class Quantizer:
             return x
         dq = self._dequantized.get(x.name)
         if dq is None:
-            scale = self._constant(np.ones((), np.float32), f"{x.name}/scale")  # value set by finish()
-            self._scales.append((x, scale))
+            # the calibration's value where it knows this name; finish() sets the scale group's (the same when the
+            # cache's groups are this definition's, so the constant is usually written once)
+            value = scale_from_amax(self.settings.amax.get(x.name, 127.0)).astype(np.float32).reshape(())
+            scale = self._constant(value, f"{x.name}/scale")
+            self._scales.append((x, scale, value))
             dq = self._dequantized[x.name] = self._qdq(x, scale.get_output(0), None, x.name, x.dtype)
         return dq
 
@@ -275,9 +278,10 @@ class Quantizer:
                 f"the calibration has no amax for {len(missing)} tensor(s) of network {self.net.definition.name!r}: "
                 + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
                 + ". Recalibrate with the same network and input size.")
-        for tensor, layer in self._scales:
-            value = self.net.keep(scale_from_amax(table[canonical(tensor.name)]).astype(np.float32).reshape(()))
-            layer.weights = self.net.trt.Weights(value)
+        for tensor, layer, value in self._scales:
+            final = scale_from_amax(table[canonical(tensor.name)]).astype(np.float32).reshape(())
+            if final != value:
+                layer.weights = self.net.trt.Weights(self.net.keep(final))
         self.net.meta["int8"] = {**settings.info, "quantized_tensors": len(self._scales) + len(self.weight_sites),
                                  "activations": len(self._scales), "weights": len(self.weight_sites),
                                  "fp16": list(self.fp16), "guarded": list(self.guarded)}
