@@ -279,7 +279,8 @@ def test_conv_transpose_kernel_is_quantized_per_input_channel_and_builds() -> No
         net.mark_output(deconv(net.add_input("input", (-1, 6, 5, 5))), "y")
     layers = _layers(net)
     assert _consumers(net, "up/weight/dequantize") == [("up", 1)]
-    assert tuple(layers["up/weight/scale"].get_output(0).shape) == (6,) and shim.downcast(layers["up/weight/quantize"]).axis == 0
+    assert tuple(layers["up/weight/scale"].get_output(0).shape) == (6,)
+    assert shim.downcast(layers["up/weight/quantize"]).axis == 0
     got = execute(net.definition, {"input": x})["y"].double()
     kq = _fake_quant(torch.from_numpy(w).double(), np.abs(w).reshape(6, -1).max(1), axis=0)
     want = torch.nn.functional.conv_transpose2d(_fake_quant(torch.from_numpy(x).double(), 1.0), kq, stride=2, padding=1)

@@ -93,7 +93,8 @@ def calibrate_network(net: Any, data: Any, method: str = "entropy", batch: int =
     amax = _amax_table(stats, method, percentile)
     quantized = set(net.quant.sites)
     grouped = net.quant.groups.amax(amax, stats, method, percentile)
-    groups = [(members, grouped[members[0]]) for members in net.quant.groups.groups() if quantized.intersection(members)]
+    groups = [(members, grouped[members[0]]) for members in net.quant.groups.groups()
+              if quantized.intersection(members)]
     result = CalibrationResult(amax, data.count, collected - start, time.perf_counter() - collected, groups)
     log.info("calibrated %d tensors and %d scale groups on %d samples (%s): statistics %.1f s, amax %.1f s",
              len(amax), len(groups), data.count, method, result.collect_s, result.amax_s)
