@@ -5,8 +5,9 @@ on this CPU and, when torch sees one, on CUDA.
                               [--threads 2] [--devices cpu,cuda] [--json bench/results/calibrate.json]
 
 Calibration = the FP32 definition run through netdef's executor with the statistics observer (every
-tensor that feeds a conv, matmul or residual add: max |x| and a 2048-bin histogram), then one calibrator
-over the histograms. The statistics are collected once per device and every calibrator is timed on them.
+tensor the INT8 definition quantizes and the members of their scale groups: max |x| and a 2048-bin
+histogram), then one calibrator over the histograms. The statistics are collected once per device and
+every calibrator is timed on them.
 Columns: statistics time, calibrator time, total, images/s, total relative to the first row (CPU
 entropy), and the same batches through the executor without the observer (compile included, as in the
 statistics time) with the ratio total / forward-only, all from this one run. Target: <= 30 s on an H100 for 256 images at 224.
@@ -26,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from netdef.atomic import write_text_atomic  # noqa: E402
-from netdef.quantize import collect_statistics, plan_qdq  # noqa: E402
+from netdef.quantize import collect_statistics  # noqa: E402
 from netdef.quantize.calibrators import METHODS  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     net = resnet50(args.size)
     data = images(args.samples, args.size)
-    names = plan_qdq(net.definition).activation_tensors
+    names = net.quant.calibration_names()
     rows = []
     for device in devices:
         # warm-up (imports, allocator, CUDA context and kernels): not part of either timing

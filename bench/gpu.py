@@ -49,7 +49,7 @@ DEFAULT_PLAN = ",".join([
     "resnet50:fp16:netdef", "resnet50:fp16:onnx", "resnet50:int8:netdef", "resnet50:fp32:netdef",
     "resnet50:fp32:onnx", "yolov4:fp16:netdef", "yolov4:fp16:onnx", "yolov4:int8:netdef", "yolov4:fp32:netdef",
     "yolov4:fp32:onnx"])
-INT8_SKIP: list[str] = []  # --int8-skip: layers kept in float in INT8 builds
+INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
@@ -103,7 +103,6 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     net = model.define(precision=settings.precision, **options)
     placement = None
     if settings.precision == "int8":
-        net.finalize()
         report = check_placement(net)
         placement = report.summary()
         write_gz(Path(f"{engine_path}.placement.json.gz"), json.dumps(report.to_json()))
@@ -214,7 +213,7 @@ def main() -> int:
     ap.add_argument("--plan", default=DEFAULT_PLAN,
                     help="MODEL:PRECISION:PATH[:OPT_LEVEL] items in the order to run (most important first)")
     ap.add_argument("--opt-level", type=int, default=3, help="builder optimization level, same for both paths")
-    ap.add_argument("--int8-skip", default="", help="comma list of layer names kept in float in INT8 builds")
+    ap.add_argument("--int8-skip", default="", help="comma list of module paths kept in float in INT8 builds")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default="gpu_results.json")

@@ -202,10 +202,10 @@ def build(item: str, size: tuple[int, int], work: Path, settings) -> object:
     if path == "onnx":
         return gpu.onnx_plan(work / f"openpose_{tag(size)}.onnx", settings)
     options: dict = {"input_size": size, "outputs": outputs, "max_peaks": MAX_PEAKS}
-    if precision == "int8":  # the amax table, so one calibration serves the raw and the parsed definitions
+    if precision == "int8":  # the amax table (group ranges applied), so one calibration serves raw and parsed
         from netdef.quantize import load_cache
 
-        options["calibration"] = load_cache(work / f"openpose_{tag(size)}_calib.json").amax
+        options["calibration"] = load_cache(work / f"openpose_{tag(size)}_calib.json").resolved_amax()
     return OpenPose.from_hdf5(work / "openpose.h5").build(settings=settings, **options)
 
 

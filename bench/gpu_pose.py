@@ -42,8 +42,9 @@ def netdef_plan(work: Path, size: int, outputs: str, settings):
     if settings.precision == "int8":
         from netdef.quantize import load_cache
 
-        # the amax table (tensor names are shared by every size and output kind), not the fingerprinted cache
-        options["calibration"] = load_cache(work / f"{ARCH}_calib.json").amax
+        # the amax table with its scale groups' ranges (tensor names are shared by every size and output kind),
+        # not the fingerprinted cache
+        options["calibration"] = load_cache(work / f"{ARCH}_calib.json").resolved_amax()
     return HigherHRNet.from_hdf5(work / f"{ARCH}.h5").build(settings=settings, input_size=(size, size),
                                                             outputs=outputs, **options)
 

@@ -7,19 +7,23 @@ a tkDNN layer adds itself to the network it is constructed in. Names are the con
   layers (`act/sigmoid`), with `#k` appended on the k-th repeat of a name;
 - the tensor a module returns is named after the module path (`#k` for its k-th call), and
   `module_outputs` maps path -> tensor name, which is what verification compares with PyTorch hooks.
+
+Quantization is decided while defining: `net.quant` (netdef.quantize.policy.Quantizer) is what the ops ask where
+INT8 goes; an FP32 definition records the same sites and emits nothing (docs/int8.md).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from netdef import trt as shim
 from netdef.engine import BuildSettings, Plan, build_engine, create_builder, create_network
 from netdef.precision import PrecisionPolicy
+from netdef.quantize.policy import Int8Settings, Quantizer
 
 log = logging.getLogger("netdef.network")
 _current: contextvars.ContextVar["Network | None"] = contextvars.ContextVar("netdef_network", default=None)
@@ -53,7 +57,7 @@ class Network:
     """Build context for one INetworkDefinition."""
 
     def __init__(self, name: str = "netdef", precision: str | PrecisionPolicy = "fp32", fp16_io: bool = False,
-                 builder: Any = None) -> None:
+                 builder: Any = None, int8: Int8Settings | None = None) -> None:
         self.trt = shim.binding()
         self.features = shim.features()
         self.builder = builder or create_builder()
@@ -62,11 +66,16 @@ class Network:
         if isinstance(precision, PrecisionPolicy):
             self.policy = precision
         else:
-            self.policy = PrecisionPolicy(precision, strongly_typed=self.features.strongly_typed, fp16_io=fp16_io)
+            self.policy = PrecisionPolicy(precision, strongly_typed=self.features.strongly_typed, fp16_io=fp16_io,
+                                          int8=int8)
+        if (self.policy.name == "int8") != (self.policy.int8 is not None):
+            raise ValueError(f"network {name!r}: int8 settings (ranges from calibration) go with precision int8 and "
+                             f"only with it (precision {self.policy.name}); a network class's define(precision="
+                             "'int8', calibration=...) makes them")
+        self.quant = Quantizer(self, self.policy.int8)
         self.module_outputs: dict[str, str] = {}
         self.output_names: list[str] = []
         self.plugins: list[dict[str, Any]] = []  # custom layers lowered as TensorRT plugins (for the sidecar)
-        self.finalizers: list[Callable[["Network"], None]] = []  # run once before the build (INT8 Q/DQ pass)
         # conv outputs emitted with their norm folded in, awaiting that norm: tensor name -> (conv, norm, layer index)
         self.pending_folds: dict[str, tuple[str, str, int]] = {}
         self.meta: dict[str, Any] = {}
@@ -83,11 +92,15 @@ class Network:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         _current.reset(self._token)
-        if exc_type is None and self.pending_folds:
+        if exc_type is not None:
+            return
+        if self.pending_folds:
             missing = ", ".join(f"{conv} -> {norm}" for conv, norm, _ in self.pending_folds.values())
             raise ValueError(f"network {self.definition.name!r}: convolutions emitted with their norm folded in, "
                              f"but the norm never received their output ({missing}); apply the norm in forward "
                              "or declare netdef.nn.no_fold(norm)")
+        if self.policy.name != "fp16":  # FP16 quantizes nothing and is calibrated on by nobody
+            self.quant.finish()
 
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
@@ -137,6 +150,7 @@ class Network:
             name = f"{path}#{k}"
             k += 1
         if tensor.name not in self.module_outputs.values() and not self._is_network_input(tensor):
+            self.quant.rename(tensor.name, name)
             tensor.name = name
         self.module_outputs[name] = tensor.name
         return tensor
@@ -149,9 +163,22 @@ class Network:
     def compute_dtype(self) -> np.dtype:
         return np.dtype(np.float32) if self._float32_depth else self.policy.compute_dtype
 
+    @property
+    def in_float32(self) -> bool:
+        return self._float32_depth > 0
+
+    def unquantized(self) -> Any:
+        """Layers added inside are not quantized (an INT8 network's detection head, say); they run FP16."""
+        return self.quant.unquantized()
+
+    @staticmethod
+    def trt_dtype(dtype: Any) -> Any:
+        return trt_dtype(dtype)
+
     @contextlib.contextmanager
     def float32(self) -> Iterator[None]:
-        """Layers added inside stay in FP32: explicit casts (strong typing) or precision constraints (weak)."""
+        """Layers added inside stay in FP32: explicit casts (strong typing) or precision constraints (weak); they
+        are not quantized either."""
         self._float32_depth += 1
         try:
             yield
@@ -231,23 +258,18 @@ class Network:
                 tensor = self.cast(tensor, target, f"output/{name}")
             elif tensor.name in self.module_outputs.values() or self._is_network_input(tensor):
                 tensor = self.name_layer(self.definition.add_identity(tensor), f"output/{name}").get_output(0)
+        self.quant.rename(tensor.name, name)
         tensor.name = name
         self.definition.mark_output(tensor)
         self.output_names.append(name)
         return tensor
 
     # --- build -----------------------------------------------------------------------------------------
-    def finalize(self) -> None:
-        for fn in self.finalizers:
-            fn(self)
-        self.finalizers.clear()
-
     def build(self, settings: BuildSettings | None = None, **meta: Any) -> Plan:
-        """Run finalizers (INT8 Q/DQ) and build with `build_serialized_network`."""
+        """Build with `build_serialized_network`."""
         settings = settings or BuildSettings(precision=self.policy.name)
         if settings.precision != self.policy.name:
             raise ValueError(f"network was defined for {self.policy.name}, settings ask for {settings.precision}")
-        self.finalize()
         full = dict(self.meta)
         full.update(meta)
         full["plugins"] = list(self.plugins)

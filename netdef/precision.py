@@ -2,11 +2,13 @@
 
 The network emits the same layers for every precision; the policy decides dtypes of constants,
 where casts go (strongly typed bindings) or which layers get precision constraints (weakly typed,
-TensorRT 8.6), and - for INT8 - the Q/DQ pass that runs before the build (netdef.quantize).
+TensorRT 8.6), and - for INT8 - where quantization goes: `int8` holds the amax table and the FP16 sites
+(skip + sensitivity), and the network's `Quantizer` (netdef.quantize.policy) emits Q/DQ from it while the
+modules define, quantizing each tensor once with its scale group's scale (docs/int8.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,7 @@ class PrecisionPolicy:
     name: str = "fp32"
     strongly_typed: bool = True
     fp16_io: bool = False
-    int8: Any = None  # netdef.quantize settings (amax per tensor, skip list) when name == "int8"
-    skip: tuple[str, ...] = field(default_factory=tuple)
+    int8: Any = None  # netdef.quantize.policy.Int8Settings when name == "int8"
 
     def __post_init__(self) -> None:
         if self.name not in PRECISIONS:

@@ -12,7 +12,8 @@ that network at that depth (it grows with depth and with the network's condition
 layers, far more through a deep, badly conditioned stack). Each layer may be FP32_FACTOR times that error
 (at least FP32_FLOOR): a correct definition is within it (its error, float32 weights and folded
 BatchNorm, measured at 0.2-0.6x PyTorch's own on ResNet and full-size YOLOv4), a wrong layer is orders of
-magnitude beyond it. FP16/INT8 and an explicit tolerance use one fixed number for every layer.
+magnitude beyond it. FP16/INT8 and an explicit tolerance use one fixed number for every layer; an INT8 definition
+must also quantize something (the report counts its quantized activations and kernels).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class VerifyReport:
     reference: str = "pytorch"
     unmatched: list[str] = field(default_factory=list)  # module outputs with no reference value to compare
     relative: bool = False  # per-layer limits from PyTorch float32's own error (module docstring)
+    quantized: dict[str, int] | None = None  # INT8: activation and weight tensors the definition quantizes
 
     @property
     def rule(self) -> str:
@@ -77,6 +79,8 @@ class VerifyReport:
         """Every output within tolerance; with per-layer limits (`relative`) every layer, since each limit is
         what float32 costs there (with one fixed number, intermediate layers only explain where an error starts)."""
         checked = self.layers if self.relative else (self.outputs or self.layers)
+        if self.precision == "int8" and not (self.quantized or {}).get("activations"):
+            return False  # an "INT8" definition without Q/DQ would only be checked as FP16
         return bool(checked) and all(c.ok for c in checked)
 
     @property
@@ -99,6 +103,7 @@ class VerifyReport:
             "worst": worst.name if worst else None,
             "layers": [_finite(asdict(c)) for c in self.layers],
             "unmatched": list(self.unmatched),
+            "quantized": self.quantized,
         }
 
     def write_json(self, path: str | os.PathLike) -> None:
@@ -126,7 +131,9 @@ class VerifyReport:
         verdict = "PASS" if self.ok else "FAIL"
         lines.append(f"{verdict}: {len(self.layers)} tensors compared against {self.reference} "
                      f"({self.precision}, {self.rule})"
-                     + (f"; first beyond tolerance: {first.name}" if first else ""))
+                     + (f"; first beyond tolerance: {first.name}" if first else "")
+                     + (f"; quantized: {(self.quantized or {}).get('activations', 0)} activations, "
+                        f"{(self.quantized or {}).get('weights', 0)} kernels" if self.precision == "int8" else ""))
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -255,7 +262,6 @@ def _execute(net: Any, inputs: Mapping[str, Any], device: str,
 
     from netdef.executor import compile
 
-    net.finalize()  # INT8 Q/DQ and other finalizers belong to the definition that is built
     executor = compile(net.definition, device, keep=[k for k in keep if k], dtype=torch.float64)
     return executor(inputs), executor.tensor_names
 
@@ -295,7 +301,7 @@ def verify_network(net: Any, reference: Any, inputs: Any, device: str = "cpu",
         layers.append(_comparison(name, name, produced[name], ref, tol, True, f32))
     if unmatched:
         log.info("no reference value for %d module outputs: %s", len(unmatched), ", ".join(unmatched[:10]))
-    return VerifyReport(layers, tol, precision, "pytorch", unmatched, relative)
+    return VerifyReport(layers, tol, precision, "pytorch", unmatched, relative, _quantized(net))
 
 
 def _is_float(x: Any) -> bool:
@@ -341,7 +347,13 @@ def verify_activations(net: Any, activations: Mapping[str, Any], inputs: Any = N
         key = name if name in stored else ROOT_OUTPUT if len(net.output_names) == 1 and ROOT_OUTPUT in stored else None
         if key is not None:
             layers.append(_comparison(name, name, produced[name], activations[key], tol, True))
-    return VerifyReport(layers, tol, precision, "hdf5 activations", unmatched)
+    return VerifyReport(layers, tol, precision, "hdf5 activations", unmatched, quantized=_quantized(net))
+
+
+def _quantized(net: Any) -> dict[str, int]:
+    """What an INT8 Network quantizes (its quantizer's count, net.meta["int8"]); empty otherwise."""
+    info = getattr(net, "meta", {}).get("int8") or {}
+    return {k: int(info[k]) for k in ("activations", "weights") if k in info}
 
 
 def _tensor_names(net: Any) -> set[str]:

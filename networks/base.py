@@ -2,7 +2,7 @@
 
 A subclass implements `make_module` (the netdef module tree), `define` (emit the definition into a Network)
 and `reference` (the PyTorch module with the same weights, for verification; it depends only on its
-arguments, never on an earlier `define`); `module`, `quantize`, `build` and `from_hdf5` are shared.
+arguments, never on an earlier `define`); `module`, `int8_settings`, `build` and `from_hdf5` are shared.
 
 A define() records the options that shaped its definition (besides precision, input size and calibration) with
 `record_options`, in `net.meta[DEFINE_OPTIONS]`: the engine sidecar keeps them, `netdef infer --executor netdef`
@@ -98,12 +98,17 @@ class NetworkModel:
         """Record the define() options that shaped `net` (module docstring): what a rebuild passes back."""
         net.meta[DEFINE_OPTIONS] = dict(options)
 
-    def quantize(self, net: Network, calibration: Any, skip: tuple[str, ...] = ()) -> None:
-        """Make an int8 definition quantized (netdef.quantize.apply places Q/DQ as a finalizer); a calibration
-        cache is checked against these weights (the file when there is one, else the arrays)."""
+    def int8_settings(self, precision: str, calibration: Any, skip: tuple[str, ...] = (),
+                      input_size: Any = None) -> Any:
+        """The `int8=` of an INT8 definition's Network (None for other precisions): ranges from `calibration` (a
+        cache, checked against these weights - the file when there is one, else the arrays -, an amax mapping or
+        data to calibrate on first) and the module paths in `skip` kept in floating point (netdef.quantize)."""
+        if precision != "int8":
+            return None
         from netdef import quantize
 
-        quantize.apply(net, calibration, skip=skip, weights=self.path if self.path is not None else self.weights)
+        return quantize.settings(calibration, skip, weights=self.path if self.path is not None else self.weights,
+                                 model=self, input_size=input_size)
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: tuple[int, int] | None = None,
               settings: BuildSettings | None = None, **options: Any) -> Plan:

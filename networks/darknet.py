@@ -99,6 +99,12 @@ class DarknetPlan:
         return [s.index for s in self.layers if s.type == "yolo"]
 
     @property
+    def head_convs(self) -> list[int]:
+        """Indices of the convolutions the [yolo] layers read (the head's last, linear 1x1 convs)."""
+        sources = (self.layers[h].sources[0] for h in self.heads)
+        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+
+    @property
     def classes(self) -> int:
         counts = {self.layers[i].options["head"].classes for i in self.heads}
         if len(counts) != 1:
@@ -146,10 +152,14 @@ def plan(cfg: Any) -> DarknetPlan:
 # --- the layer kinds, each written once against a side's ops ----------------------------------------------
 
 class Side:
-    """What a layer kind needs from its side: the module namespace and five ops. `NetdefSide` below,
+    """What a layer kind needs from its side: the module namespace and its ops. `NetdefSide` below,
     `networks.darknet_torch.TorchSide` for the reference."""
 
     ns: Any  # netdef.nn or torch.nn
+
+    def residual(self, x: Any, skip: Any) -> Any:
+        """x + skip, where `skip` is the shortcut's `from` layer (INT8 reads it quantized: docs/int8.md R3)."""
+        raise NotImplementedError
 
     def act(self, x: Any, kind: str) -> Any:
         raise NotImplementedError
@@ -221,7 +231,7 @@ class Shortcut:
         self.activation = activation
 
     def forward(self, x: Any, other: Any) -> Any:
-        return self.act(x + other, self.activation)
+        return self.act(self.residual(x, other), self.activation)
 
 
 class Upsample:
@@ -326,6 +336,9 @@ def decode_heads(darknet_plan: DarknetPlan, layers: Sequence[Any], heads: Sequen
 
 class NetdefSide(Side, Module):
     ns = nn
+
+    def residual(self, x: Any, skip: Any) -> Any:
+        return F.add(x, skip, skip=1)
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)

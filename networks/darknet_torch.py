@@ -1,7 +1,7 @@
 """The PyTorch twin of `networks.darknet`: the same layer kinds on torch's side, and `DarknetReference`.
 
 Imported only by `networks.darknet.reference_module` (and so by `YOLOv4.reference`): torch stays off the
-build path. The kinds are written once in networks.darknet; only the five side ops differ.
+build path. The kinds are written once in networks.darknet; only the side ops differ.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from networks.darknet import (DarknetPlan, Side, YoloHead, activate, decode_head
 
 class TorchSide(Side, tnn.Module):
     ns = tnn
+
+    def residual(self, x: Any, skip: Any) -> Any:
+        return x + skip
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(TF, x, kind)

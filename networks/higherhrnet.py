@@ -116,7 +116,10 @@ class HighResolutionModuleLayers:
              for i in range(n if multi_scale_output else 1)])
         self.relu = ns.ReLU(True)
 
-    def forward(self, xs: list[Any]) -> list[Any]:  # netdef tensors add with + as torch's do
+    def add(self, a: Any, b: Any, skip: int | None) -> Any:
+        raise NotImplementedError  # the side's a + b (netdef's marks input `skip` as a residual's skip)
+
+    def forward(self, xs: list[Any]) -> list[Any]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.fuse_layers is None:
             return xs
@@ -124,9 +127,20 @@ class HighResolutionModuleLayers:
         for i, row in enumerate(self.fuse_layers):
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, len(xs)):
-                y = y + (xs[j] if i == j else row[j](xs[j]))
+                y = self.add(y, xs[j] if i == j else row[j](xs[j]), fuse_skip(i, j))
             fused.append(self.relu(y))
         return fused
+
+
+def fuse_skip(i: int, j: int) -> int | None:
+    """Which input of fuse row i's add of branch j is the skip, read INT8 (docs/int8.md R3): branch i itself (a
+    block output; the sum so far is a strided conv's output, which fuses the add); else, from a higher-resolution
+    branch j < i (a strided conv's raw output fusing the add), the sum so far; and row 0's first term, branch 0
+    (a block output, INT8 for its other readers). Sums of upsampled branches fuse nothing: a plain add (a sum a
+    fused INT8 conv + add ends in is read through its Q/DQ anyway, netdef.quantize.policy)."""
+    if j == i:
+        return 1
+    return 0 if j < i or (i == 0 and j == 1) else None
 
 
 class PoseHigherResolutionNetLayers:
@@ -186,17 +200,21 @@ class PoseHigherResolutionNetLayers:
         return outputs if self.postprocess is None else self.postprocess(*outputs)
 
 
-def side_classes(base: type, ns: Any, cat: Callable[..., Any], blocks: Any, module: str) -> SimpleNamespace:
+def side_classes(base: type, ns: Any, cat: Callable[..., Any], blocks: Any, module: str,
+                 add: Callable[[Any, Any, int | None], Any] = lambda a, b, skip: a + b) -> SimpleNamespace:
     """HighResolutionModule and PoseHigherResolutionNet on one side: the classes above on `base` (netdef's or
-    torch's Module) with that side's namespace `ns`, `cat(tensors, dim)` and ResNet blocks (networks.resnet)."""
-    hr_module = side_class("HighResolutionModule", HighResolutionModuleLayers, base, module, ns=ns, blocks=blocks)
+    torch's Module) with that side's namespace `ns`, `cat(tensors, dim)`, ResNet blocks (networks.resnet) and
+    `add(a, b, skip)` (torch's: a + b)."""
+    hr_module = side_class("HighResolutionModule", HighResolutionModuleLayers, base, module, ns=ns, blocks=blocks,
+                           add=lambda self, a, b, skip: add(a, b, skip))
     net = side_class("PoseHigherResolutionNet", PoseHigherResolutionNetLayers, base, module, ns=ns, blocks=blocks,
                      hr_module=hr_module, cat=lambda self, xs: cat(xs, 1))
     return SimpleNamespace(HighResolutionModule=hr_module, PoseHigherResolutionNet=net)
 
 
 # --- netdef definition ---------------------------------------------------------------------------------
-NETDEF = side_classes(nn.Module, nn, F.concat, RESNET_NETDEF, __name__)
+NETDEF = side_classes(nn.Module, nn, F.concat, RESNET_NETDEF, __name__,
+                      add=lambda a, b, skip: F.add(a, b, skip=skip))
 HighResolutionModule = NETDEF.HighResolutionModule
 PoseHigherResolutionNet = NETDEF.PoseHigherResolutionNet
 
@@ -346,8 +364,10 @@ class HigherHRNet(NetworkModel):
                skip: tuple[str, ...] = (), **options: Any) -> Network:
         """The definition for one input size (H, W multiples of 32) with a dynamic batch.
 
-        int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
-        post-processing stays in floating point.
+        int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point) go
+        to netdef.quantize.settings; the convs making the maps (final_layers) and the deconvolution stay FP16 (the
+        maps feed the parse and, concatenated, the deconvolution in floating point: nothing is requantized), the
+        post-processing in floating point.
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
@@ -356,18 +376,18 @@ class HigherHRNet(NetworkModel):
         if not 0 < topk <= h * w:
             raise ValueError(f"topk={topk}: expected 1..{h * w} candidates per joint")
         model = self.module()
-        with Network(f"{self.arch}-{h}x{w}", precision, fp16_io) as net:
+        int8 = self.int8_settings(precision, calibration, skip, (h, w))
+        with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
+            net.quant.keep_float("final_layers", *(f"deconv_layers.{i}.0.0" for i in range(len(model.deconv_layers))))
             x = net.add_input(self.input_name, (-1, 3, h, w))
             output0, output1 = model(x)
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
             else:
-                results = parse(net, output0, output1, topk, nms_kernel)
+                with net.unquantized():
+                    results = parse(net, output0, output1, topk, nms_kernel)
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
-            if precision == "int8":
-                # the parse stays in floating point (its heatmap sum would otherwise count as a residual add)
-                self.quantize(net, calibration, tuple(skip) + ("parse",))
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
         settings: dict[str, Any] = {"outputs": outputs}

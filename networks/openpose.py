@@ -217,7 +217,8 @@ class OpenPose(NetworkModel):
                skip: tuple[str, ...] = (), **options: Any) -> Network:
         """The definition; `max_peaks` (K, default 32) bounds the peaks per part of the parsed outputs.
 
-        int8: `calibration` and `skip` go to netdef.quantize.apply; the parsing stays FP32 and unquantized.
+        int8: `calibration` and `skip` (module paths kept in floating point) go to netdef.quantize.settings; the
+        last stage's two output convs stay FP16 (as a detection head's, docs/int8.md R9), the parsing FP32.
         """
         if options:
             raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
@@ -226,7 +227,9 @@ class OpenPose(NetworkModel):
         if height % 8 or width % 8 or height <= 0 or width <= 0:
             raise ValueError(f"{self.arch}: input size {height}x{width} must be positive multiples of 8")
         model = self.module()
-        with Network(f"{self.arch}-{height}x{width}", precision, fp16_io) as net:
+        int8 = self.int8_settings(precision, calibration, skip, (height, width))
+        with Network(f"{self.arch}-{height}x{width}", precision, fp16_io, int8=int8) as net:
+            net.quant.keep_float(*output_convs(self.config))
             x = net.add_input(self.input_name, (-1, 3, height, width))
             paf, heatmap = model(x)
             if outputs == "raw":
@@ -235,8 +238,6 @@ class OpenPose(NetworkModel):
             else:
                 for name, tensor in zip(PARSED_OUTPUTS, define_parse(net, paf, heatmap, settings)):
                     net.mark_output(tensor, name)
-            if precision == "int8":
-                self.quantize(net, calibration, tuple(skip) + parse_convolutions(net))
         net.meta.update({"arch": self.arch, "input_size": [height, width], "outputs_kind": outputs,
                          "preprocess": "BGR / 256 - 0.5", "stages": self.config.stages})
         options: dict[str, Any] = {"outputs": outputs}
@@ -287,11 +288,9 @@ def parse_network(size: tuple[int, int], settings: PafSettings = PafSettings(), 
     return net
 
 
-def parse_convolutions(net: Network) -> tuple[str, ...]:
-    """The smoothing convolutions of the parse (INT8 keeps them in float: `skip` names them)."""
-    conv = net.trt.LayerType.CONVOLUTION
-    layers = (net.definition.get_layer(i) for i in range(net.definition.num_layers))
-    return tuple(layer.name for layer in layers if layer.type == conv and layer.name.startswith(PARSE_SCOPE + "/"))
+def output_convs(cfg: BodyConfig) -> tuple[str, ...]:
+    """Module paths of the last stage's two convolutions, which make the PAF and heatmap outputs."""
+    return tuple(f"model{cfg.stages}_{branch}.{_stage_spec(cfg, cfg.stages, branch)[-1][0]}" for branch in (1, 2))
 
 
 def define_parse(net: Network, paf: Any, heatmap: Any, settings: PafSettings) -> tuple[Any, Any, Any]:

@@ -45,6 +45,7 @@ def _downsample(ns: Any, inplanes: int, outplanes: int, stride: int) -> Any:
 
 class BasicBlockLayers:
     ns: Any
+    residual: Callable[[Any, Any], Any]  # out + identity; netdef's marks identity as the skip (INT8: docs/int8.md)
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -56,15 +57,16 @@ class BasicBlockLayers:
         self.bn2 = ns.BatchNorm2d(planes)
         self.downsample = _downsample(ns, inplanes, planes, stride)
 
-    def forward(self, x: Any) -> Any:  # netdef tensors add with + as torch's do (netdef.functional.operators)
+    def forward(self, x: Any) -> Any:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(self.residual(out, identity))
 
 
 class BottleneckLayers:
     ns: Any
+    residual: Callable[[Any, Any], Any]
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -83,7 +85,7 @@ class BottleneckLayers:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(self.residual(out, identity))
 
 
 class ResNetLayers:
@@ -116,19 +118,23 @@ class ResNetLayers:
         return self.fc(self.flatten(self.avgpool(x)))
 
 
-def side_classes(base: type, ns: Any, flatten: Callable[..., Any], module: str) -> SimpleNamespace:
+def side_classes(base: type, ns: Any, flatten: Callable[..., Any], module: str,
+                 residual: Callable[[Any, Any], Any]) -> SimpleNamespace:
     """BasicBlock, Bottleneck and ResNet on one side: the classes above on `base` (netdef's or torch's Module)
-    with that side's namespace `ns` and flatten function."""
+    with that side's namespace `ns`, flatten function and residual add `residual(out, identity)`."""
     def make(name: str, layers: type, **attrs: Any) -> type:
         return side_class(name, layers, base, module, ns=ns, **attrs)
 
-    blocks = {"basic": make("BasicBlock", BasicBlockLayers), "bottleneck": make("Bottleneck", BottleneckLayers)}
+    add = {"residual": lambda self, out, identity: residual(out, identity)}
+    blocks = {"basic": make("BasicBlock", BasicBlockLayers, **add),
+              "bottleneck": make("Bottleneck", BottleneckLayers, **add)}
     resnet = make("ResNet", ResNetLayers, blocks=blocks, flatten=lambda self, x: flatten(x, 1))
     return SimpleNamespace(BasicBlock=blocks["basic"], Bottleneck=blocks["bottleneck"], ResNet=resnet)
 
 
 # --- netdef definition ---------------------------------------------------------------------------------
-NETDEF = side_classes(nn.Module, nn, F.flatten, __name__)
+NETDEF = side_classes(nn.Module, nn, F.flatten, __name__,
+                      residual=lambda out, identity: F.add(out, identity, skip=1))  # identity: the skip
 ResNetModule = NETDEF.ResNet
 
 
@@ -267,11 +273,10 @@ class ResNet(NetworkModel):
             raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
         height, width = input_size or DEFAULT_INPUT_SIZE
         model = self.module()
-        with Network(self.arch, precision, fp16_io) as net:
+        int8 = self.int8_settings(precision, calibration, skip, (height, width))
+        with Network(self.arch, precision, fp16_io, int8=int8) as net:
             x = net.add_input(self.input_name, (-1, 3, height, width))
             net.mark_output(model(x), "logits")
-            if precision == "int8":
-                self.quantize(net, calibration, skip)
         net.meta.update({"arch": self.arch, "input_size": [height, width], "num_classes": self.num_classes})
         return net
 

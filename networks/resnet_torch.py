@@ -4,10 +4,12 @@ Imported only by `networks.resnet.torch_resnet` (references, export): torch stay
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn as tnn
 
 from networks.resnet import side_classes
 
-TORCH = side_classes(tnn.Module, tnn, torch.flatten, __name__)
+TORCH = side_classes(tnn.Module, tnn, torch.flatten, __name__, residual=operator.add)
 TorchResNet = TORCH.ResNet

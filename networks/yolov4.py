@@ -112,9 +112,9 @@ class YOLOv4(NetworkModel):
         heads=True adds outputs `head0`.. (the raw [yolo] inputs, cfg order) after those, for accuracy checks
         against the reference's `heads(x)` (INT8 is judged on them: the decode squashes errors).
 
-        int8: `calibration` (cache JSON, amax mapping or data) and `skip` go to netdef.quantize.apply; the
-        decode and NMS stay FP32 either way. `net.meta` records the NMS settings (the define options: what
-        `reference` takes).
+        int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point)
+        go to netdef.quantize.settings; the head's last convs stay FP16, the decode and NMS FP32 (docs/int8.md).
+        `net.meta` records the NMS settings (the define options: what `reference` takes).
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -126,7 +126,9 @@ class YOLOv4(NetworkModel):
         settings: dict[str, Any] = {"nms": nms, "max_detections": int(max_detections),
                                     "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
                                     "topk": int(topk)}
-        with Network(f"{self.arch}-{h}x{w}", precision, fp16_io) as net:
+        int8 = self.int8_settings(precision, calibration, skip, (h, w))
+        with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
+            net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
             x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
             boxes, scores, raw_heads = model(x)
             if nms == "raw":
@@ -138,8 +140,6 @@ class YOLOv4(NetworkModel):
                 net.mark_output(tensor, name)
             for i, tensor in enumerate(raw_heads if heads else ()):
                 net.mark_output(tensor, f"head{i}")
-            if precision == "int8":
-                self.quantize(net, calibration, skip)
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
         self.record_options(net, **settings, **({"heads": True} if heads else {}))

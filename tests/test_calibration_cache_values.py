@@ -72,5 +72,6 @@ def test_caches_of_the_old_format_are_refused_with_the_remedy(saved):
     doc = json.loads(path.read_text())
     doc["version"] = VERSION - 1
     path.write_text(json.dumps(doc))
-    with pytest.raises(CalibrationCacheError, match="cache version 1, this netdef reads 2: calibrate again"):
+    with pytest.raises(CalibrationCacheError,
+                       match=f"cache version {VERSION - 1}, this netdef reads {VERSION}: calibrate again"):
         load_cache(path)

@@ -180,6 +180,7 @@ def test_engines_build_raw_and_parsed(small: HigherHRNet) -> None:
 
 def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) -> None:
     from netdef.quantize import calibrate, load_data, preprocessing_for
+    from netdef.quantize.placement import check_placement
 
     for i in range(3):  # calibration on an image folder goes through the network's own preprocessing
         pixels = np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8)
@@ -187,9 +188,17 @@ def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) ->
     images = load_data(tmp_path, (3, *SIZE), preprocessing_for(small))
     np.testing.assert_allclose(next(images.batches(3))[1], small.preprocess(str(tmp_path / "1.png"), SIZE))
     cache = calibrate(small, tmp_path, input_size=SIZE, progress=False)
-    net = small.define("int8", SIZE, outputs="raw", calibration=cache.amax)  # the parsed definition's amax serve raw
-    net.finalize()
-    assert net.meta["int8"]["quantized_tensors"] > 50
+    # the parsed definition's ranges serve raw (group amax included)
+    net = small.define("int8", SIZE, outputs="raw", calibration=cache.resolved_amax())
+    report = check_placement(net)  # docs/int8.md: nothing requantized, no fused INT8 conv + add ending in float
+    assert report.requantized == [] and report.float_residuals == [] and len(report.activations) > 40
+    float_convs = {w.layer: w.int8_input for w in report.weighted if not w.int8_weights}
+    assert float_convs == {"final_layers.0": False, "deconv_layers.0.0.0": False,  # the maps and the deconv: FP16
+                           "final_layers.1": True}  # reads a fused INT8 conv + add's output: through its Q/DQ
+    blocks = {r.split(":")[0] for s in report.activations for r in s.readers if ".branches." in r and "/add" in r}
+    assert blocks and all(report.dequantized_inputs(b) == [1] for b in blocks)  # each block add: its identity
+    assert report.quantized_weighted_outputs[0] == "layer1.0.downsample.1"
+    assert net.meta["int8"]["guarded"] == ["deconv_layers.0.1.0.relu#1"]  # read by final_layers.1 through Q/DQ
     x = small.sample_input(2, SIZE, seed=22)
     produced = execute(net.definition, {"input": x}, dtype=torch.float64)
     with torch.no_grad():
@@ -198,11 +207,11 @@ def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) ->
         assert 0.95 <= compare(produced[name], ref)[2] < 0.9999  # cosine: quantized, and still the same maps
     plan = net.build(BuildSettings(precision="int8", batch=(1, 2, 2), progress=False))
     assert plan.meta["precision"] == "int8"
-    parsed = small.define("int8", SIZE, calibration=cache.amax)
-    parsed.finalize()
+    parsed = small.define("int8", SIZE, calibration=cache)
     d = parsed.definition
     quantized = [d.get_layer(i).name for i in range(d.num_layers) if d.get_layer(i).type.name == "QUANTIZE"]
     assert len(quantized) > 50 and not [n for n in quantized if n.startswith("parse")]  # the parse stays float
+    assert check_placement(parsed).requantized == []
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import netdef.functional as F
 from netdef import nn
 from netdef.executor import execute
 from netdef.network import Network
-from netdef.quantize import CalibrationCacheError, apply, calibrate
+from netdef.quantize import CalibrationCacheError, calibrate
 from networks.base import NetworkModel
 
 WIDTH = 16
@@ -35,7 +35,7 @@ class Block(nn.Module):
     def forward(self, x: Any) -> Any:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(F.add(out, identity))
+        return self.relu(F.add(out, identity, skip=1))
 
 
 class DigitsResNet(nn.Module):
@@ -98,10 +98,8 @@ class DigitsModel(NetworkModel):
                calibration: Any = None, skip: tuple[str, ...] = ()) -> Network:
         module = DigitsResNet()
         module.load_weights(self.weights, origin=str(self.path or "weights"))
-        with Network(self.arch, precision, fp16_io) as net:
+        with Network(self.arch, precision, fp16_io, int8=self.int8_settings(precision, calibration, skip)) as net:
             net.mark_output(module(net.add_input(self.input_name, (-1, 1, 8, 8))), "logits")
-            if precision == "int8":
-                apply(net, calibration, skip, weights=self.path or self.weights)
         return net
 
 
@@ -148,7 +146,6 @@ def trained(tmp_path_factory):
 
 
 def _accuracy(net: Network, x: np.ndarray, y: np.ndarray) -> float:
-    net.finalize()
     logits = execute(net.definition, {"input": x})["logits"]
     return float((logits.argmax(1).numpy() == y).mean())
 
@@ -172,8 +169,7 @@ def test_int8_keeps_digits_accuracy(trained, tmp_path) -> None:
 
 def test_int8_definition_is_really_quantized(trained) -> None:
     model, x_train, x_test, _, _ = trained
-    net = model.define("int8", calibration=x_train[:64])  # data: calibrated on this definition itself
-    net.finalize()
+    net = model.define("int8", calibration=x_train[:64])  # data: calibrated on its FP32 definition first
     types = [net.definition.get_layer(i).type.name for i in range(net.definition.num_layers)]
     assert types.count("QUANTIZE") == types.count("DEQUANTIZE") >= 2 * 7  # 6 convs + fc inputs, their weights
     assert net.meta["int8"]["num_samples"] == 64
@@ -202,7 +198,7 @@ def test_calibration_cache_reuse_refusal_and_recalibrate(trained, tmp_path) -> N
     with pytest.raises(CalibrationCacheError, match=r"calib.json: does not match this network: the weights differ"):
         calibrate(other, x_train[:32], method="minmax", out=out, progress=False)
     with pytest.raises(CalibrationCacheError, match="weights differ"):
-        other.define("int8", calibration=out).finalize()
+        other.define("int8", calibration=out)
     redone = calibrate(other, x_train[:32], method="minmax", out=out, recalibrate=True, progress=False)
     assert redone.weights_sha256 != first.weights_sha256
-    other.define("int8", calibration=out).finalize()  # now it fits
+    other.define("int8", calibration=out)  # now it fits

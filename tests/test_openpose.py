@@ -11,7 +11,7 @@ from netdef.engine import BuildSettings
 from netdef.executor import Executor
 from netdef.pose.paf import NO_LIMB, PafSettings, canonical, gaussian_kernel, image_people
 from netdef.verify import relative_error, verify_network
-from networks.openpose import BodyConfig, BodyPoseModule, OpenPose, parse_convolutions, parse_network, torch_body_pose
+from networks.openpose import BodyConfig, BodyPoseModule, OpenPose, parse_network, torch_body_pose
 from networks.openpose_torch import torch_parse
 from netdef.pose.synthetic import people_maps
 
@@ -224,7 +224,7 @@ def test_parse_fp16_network_keeps_fp32() -> None:
     half = net.trt.DataType.HALF
     assert parse_layers and not any(layer.get_output(i).dtype == half for layer in parse_layers
                                     for i in range(layer.num_outputs))
-    assert len(parse_convolutions(net)) == 2
+    assert sum(layer.type == net.trt.LayerType.CONVOLUTION for layer in parse_layers) == 2  # the Gaussian smoothing
 
 
 # --- people from the parsed outputs ----------------------------------------------------------------------------
@@ -322,21 +322,30 @@ def test_engine_builds(outputs: str) -> None:
     assert len(plan.data) > 100_000
 
 
-def test_int8_quantizes_the_network_not_the_parse() -> None:
-    model, _ = small_model()
-    from netdef.quantize import plan_qdq
+def test_int8_quantizes_the_network_not_the_parse_nor_the_output_convs() -> None:
+    """Every conv but the last stage's two reads INT8 input and kernel; each stage's concatenation shares one scale
+    with its inputs (one group across stages: `features` enters every concat), nothing is requantized; the parse
+    (FP32, its smoothing convs included) carries no Q/DQ; the INT8 definition builds and verifies."""
+    from netdef.quantize.placement import check_placement
+    from networks.openpose import output_convs
 
+    model, _ = small_model()
     fp32 = model.define(input_size=(32, 32), max_peaks=4)
-    amax = {name: 2.0 for name in plan_qdq(fp32.definition).activation_tensors}  # parse convs' inputs included
+    amax = {name: 2.0 + 0.1 * i for i, name in enumerate(fp32.quant.calibration_names())}
     net = model.define(precision="int8", input_size=(32, 32), max_peaks=4, calibration=amax)
-    net.finalize()  # what the build runs first: the Q/DQ pass
-    convs = sum(1 for name, _ in BodyPoseModule(SMALL).named_parameters() if name.endswith(".weight"))
-    assert net.meta["int8"]["quantized_tensors"] == 2 * convs  # each conv's input and weights, nothing else
-    assert set(parse_convolutions(net)) <= set(net.meta["int8"]["skip"])
-    d = net.definition
-    quantize = net.trt.LayerType.QUANTIZE
-    assert not any(d.get_layer(i).type == quantize and d.get_layer(i).name.startswith("parse/")
-                   for i in range(d.num_layers))
+    report = check_placement(net)
+    convs = [name.rsplit(".", 1)[0] for name, _ in BodyPoseModule(SMALL).named_parameters() if name.endswith(".weight")]
+    int8 = {w.layer for w in report.weighted if w.int8_input and w.int8_weights}
+    assert int8 == set(convs) - set(output_convs(SMALL)) and len(int8) == len(convs) - 2
+    assert report.requantized == [] and report.float_residuals == []
+    [group] = [g for g in fp32.quant.groups.groups() if "concat_stage2" in g]
+    assert {f"concat_stage{s}" for s in range(2, SMALL.stages + 1)} | {"model0.relu_conv4_4_CPM"} <= set(group)
+    assert report.same_scale(*(m for m in group if report.site(m)))
+    assert not [r for s in report.activations for r in s.readers if r.startswith("parse/")]
+    assert net.meta["int8"]["quantized_tensors"] == len(report.activations) + len(int8)
+    raw = model.define(precision="int8", input_size=(32, 48), outputs="raw", calibration=amax)
+    assert verify_network(raw, model.reference(), model.sample_input(2, (32, 48), seed=3)).ok
+    assert len(raw.build(BuildSettings(precision="int8", progress=False)).data) > 100_000
 
 
 def test_export_hzzone_checkpoint(tmp_path, full_reference: torch.nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""docs/int8.md's placement rules, checked on definitions: the placement report (where TensorRT must requantize),
+"""docs/int8.md's placement rules, checked on definitions: the placement report (where TensorRT must requantize)
+on hand-made Q/DQ graphs, then on the INT8 definitions of ResNet and YOLOv4(-tiny) as the network files emit them;
 scale groups (union-find, group amax from merged histograms), and the sensitivity ranking behind
 `netdef calibrate --sensitivity K`."""
 from __future__ import annotations
@@ -10,12 +11,12 @@ import pytest
 import torch
 
 from netdef.engine import create_builder, create_network
-from netdef.quantize import calibrate, plan_qdq
+from netdef.quantize import calibrate
 from netdef.quantize.groups import ScaleGroups, merge_stats
 from netdef.quantize.placement import check_placement, commuting_groups
 from netdef.quantize.sensitivity import SensitivityResult, rank_sites, site_of
 from netdef.quantize.stats import TensorStats
-from tests.test_quantize_qdq import STRONG, Keep, _const, _named, _qdq, trt
+from tests.test_quantize_policy import STRONG, Keep, _const, _named, _qdq, trt
 
 
 def _quantized_conv(net, keep, x, scale, name, qdq_name=None):
@@ -93,52 +94,91 @@ def test_dequantized_value_quantized_again_with_another_scale_is_a_requantizatio
         [("relu", "relu/dq", [pytest.approx(0.05), pytest.approx(0.02)])]
 
 
-def _amax_for(definition, value=lambda i: 1.0 + 0.37 * i):
-    return {n: value(i) for i, n in enumerate(plan_qdq(definition).activation_tensors)}
+def _amax_for(net, value=lambda i: 1.0 + 0.37 * i):
+    """Distinct ranges for every tensor an FP32 Network's quantizer records (quantized or grouped)."""
+    return {n: value(i) for i, n in enumerate(net.quant.calibration_names())}
 
 
 def test_resnet_placement_quantizes_only_the_skip_of_each_residual_add() -> None:
     """Per block: the add reads one dequantized input, the identity (input 1); nothing is requantized; every conv
-    and the fc run INT8; the only quantized conv outputs are projection shortcuts (the skip of their block)."""
+    and the fc run INT8; the only quantized conv outputs are projection shortcuts (the skip of their block); the
+    global pool reads INT8, so no fused conv + add ends in float."""
     from networks.resnet import ResNet, random_bn_init, torch_resnet
 
     module = random_bn_init(torch_resnet("resnet18", num_classes=10, seed=0), seed=1)
     model = ResNet({k: v.numpy() for k, v in module.state_dict().items()})
     fp32 = model.define("fp32", input_size=(32, 32))
-    int8 = model.define("int8", input_size=(32, 32), calibration=_amax_for(fp32.definition))
-    int8.finalize()
+    int8 = model.define("int8", input_size=(32, 32), calibration=_amax_for(fp32))
     report = check_placement(int8)
     blocks = [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
     assert {b: report.dequantized_inputs(f"{b}/add") for b in blocks} == {b: [1] for b in blocks}
-    assert report.requantized == []
+    assert report.requantized == [] and report.float_residuals == []
     assert len(report.int8_layers()) == len(report.weighted) == 21  # 20 convs + fc
     assert report.quantized_weighted_outputs == [f"layer{s}.0.downsample.1" for s in (2, 3, 4)]
     assert report.site("layer4.1.relu#1").readers == ["avgpool:0"]  # the global pool reads INT8
+    assert report.site("maxpool").readers == ["layer1.0.conv1:0", "layer1.0/add:1"]  # one Q/DQ per tensor
+    assert fp32.quant.groups.groups() == [["avgpool", "flatten"], ["maxpool", "relu"]]  # declared by the modules
+    assert int8.meta["int8"]["activations"] == len(report.activations) == 22
 
 
-def test_yolov4_tiny_route_groups_remove_every_requantization(tmp_path) -> None:
-    """YOLOv4-tiny's routes (channel-group slices, concats) and max pools: with one amax per tensor the Q/DQ
-    placement needs two scales on 7 tensors; with one amax per scale group, none."""
+def _tiny(tmp_path, width_div=8):
     from networks.yolov4 import YOLOv4
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
 
-    text = yolov4_tiny_cfg(width_div=8, classes=4)
+    text = yolov4_tiny_cfg(width_div=width_div, classes=4)
     (tmp_path / "t.cfg").write_text(text)
     write_darknet_weights(text, tmp_path / "t.weights", seed=3, gain=1.2)
     export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
-    model = YOLOv4.from_hdf5(tmp_path / "t.h5")
-    fp32 = model.define("fp32", input_size=96, nms="raw")
-    amax = _amax_for(fp32.definition)
-    int8 = model.define("int8", input_size=96, nms="raw", calibration=amax)
-    int8.finalize()
+    return YOLOv4.from_hdf5(tmp_path / "t.h5")
+
+
+def _check_darknet_placement(model, size):
+    """Each [shortcut] add reads one DQ, on its `from` input; route / max pool / upsample groups declared by the
+    modules are the definition's commuting groups and share one scale each; 0 requantized tensors; the head's last
+    convs and the decode carry no Q/DQ; every other conv runs INT8."""
+    fp32 = model.define("fp32", input_size=size, nms="raw")
+    int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32))
     report = check_placement(int8)
-    assert report.summary()["two_scales"] == 7 and report.summary()["float_and_int8"] == 0
-    groups = commuting_groups(fp32)
-    assert groups.members("layers.2") == ["layers.2", "layers.3", "layers.7", "layers.8", "layers.9"]
-    grouped = model.define("int8", input_size=96, nms="raw", calibration=groups.amax(amax))
-    grouped.finalize()
-    assert check_placement(grouped).requantized == []
+    quantized = set(fp32.quant.sites)
+    declared = [g for g in fp32.quant.groups.groups() if quantized & set(g)]
+    assert declared == [g for g in commuting_groups(fp32).groups() if quantized & set(g)] and declared
+    for group in declared:
+        assert report.same_scale(*[m for m in group if report.site(m)])
+    assert report.requantized == [] and report.float_residuals == [] and report.quantized_weighted_outputs == []
+    layers = model.cfg.layers
+    shortcuts = [s.index for s in layers if s.type == "shortcut"]
+    assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [1] for i in shortcuts}
+    heads = {f"layers.{s.index - 1}.conv" for s in layers if s.type == "yolo"}
+    convs = {w.layer: w.int8_input and w.int8_weights for w in report.weighted}
+    assert {c for c, int8_conv in convs.items() if not int8_conv} == heads
+    dequantized = {r.split(":")[0] for s in report.activations for r in s.readers}
+    assert not any(r.startswith(("decode", "layers.")) and "/" in r and not r.endswith("/add") for r in dequantized)
+    return report, shortcuts, declared
+
+
+def test_yolov4_tiny_placement_routes_share_one_scale_and_nothing_is_requantized(tmp_path) -> None:
+    """YOLOv4-tiny: channel-group slices and concats into max pools form groups (section 3 of docs/int8.md)."""
+    report, shortcuts, declared = _check_darknet_placement(_tiny(tmp_path), 96)
+    assert shortcuts == [] and ["layers.2", "layers.3", "layers.7", "layers.8", "layers.9"] in declared
+    assert len(report.int8_layers()) == 19 and len(declared) == 6
+
+
+def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> None:
+    """YOLOv4 (the real cfg, widths / 16, 64x64): 23 shortcuts, the CSP / SPP / PAN route groups of docs/int8.md."""
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
+
+    text = yolov4_cfg(width_div=16, classes=4)
+    (tmp_path / "y.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
+    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
+    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64)
+    assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10
+    assert ["layers.107", "layers.108", "layers.110", "layers.112", "layers.113"] in declared  # SPP
+    assert ["layers.117", "layers.118.up", "layers.120", "layers.121"] in declared  # PAN, upsample included
+    assert ["layers.116", "layers.152", "layers.153"] in declared
 
 
 def test_scale_groups_union_find_and_json() -> None:
@@ -236,11 +276,12 @@ def _sensitivity_cli(tmp_path, capsys) -> None:
     assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1] > 0
     model = ResNet.from_hdf5(h5)
     int8 = model.define("int8", input_size=(32, 32), calibration=str(calib))
-    int8.finalize()
-    assert int8.meta["int8"]["sensitivity_fp16"] == sites[:2]
-    quantized = {s.layer for s in plan_qdq(model.define("fp32", input_size=(32, 32)).definition).sites}
-    kept = {w.layer for w in check_placement(int8).weighted if w.int8_input}
-    assert not any(site_of(layer, 1) in sites[:2] for layer in kept) and kept < quantized
+    assert int8.meta["int8"]["sensitivity_fp16"] == sites[:2] and int8.meta["int8"]["fp16"] == sites[:2]
+    report = check_placement(int8)
+    weighted = {w.layer for w in report.weighted}
+    kept = {w.layer for w in report.weighted if w.int8_weights}
+    assert not any(site_of(layer, 1) in sites[:2] for layer in kept) and kept < weighted
+    assert report.float_residuals == []  # FP16 sites read a fused INT8 block output through its Q/DQ
     x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
     assert torch.isfinite(execute(int8.definition, {"input": x})["logits"]).all()
     assert main(args) == 0  # reused: the stored ranking, no recomputation

@@ -69,11 +69,11 @@ def test_int8_calibrated_definition_builds_and_stays_close(h5):
     ref = model.reference().double()
     with torch.no_grad():
         boxes, scores = ref(torch.from_numpy(x).double())
-    unquantized = execute(net.definition, {"input": x})  # Q/DQ are inserted by the build's finalizer
+    unquantized = execute(model.define("fp32", input_size=256, nms="raw").definition, {"input": x})
     plan = net.build(BuildSettings(precision="int8", progress=False))
-    assert net.meta["int8"]["quantized_tensors"] > 20 and len(plan.data) > 100_000
+    assert net.meta["int8"]["activations"] > 15 and net.meta["int8"]["num_samples"] == 4 and len(plan.data) > 100_000
     quantized = execute(net.definition, {"input": x})
     for name, expected in (("boxes", boxes), ("scores", scores)):
         err = float((quantized[name].double() - expected).norm() / expected.norm())
         assert err <= 5e-2, name
-        assert not torch.equal(quantized[name], unquantized[name])  # Q/DQ changed the numbers: really INT8
+        assert not torch.equal(quantized[name].float(), unquantized[name].float())  # Q/DQ changed the numbers

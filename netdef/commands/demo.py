@@ -94,7 +94,7 @@ def run_demo(work: Path, arch: str = "resnet50", input_size: tuple[int, int] = (
         net = model.define(precision, input_size)
         define_s = time.perf_counter() - t0
         layers = net.definition.num_layers
-        check = verify_layers(net, reference, x, TOLERANCE[precision])  # before the build: it runs finalizers
+        check = verify_layers(net, reference, x, TOLERANCE[precision])
         t0 = time.perf_counter()
         plan = net.build(BuildSettings(precision=precision, batch=(1, batch, max(batch, 8)), progress=progress),
                          arch=arch)

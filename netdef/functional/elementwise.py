@@ -43,8 +43,19 @@ def _elementwise(a: Operand, b: Operand, kind: str, op: str | None) -> Any:
     return out(net.definition.add_elementwise(a, b, getattr(net.trt.ElementWiseOperation, kind)), op)
 
 
-def add(a: Operand, b: Operand, op: str | None = "add") -> Any:
-    return _elementwise(a, b, "SUM", op)
+def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None) -> Any:
+    """a + b. `skip` (0 or 1) names the input that is a residual's skip (the identity, a Darknet shortcut's
+    `from`): INT8 reads it through its shared Q/DQ and the other input, the branch, stays float so the
+    convolution producing it fuses the add (netdef.quantize.policy)."""
+    net = current()
+    both = is_tensor(a) and is_tensor(b)
+    a, b = _operands(a, b, op)
+    if both:
+        a, b = net.quant.summands([a, b], skip)
+    elif skip is not None:
+        raise ValueError(f"{site(op)}: skip={skip} needs two tensors (a residual's branch and skip)")
+    y = out(net.definition.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM), op)
+    return net.quant.summed(y, [a, b]) if both else y
 
 
 def sub(a: Operand, b: Operand, op: str | None = "sub") -> Any:
@@ -142,7 +153,7 @@ def activation(x: Any, kind: str, op: str | None, alpha: float | None = None, be
         layer.alpha = float(alpha)
     if beta is not None:
         layer.beta = float(beta)
-    return out(layer, op)
+    return net.quant.activated(x, out(layer, op))
 
 
 def relu(x: Any, op: str | None = "relu") -> Any:

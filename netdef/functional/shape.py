@@ -1,4 +1,8 @@
-"""Shape ops: reshape, flatten, permute, concat, slice, split, pad, and shape tensors for a dynamic batch."""
+"""Shape ops: reshape, flatten, permute, concat, slice, split, pad, and shape tensors for a dynamic batch.
+
+INT8: reshapes, slices and concatenations move values without changing them, so TensorRT moves quantization
+across them; they declare that their inputs and output share one scale (netdef.quantize.policy) and emit no Q/DQ.
+"""
 from __future__ import annotations
 
 import builtins
@@ -16,6 +20,7 @@ def reshape(x: Any, shape: Sequence[int], op: str | None = "reshape") -> Any:
     net = current()
     layer = net.definition.add_shuffle(x)
     layer.reshape_dims = tuple(int(s) for s in shape)
+    net.quant.share_scale(x, layer.get_output(0))
     return out(layer, op)
 
 
@@ -37,6 +42,7 @@ def permute(x: Any, dims: Sequence[int], op: str | None = "permute") -> Any:
     net = current()
     layer = net.definition.add_shuffle(x)
     layer.first_transpose = tuple(axis(d, rank(x), site(op or "permute")) for d in dims)
+    net.quant.share_scale(x, layer.get_output(0))
     return out(layer, op)
 
 
@@ -56,6 +62,7 @@ def concat(tensors: Sequence[Any], dim: int = 1, op: str | None = "concat") -> A
     same_dtype(tensors, op or "concat")
     layer = net.definition.add_concatenation(tensors)
     layer.axis = axis(dim, rank(tensors[0]), site(op or "concat"))
+    net.quant.share_scale(*tensors, layer.get_output(0))
     return out(layer, op)
 
 
@@ -78,6 +85,7 @@ def _slice_layer(x: Any, starts: Sequence[int], shape: Sequence[int], strides: S
     layer = net.definition.add_slice(x, tuple(starts), tuple(max(s, 0) for s in shape), tuple(strides))
     if dynamic is not None:
         layer.set_input(2, dynamic)
+    net.quant.share_scale(x, layer.get_output(0))
     return layer
 
 

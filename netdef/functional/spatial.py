@@ -1,5 +1,10 @@
 """Spatial ops on (N, C, H, W) tensors: conv2d / conv_transpose2d with constant weights, max/avg pooling,
-interpolate."""
+interpolate.
+
+INT8 (the network's quantizer, netdef.quantize.policy): convolutions read their input per tensor and their
+kernel per channel quantized, average pooling its input; max pooling and nearest resizing share their input's
+scale and emit no Q/DQ.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +15,7 @@ from netdef.functional.core import out, padding_pairs, pair, rank, require, site
 from netdef.network import current
 
 Padding = Any  # p | (ph, pw) | ((top, bottom), (left, right))
+DECONV_WEIGHT_AXIS = 0  # (in, out/groups, kh, kw): TensorRT quantizes deconvolution kernels per input channel
 
 
 def _set_padding(layer: Any, padding: Padding, what: str) -> None:
@@ -46,14 +52,16 @@ def conv2d(x: Any, weight: np.ndarray, bias: np.ndarray | None = None, stride: A
         raise ValueError(f"{what}: groups={groups} does not divide the {out_channels} output channels")
     if bias is not None and np.shape(bias) != (out_channels,):
         raise ValueError(f"{what}: bias must have shape ({out_channels},), got {np.shape(bias)}")
-    x = net.to_compute(x)
-    layer = net.definition.add_convolution_nd(x, out_channels, tuple(weight.shape[2:]), net.weights(weight),
-                                              net.weights(bias))
+    x, kernel = net.quant.weighted(net.to_compute(x), weight, 0, what)  # per output channel
+    layer = net.definition.add_convolution_nd(x, out_channels, tuple(weight.shape[2:]),
+                                              net.weights(weight if kernel is None else None), net.weights(bias))
+    if kernel is not None:  # tensor weights only on a convolution created with an empty kernel
+        layer.set_input(1, kernel)
     layer.stride_nd = pair(stride, f"{what} stride")
     _set_padding(layer, padding, what)
     layer.dilation_nd = pair(dilation, f"{what} dilation")
     layer.num_groups = int(groups)
-    return out(layer, op)
+    return net.quant.weighted_output(out(layer, op))
 
 
 def conv_transpose2d(x: Any, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1, padding: Any = 0,
@@ -79,15 +87,18 @@ def conv_transpose2d(x: Any, weight: np.ndarray, bias: np.ndarray | None = None,
         # the extra rows would lie beyond TensorRT's full deconvolution output (zeros + bias in torch)
         raise ValueError(f"{what}: output_padding {extra} larger than padding {pad} has no TensorRT "
                          "deconvolution equivalent")
-    x = net.to_compute(x)
-    layer = net.definition.add_deconvolution_nd(x, out_channels, tuple(weight.shape[2:]), net.weights(weight),
-                                                net.weights(bias))
+    # INT8 kernels per input channel (axis 0): what TensorRT's deconvolution kernels take (NVIDIA/TensorRT#2380)
+    x, kernel = net.quant.weighted(net.to_compute(x), weight, DECONV_WEIGHT_AXIS, what)
+    layer = net.definition.add_deconvolution_nd(x, out_channels, tuple(weight.shape[2:]),
+                                                net.weights(weight if kernel is None else None), net.weights(bias))
+    if kernel is not None:
+        layer.set_input(1, kernel)
     layer.stride_nd = pair(stride, f"{what} stride")
     layer.dilation_nd = pair(dilation, f"{what} dilation")
     layer.num_groups = int(groups)
     layer.pre_padding = pad
     layer.post_padding = tuple(p - e for p, e in zip(pad, extra))
-    return out(layer, op)
+    return net.quant.weighted_output(out(layer, op))
 
 
 def _pool(x: Any, kind: str, kernel_size: Any, stride: Any, padding: Padding, ceil_mode: bool, op: str | None) -> Any:
@@ -108,13 +119,15 @@ def _pool(x: Any, kind: str, kernel_size: Any, stride: Any, padding: Padding, ce
 def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Padding = 0, ceil_mode: bool = False,
                op: str | None = "max_pool2d") -> Any:
     """torch.nn.functional.max_pool2d (padding never wins a max); asymmetric padding as ((t, b), (l, r))."""
-    return out(_pool(x, "MAX", kernel_size, stride, padding, ceil_mode, op), op)
+    y = out(_pool(x, "MAX", kernel_size, stride, padding, ceil_mode, op), op)
+    current().quant.share_scale(x, y)
+    return y
 
 
 def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Padding = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, op: str | None = "avg_pool2d") -> Any:
-    """torch.nn.functional.avg_pool2d; asymmetric padding as ((t, b), (l, r))."""
-    layer = _pool(x, "AVERAGE", kernel_size, stride, padding, ceil_mode, op)
+    """torch.nn.functional.avg_pool2d; asymmetric padding as ((t, b), (l, r)). INT8: the input is quantized."""
+    layer = _pool(current().quant.input(x), "AVERAGE", kernel_size, stride, padding, ceil_mode, op)
     layer.average_count_excludes_padding = not count_include_pad
     return out(layer, op)
 
@@ -174,7 +187,10 @@ def interpolate(x: Any, size: Any = None, scale_factor: Any = None, mode: str = 
     if interpolation == "CUBIC":
         layer.cubic_coeff = TORCH_CUBIC_COEFF
         layer.exclude_outside = False
-    return out(layer, op)
+    y = out(layer, op)
+    if interpolation == "NEAREST":  # copies values: shares the input's scale
+        net.quant.share_scale(x, y)
+    return y
 
 
 def _per_dim(value: Any, count: int, kind: type, what: str) -> list[Any]:

@@ -1,13 +1,14 @@
-"""Native INT8: calibrate on the definition's own tensors, then write explicit Q/DQ into it.
+"""Native INT8: calibrate on the definition's own tensors; quantization is emitted while defining.
 
-- `calibrate(model, data, method=...)`: run calibration batches through the model's FP32 definition
-  with netdef's executor, collect |x| statistics of every tensor that will be quantized, compute one
-  amax per tensor and return (and optionally save) a `CalibrationCache`.
-- `apply(net, calibration, skip)`: called by a network class's `define` for precision="int8"; appends a
-  finalizer to `net.finalizers` that inserts Q/DQ (netdef.quantize.qdq) before the build. Sites a
-  sensitivity ranking chose to keep in FP16 (`calibrate(..., sensitivity=K)`) are skipped too.
-- `groups` (scale groups), `placement` (placement report of a built INT8 definition) and `sensitivity`
-  (ranking sites by the error quantizing each alone causes) serve the placement rules of docs/int8.md.
+- `calibrate(model, data, method=...)`: define the model in FP32 (its quantizer records which tensors the INT8
+  definition quantizes and which share a scale: netdef.quantize.policy), run calibration batches through it with
+  netdef's executor, collect |x| statistics of those tensors and return (and optionally save) a
+  `CalibrationCache`: one amax per tensor, one per scale group (the method on the members' merged histogram).
+- `settings(calibration, skip, ...)`: what a network class's `define(precision="int8", calibration=...)` gives
+  its Network: the ranges, the FP16 sites (`skip` plus a sensitivity ranking's choice) and the cache to check
+  against the finished definition.
+- `groups` (scale groups), `placement` (placement report of an INT8 definition) and `sensitivity` (ranking sites
+  by the error quantizing each alone causes) serve the placement rules of docs/int8.md.
 Names are the contract: the FP32 and INT8 definitions share tensor names, so the cache is keyed by them.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -25,14 +26,14 @@ from netdef.quantize.cache import (CalibrationCache, CalibrationCacheError, defi
                                    new_cache, weights_digest)
 from netdef.quantize.calibrators import DEFAULT_PERCENTILE, METHODS
 from netdef.quantize.data import CalibrationData, CalibrationDataError, load_data, preprocessing_for
-from netdef.quantize.qdq import CalibrationMissingError, insert_qdq, plan_qdq
+from netdef.quantize.policy import CalibrationMissingError, Int8Settings
 from netdef.quantize.stats import StatsCollector, TensorStats
 
 log = logging.getLogger("netdef.quantize")
 
 __all__ = ["CalibrationCache", "CalibrationCacheError", "CalibrationData", "CalibrationDataError",
-           "CalibrationMissingError", "CalibrationResult", "METHODS", "apply", "calibrate", "calibrate_definition",
-           "collect_statistics", "insert_qdq", "load_cache", "plan_qdq"]
+           "CalibrationMissingError", "CalibrationResult", "Int8Settings", "METHODS", "calibrate", "calibrate_network",
+           "collect_statistics", "load_cache", "settings"]
 
 
 def collect_statistics(definition: Any, batches: Iterable[np.ndarray], names: Iterable[str],
@@ -68,28 +69,35 @@ def _amax_table(stats: Mapping[str, TensorStats], method: str, percentile: float
 
 @dataclass
 class CalibrationResult:
-    amax: dict[str, float]
+    amax: dict[str, float]  # each observed tensor's own amax
     num_samples: int
     collect_s: float  # running the batches and histogramming
     amax_s: float  # the calibrator on the histograms
+    groups: list[tuple[list[str], float]] = field(default_factory=list)  # (members, amax of the merged histogram)
 
 
-def calibrate_definition(definition: Any, data: Any, method: str = "entropy", batch: int = 32,
-                         device: str = "cpu", samples: int | None = None, percentile: float = DEFAULT_PERCENTILE,
-                         skip: Iterable[str] = (), progress: bool = True) -> CalibrationResult:
-    """amax per tensor to quantize in `definition` (before Q/DQ), from `samples` of `data`."""
+def calibrate_network(net: Any, data: Any, method: str = "entropy", batch: int = 32, device: str = "cpu",
+                      samples: int | None = None, percentile: float = DEFAULT_PERCENTILE,
+                      progress: bool = True) -> CalibrationResult:
+    """amax of every tensor an FP32 Network's quantizer recorded (quantized or grouped with one), and of every
+    scale group, from `samples` of `data`."""
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
+    definition = net.definition
     inp = definition.get_input(0)
     data = load_data(data, tuple(inp.shape)[1:], limit=samples, input_name=inp.name)
-    names = plan_qdq(definition, skip).activation_tensors
+    names = net.quant.calibration_names()
     start = time.perf_counter()
     stats = collect_statistics(definition, data.batches(batch), names, device, data.num_batches(batch), progress)
     collected = time.perf_counter()
     amax = _amax_table(stats, method, percentile)
-    result = CalibrationResult(amax, data.count, collected - start, time.perf_counter() - collected)
-    log.info("calibrated %d tensors on %d samples (%s): statistics %.1f s, amax %.1f s", len(amax), data.count,
-             method, result.collect_s, result.amax_s)
+    quantized = set(net.quant.sites)
+    grouped = net.quant.groups.amax(amax, stats, method, percentile)
+    groups = [(members, grouped[members[0]]) for members in net.quant.groups.groups()
+              if quantized.intersection(members)]
+    result = CalibrationResult(amax, data.count, collected - start, time.perf_counter() - collected, groups)
+    log.info("calibrated %d tensors and %d scale groups on %d samples (%s): statistics %.1f s, amax %.1f s",
+             len(amax), len(groups), data.count, method, result.collect_s, result.amax_s)
     return result
 
 
@@ -105,7 +113,8 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     `recalibrate`), and a new one is written atomically.
     `sensitivity=K`: also rank the quantization sites (module paths cut to `sensitivity_depth`) by the
     output error quantizing each alone causes on the first `sensitivity_samples` samples, and keep the
-    worst K in FP16; the ranking is stored in `cache.meta["sensitivity"]` (reused when present).
+    worst K in FP16; the ranking is stored in `cache.meta["sensitivity"]` (reused when present). `skip`: module
+    paths kept in floating point while ranking.
     """
     if out is not None:  # never over an input
         from netdef.atomic import refuse_overwriting_inputs
@@ -130,8 +139,9 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     inp = definition.get_input(0)
     if not isinstance(data, (np.ndarray, CalibrationData)) and Path(data).is_dir():
         data = load_data(data, tuple(inp.shape)[1:], preprocessing_for(model), limit=samples)
-    result = calibrate_definition(definition, data, method, batch, device, samples, percentile, skip, progress)
-    cache = new_cache(result.amax, method, result.num_samples, definition, weights_sha, arch=getattr(model, "arch", None) or None, device=device, batch=batch,
+    result = calibrate_network(net, data, method, batch, device, samples, percentile, progress)
+    cache = new_cache(result.amax, method, result.num_samples, definition, weights_sha,
+                      arch=getattr(model, "arch", None) or None, groups=result.groups, device=device, batch=batch,
                       seconds={"statistics": round(result.collect_s, 3), "amax": round(result.amax_s, 3)},
                       **({"percentile": percentile} if method == "percentile" else {}))
     if sensitivity is not None:
@@ -159,7 +169,7 @@ def _add_sensitivity(cache: CalibrationCache, model: Any, data: Any, k: int, sam
             data = load_data(data, tuple(inp.shape)[1:], preprocessing_for(model), limit=samples)
         data = load_data(data, tuple(inp.shape)[1:], limit=samples, input_name=inp.name)
         inputs = next(data.batches(samples))
-        result = rank_model(model, cache.amax, inputs, device, input_size, depth, skip, progress)
+        result = rank_model(model, cache.resolved_amax(), inputs, device, input_size, depth, skip, progress)
     result.fp16 = result.worst(k)
     cache.meta["sensitivity"] = {**result.to_json(), "depth": depth}
     if out is not None:
@@ -167,60 +177,35 @@ def _add_sensitivity(cache: CalibrationCache, model: Any, data: Any, k: int, sam
     log.info("sensitivity: keeping %s in FP16", result.fp16 or "nothing")
 
 
-def _as_cache_or_amax(calibration: Any) -> CalibrationCache | dict[str, float] | None:
-    """A cache (object or JSON path) or a plain amax mapping; None when `calibration` is data."""
-    if isinstance(calibration, CalibrationCache):
-        return calibration
-    if isinstance(calibration, Mapping):
-        return {str(k): float(v) for k, v in calibration.items()}
-    if isinstance(calibration, (str, os.PathLike)) and Path(calibration).suffix.lower() == ".json":
-        return load_cache(calibration)
-    return None
+def settings(calibration: Any, skip: Iterable[str] = (), weights: Any = None, model: Any = None,
+             input_size: Any = None, method: str = "entropy") -> Int8Settings:
+    """What an INT8 definition needs before its first layer (netdef.quantize.policy.Int8Settings).
 
-
-def apply(net: Any, calibration: Any, skip: Iterable[str] = (), weights: Any = None, method: str = "entropy",
-          batch: int = 32, device: str = "cpu") -> None:
-    """Make an INT8 network quantized: Q/DQ are inserted by a finalizer right before the build.
-
-    `calibration`: a cache JSON path or `CalibrationCache` (fingerprint checked against this definition and,
-    when known, `weights` or net.meta["weights_sha256"]), an {tensor name: amax} mapping, or calibration data
-    (array / .npy / .npz), which is then run through this definition itself before Q/DQ are added.
-    `skip`: layer names or module paths kept in floating point.
+    `calibration`: a cache JSON path or `CalibrationCache` (checked, when the definition is complete, against it
+    and against `weights`: a path or mapping), an {tensor name: amax} mapping, or calibration data (array /
+    .npy / .npz / image folder), which `model` (a network class) is calibrated on first. `skip`: module paths
+    kept in floating point; a cache's sensitivity ranking adds the sites it chose.
     """
-    if net.policy.name != "int8":
-        raise ValueError(f"netdef.quantize.apply: network {net.definition.name!r} is {net.policy.name}, not int8")
     if calibration is None:
-        raise ValueError(f"network {net.definition.name!r}: precision int8 needs calibration= (a cache from "
-                         "`netdef calibrate`, an amax mapping or calibration data)")
-    skip = tuple(skip) + tuple(net.policy.skip)
-    source = _as_cache_or_amax(calibration)
-
-    def finalize(net: Any) -> None:
-        definition = net.definition
-        info: dict[str, Any] = {}
-        if isinstance(source, CalibrationCache):
-            origin = str(calibration) if isinstance(calibration, (str, os.PathLike)) else "calibration cache"
-            known_weights = weights_digest(weights) if weights is not None else net.meta.get("weights_sha256")
-            if known_weights is None:
-                log.warning("%s: weights not known here, checking the definition fingerprint only", origin)
-            source.check(definition_digest(definition), known_weights, origin)
-            amax = source.amax
-            info = {"algorithm": source.algorithm, "num_samples": source.num_samples,
-                    "fingerprint": source.fingerprint}
-            fp16 = tuple((source.meta.get("sensitivity") or {}).get("fp16", ()))
-            if fp16:
-                info["sensitivity_fp16"] = list(fp16)
-        elif source is not None:
-            amax = source
-            info = {"algorithm": "given"}
-        else:
-            result = calibrate_definition(definition, calibration, method, batch, device, skip=skip)
-            amax = result.amax
-            info = {"algorithm": method, "num_samples": result.num_samples}
-        kept = tuple(skip) + tuple(info.get("sensitivity_fp16", ()))
-        plan = insert_qdq(definition, amax, net.policy.compute_dtype, net.keep, kept, unique=net.unique)
-        info["quantized_tensors"] = len(plan.sites)
-        info["skip"] = list(kept)
-        net.meta["int8"] = info
-
-    net.finalizers.append(finalize)
+        raise ValueError("precision int8 needs calibration= (a cache from `netdef calibrate`, an amax mapping or "
+                         "calibration data)")
+    skip = tuple(s for s in skip if s)
+    origin = str(calibration) if isinstance(calibration, (str, os.PathLike)) else "calibration cache"
+    if isinstance(calibration, Mapping):
+        return Int8Settings({str(k): float(v) for k, v in calibration.items()}, skip, info={"algorithm": "given"})
+    if isinstance(calibration, (str, os.PathLike)) and Path(calibration).suffix.lower() == ".json":
+        calibration = load_cache(calibration)
+    elif not isinstance(calibration, CalibrationCache):
+        if model is None:
+            raise ValueError("calibration data needs the network class to calibrate on (model=)")
+        calibration = calibrate(model, calibration, method=method, samples=None, input_size=input_size,
+                                progress=False)
+        origin = "calibration data"
+    cache = calibration
+    fp16 = tuple((cache.meta.get("sensitivity") or {}).get("fp16", ()))
+    if weights is None:
+        log.warning("%s: weights not known here, checking the definition fingerprint only", origin)
+    info = {"algorithm": cache.algorithm, "num_samples": cache.num_samples, "fingerprint": cache.fingerprint,
+            "skip": list(skip), **({"sensitivity_fp16": list(fp16)} if fp16 else {})}
+    return Int8Settings(cache.resolved_amax(), skip + fp16, cache, origin,
+                        weights_digest(weights) if weights is not None else None, info)

@@ -1,11 +1,14 @@
-"""The calibration cache: JSON with tensor name -> amax, the method, sample count and a fingerprint.
+"""The calibration cache: JSON with tensor name -> amax, scale groups, the method, sample count and a fingerprint.
 
+`tensors` holds each observed tensor's own amax; `groups` the scale groups of the definition (tensors TensorRT
+moves one quantize across: concatenation, max pooling, ... docs/int8.md R4-R6), each with the amax of its
+members' merged histogram. An INT8 definition takes a grouped tensor's group amax (`resolved_amax`).
 Two digests guard it:
 - the identity ties a cache to one network definition and one weights file: sha256 over the definition's
-  layers (name, type, output shapes; casts and identities skipped so the FP32 definition that was
-  calibrated and the INT8 one being built agree) plus the weights' sha256 (`check`);
-- the fingerprint covers the identity and every value (method, sample count, each amax exactly), so a
-  cache whose ranges were edited is refused on load.
+  layers (name, type, output shapes; casts, identities, constants and Q/DQ skipped so the FP32 definition
+  that was calibrated and the INT8 one being built agree) plus the weights' sha256 (`check`);
+- the fingerprint covers the identity and every value (method, sample count, each amax and group exactly), so
+  a cache whose ranges were edited is refused on load.
 Every amax must be finite and positive (a tensor that was all zeros is stored as the smallest range,
 MIN_AMAX, which gives the scale TensorRT accepts) and give a float32 scale.
 """
@@ -18,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from netdef import trt as shim
 from netdef.atomic import write_text_atomic
 
 FORMAT = "netdef-calibration"
-VERSION = 2  # 2: the fingerprint covers the values
+VERSION = 3  # 2: the fingerprint covers the values; 3: scale groups
 MIN_AMAX = 127 * 1e-12  # the range of an all-zero tensor (netdef.quantize.calibrators.scale_from_amax's floor)
 MAX_AMAX = float(np.finfo(np.float32).max)
 
@@ -44,6 +47,7 @@ class CalibrationCache:
     weights_sha256: str | None = None
     arch: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: list[dict[str, Any]] = field(default_factory=list)  # {"members": [names], "amax": group amax}
 
     @property
     def identity(self) -> str:
@@ -56,7 +60,16 @@ class CalibrationCache:
         h = hashlib.sha256(f"{self.identity}:{self.algorithm}:{self.num_samples}\n".encode())
         for name in sorted(self.amax):
             h.update(f"{name}={float(self.amax[name]).hex()}\n".encode())
+        for group in self.groups:
+            h.update(f"group {','.join(group['members'])}={float(group['amax']).hex()}\n".encode())
         return h.hexdigest()
+
+    def resolved_amax(self) -> dict[str, float]:
+        """amax per tensor as an INT8 definition quantizes it: a grouped tensor takes its group's amax."""
+        table = dict(self.amax)
+        for group in self.groups:
+            table.update(dict.fromkeys(group["members"], float(group["amax"])))
+        return table
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,11 +110,13 @@ def load_cache(path: str | os.PathLike) -> CalibrationCache:
                                     "calibrate again (`netdef calibrate ... --recalibrate`)")
     try:
         tensors = {str(k): _number(v) for k, v in d["tensors"].items()}
+        groups = [{"members": [str(m) for m in g["members"]], "amax": _number(g["amax"])} for g in d.get("groups", [])]
         cache = CalibrationCache(tensors, str(d["algorithm"]), int(d["num_samples"]), str(d["definition_sha256"]),
-                                 d.get("weights_sha256"), d.get("arch"), dict(d.get("meta") or {}))
+                                 d.get("weights_sha256"), d.get("arch"), dict(d.get("meta") or {}), groups)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CalibrationCacheError(f"{path}: malformed calibration cache ({exc!r})") from None
     check_amax(tensors, str(path))
+    check_amax({"+".join(g["members"]): g["amax"] for g in groups}, f"{path} (scale groups)")
     if d.get("fingerprint") != cache.fingerprint:
         raise CalibrationCacheError(f"{path}: fingerprint field does not match its contents (edited by hand?): "
                                     "calibrate again (`netdef calibrate ... --recalibrate`)")
@@ -128,13 +143,14 @@ def identity(definition_sha256: str, weights_sha256: str | None) -> str:
 
 
 def definition_digest(definition: Any) -> str:
-    """sha256 over names and output shapes of the definition's layers, casts, identities and Q/DQ left out (so
-    the FP32 definition that was calibrated and the INT8 one being built agree)."""
+    """sha256 over names and output shapes of the definition's layers; casts, identities, Q/DQ and constants (the
+    kernels and scales quantization adds, a matrix multiply's weights) left out, so the FP32 definition that was
+    calibrated and the INT8 one being built agree."""
     from netdef.sidecar import definition_digest as digest
 
     trt = shim.binding()
     return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
-                                          trt.LayerType.DEQUANTIZE), names_and_dtypes=False)
+                                          trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False)
 
 
 def weights_digest(weights: Any) -> str | None:
@@ -159,12 +175,19 @@ def weights_digest(weights: Any) -> str | None:
 
 
 def new_cache(amax: Mapping[str, float], algorithm: str, num_samples: int, definition: Any,
-              weights_sha256: str | None = None, arch: str | None = None, **meta: Any) -> CalibrationCache:
-    """A cache for `definition` (the FP32 one that was calibrated); `weights_sha256` from `weights_digest`.
+              weights_sha256: str | None = None, arch: str | None = None,
+              groups: Sequence[tuple[Sequence[str], float]] = (), **meta: Any) -> CalibrationCache:
+    """A cache for `definition` (the FP32 one that was calibrated); `weights_sha256` from `weights_digest`;
+    `groups`: (members, group amax) per scale group.
 
     Ranges of all-zero tensors (amax 0) are stored as MIN_AMAX, which quantizes the same way."""
-    table = {k: max(float(v), MIN_AMAX) if float(v) == 0 else float(v) for k, v in amax.items()}
+    def stored(v: float) -> float:
+        return max(float(v), MIN_AMAX) if float(v) == 0 else float(v)
+
+    table = {k: stored(v) for k, v in amax.items()}
     check_amax(table, "calibration")
+    grouped = [{"members": sorted(members), "amax": stored(value)} for members, value in groups]
+    check_amax({"+".join(g["members"]): g["amax"] for g in grouped}, "calibration (scale groups)")
     return CalibrationCache(table, algorithm, int(num_samples),
                             definition_digest(definition), weights_sha256, arch,
-                            {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})
+                            {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}, grouped)

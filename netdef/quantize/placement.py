@@ -9,8 +9,10 @@ The report is what docs/int8.md's placement rules are checked against, in tests 
   concatenation, slice, reshape/transpose, nearest resize, identity/cast), so the needs of a tensor are
   collected through them; its producer can fuse the quantize and write INT8 only when every consumer wants
   the same one scale. Anything else costs a standalone quantize, a reformat or a requantize kernel.
-- quantized weighted outputs: a quantize reading a convolution's or matrix multiply's raw output.
-Dead layers (nothing reaches an output from them, e.g. a convolution replaced by a quantized twin) are ignored.
+- quantized weighted outputs: a quantize reading a convolution's or matrix multiply's raw output;
+- float residuals: what a fused INT8 convolution + residual add (+ activation) ends in, read by a layer in
+  floating point. TensorRT 8.6 has no kernel for that fusion ("All of the candidates were removed").
+Dead layers (nothing reaches an output from them) are ignored.
 Pure TensorRT API (no torch): usable under TensorRT 8.6 in bench/gpu.py.
 """
 from __future__ import annotations
@@ -74,6 +76,7 @@ class PlacementReport:
     requantized: list[Requantization]
     quantized_weighted_outputs: list[str]  # conv/matmul raw outputs read by a quantize
     shared: list[list[str]]  # activation tensors quantized with one scale value (groups of two or more)
+    float_residuals: list[str] = field(default_factory=list)  # fused INT8 conv + add outputs read in float
 
     def int8_layers(self) -> list[str]:
         """Convolutions / matrix multiplies with both data input and weights in INT8."""
@@ -100,7 +103,7 @@ class PlacementReport:
                 "float_and_int8": sum(r.kind == "float+int8" for r in self.requantized),
                 "two_scales": sum(len(r.scales) > 1 for r in self.requantized),
                 "quantized_weighted_outputs": len(self.quantized_weighted_outputs),
-                "shared_scale_groups": len(self.shared)}
+                "shared_scale_groups": len(self.shared), "float_residuals": len(self.float_residuals)}
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,8 +122,8 @@ class PlacementReport:
         return "\n".join(lines)
 
 
-class _Graph:
-    """Index of a definition: layers, types, producers, consumers, live layers."""
+class Graph:
+    """Index of a definition: layers, types, producers, consumers, live layers, canonical tensor names."""
 
     def __init__(self, definition: Any) -> None:
         self.layers = [definition.get_layer(i) for i in range(definition.num_layers)]
@@ -210,7 +213,7 @@ def commuting_groups(definition: Any) -> "ScaleGroups":
     """
     from netdef.quantize.groups import ScaleGroups
 
-    g = _Graph(getattr(definition, "definition", definition))
+    g = Graph(getattr(definition, "definition", definition))
     groups = ScaleGroups()
     for i in sorted(g.live):
         t = g.types[i]
@@ -222,7 +225,7 @@ def commuting_groups(definition: Any) -> "ScaleGroups":
     return groups
 
 
-def _needs(g: _Graph, tensor: str, memo: dict[str, tuple[frozenset, frozenset]]) -> tuple[frozenset, frozenset]:
+def _needs(g: Graph, tensor: str, memo: dict[str, tuple[frozenset, frozenset]]) -> tuple[frozenset, frozenset]:
     """(float readers, int8 scales) a tensor must be delivered as, through commuting layers."""
     if tensor in memo:
         return memo[tensor]
@@ -249,7 +252,7 @@ def _needs(g: _Graph, tensor: str, memo: dict[str, tuple[frozenset, frozenset]])
     return memo[tensor]
 
 
-def _reaches_dequantize(g: _Graph, tensor: str | None, depth: int = 0) -> bool:
+def _reaches_dequantize(g: Graph, tensor: str | None, depth: int = 0) -> bool:
     """Whether `tensor` is a dequantized value, possibly through layers that commute with quantization."""
     if tensor is None or tensor not in g.producer or depth > 64:
         return False
@@ -264,7 +267,7 @@ def _reaches_dequantize(g: _Graph, tensor: str | None, depth: int = 0) -> bool:
     return False
 
 
-def _quantized_constant(g: _Graph, tensor: str | None) -> bool:
+def _quantized_constant(g: Graph, tensor: str | None) -> bool:
     """constant -> quantize -> dequantize (or an INT8 constant -> dequantize): quantized weights."""
     i = g.producer.get(tensor or "")
     if i is None or g.types[i] != "DEQUANTIZE":
@@ -278,7 +281,7 @@ def _quantized_constant(g: _Graph, tensor: str | None) -> bool:
 def check_placement(definition: Any) -> PlacementReport:
     """The placement report of an INetworkDefinition (or a netdef Network) holding Q/DQ layers."""
     definition = getattr(definition, "definition", definition)
-    g = _Graph(definition)
+    g = Graph(definition)
     activations: list[ActivationSite] = []
     weights: list[str] = []
     quantized_outputs: list[str] = []
@@ -323,10 +326,11 @@ def check_placement(definition: Any) -> PlacementReport:
     for s in activations:
         by_scale.setdefault(s.scale, []).append(s.tensor)
     shared = [sorted(set(names)) for names in by_scale.values() if len(set(names)) > 1]
-    return PlacementReport(definition.name, activations, weights, weighted, requantized, quantized_outputs, shared)
+    return PlacementReport(definition.name, activations, weights, weighted, requantized, quantized_outputs, shared,
+                           float_residuals(g))
 
 
-def _requantized(g: _Graph) -> list[Requantization]:
+def _requantized(g: Graph) -> list[Requantization]:
     """Tensors whose producer cannot write one INT8 tensor for all its consumers.
 
     Counted at real producers (and network inputs): the outputs of layers a quantize moves across carry
@@ -356,4 +360,42 @@ def _requantized(g: _Graph) -> list[Requantization]:
                                                 [float(own[0]) if own.size == 1 else float("nan"), *others]))
             elif (floats and scales) or len(scales) > 1:
                 found.append(Requantization(tensor, g.layers[i].name, sorted(floats), sorted(scales)))
+    return found
+
+
+def _int8_weighted_output(g: Graph, tensor: str | None) -> bool:
+    """Whether `tensor` is the raw output of a convolution / matrix multiply with INT8 data input and weights."""
+    i = g.producer.get(tensor or "")
+    if i is None or g.types[i] not in WEIGHTED:
+        return False
+    if g.types[i] == "MATRIX_MULTIPLY":
+        operands = [g.input_name(i, k) for k in (0, 1)]
+        constant = [_quantized_constant(g, t) for t in operands]
+        return any(constant) and all(_reaches_dequantize(g, t) for t, c in zip(operands, constant) if not c)
+    return (g.layers[i].num_inputs > 1 and _quantized_constant(g, g.input_name(i, 1))
+            and _reaches_dequantize(g, g.input_name(i, 0)))
+
+
+def float_residuals(g: Graph) -> list[str]:
+    """Tensors a fused INT8 weighted layer + add of two tensors (+ activations) ends in, read by some layer in
+    floating point (or a network output): TensorRT 8.6 builds no kernel for that fusion (docs/int8.md, R8)."""
+    found = []
+    for i in sorted(g.live):
+        layer = g.layers[i]
+        if g.types[i] != "ELEMENTWISE" or layer.num_inputs != 2 or _name(shim.downcast(layer).op) != "SUM":
+            continue
+        names = [g.input_name(i, k) for k in (0, 1)]
+        if any(g.types[g.producer[n]] == "CONSTANT" for n in names if n in g.producer):
+            continue  # a bias, not a residual
+        if not any(_int8_weighted_output(g, n) for n in names):
+            continue
+        end = layer.get_output(0).name
+        while True:  # the activations the kernel ends in
+            readers = g.live_consumers(end)
+            if len(readers) != 1 or g.types[readers[0][0]] != "ACTIVATION":
+                break
+            end = g.layers[readers[0][0]].get_output(0).name
+        floats, _ = _needs(g, end, {})
+        if floats:
+            found.append(end)
     return found

@@ -5,10 +5,10 @@ set of sites quantized, executes it on fixed inputs and returns its outputs (the
 quantized, the reference). The worst K sites are then kept in FP16 (`SensitivityResult.worst(k)`); the
 ranking goes into the calibration cache (`meta["sensitivity"]`) and a report.
 
-`model_runner` is the runner for a network class over today's quantize path: quantizing one site alone is
-skipping every other site. A site is a module path cut to `depth` components (`layer1.0` for a ResNet
-block, `layers.5` for a Darknet layer), so a residual block is ranked as one unit. The definition-time
-policy plugs in by providing another runner.
+`model_runner` is the runner for a network class: the definition-time policy defines it in INT8 with every
+other site kept in floating point (`skip`). A site is a module path cut to `depth` components (`layer1.0` for a
+ResNet block, `layers.5` for a Darknet layer), so a residual block is ranked as one unit; the sites are those the
+FP32 definition's quantizer records (its weighted layers, average pools and residual skips).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def rank_sites(run: SiteRunner, sites: Sequence[str], progress: bool = True) -> 
     return result
 
 
-# --- today's quantize path: sites are groups of quantized layers, one site alone = skip all others ----------
+# --- sites of a network class: module paths where its quantizer quantizes, one site alone = skip all others -----
 
 def site_of(layer: str, depth: int) -> str:
     """The module path of a layer name (`layer1.0.conv1`, `layers.5/mish/mul#1`) cut to `depth` components."""
@@ -107,16 +107,13 @@ def site_of(layer: str, depth: int) -> str:
     return ".".join(path.split(".")[:depth]) if depth > 0 else path
 
 
-def quantized_sites(definition: Any, depth: int = 2, skip: Iterable[str] = ()) -> dict[str, list[str]]:
-    """{site: names of the layers quantized there} for an FP32 definition, in definition order."""
-    from netdef.quantize.qdq import plan_qdq
+def quantized_sites(net: Any, depth: int = 2, skip: Iterable[str] = ()) -> list[str]:
+    """The sites (module paths cut to `depth`) of an FP32 Network's quantizer, in definition order."""
+    from netdef.quantize.policy import is_skipped
 
-    sites: dict[str, list[str]] = {}
-    for s in plan_qdq(definition, skip).sites:
-        layers = sites.setdefault(site_of(s.layer, depth), [])
-        if s.layer not in layers:
-            layers.append(s.layer)
-    return sites
+    paths = [p for paths in net.quant.sites.values() for p in paths] + net.quant.weight_sites
+    sites = dict.fromkeys(site_of(p, depth) for p in paths if not is_skipped(p, tuple(skip)))
+    return list(sites)
 
 
 def _judged(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -132,27 +129,24 @@ def _judging_options(model: Any) -> dict[str, Any]:
     return {k: v for k, v in (("nms", "raw"), ("heads", True)) if k in params}
 
 
-def model_runner(model: Any, amax: Mapping[str, float], inputs: np.ndarray, sites: Mapping[str, Collection[str]],
+def model_runner(model: Any, amax: Mapping[str, float], inputs: np.ndarray, sites: Sequence[str],
                  device: str = "cpu", input_size: Any = None, skip: Iterable[str] = ()) -> SiteRunner:
-    """A `SiteRunner` over `model.define(precision="int8", ...)`: the sites not asked for are skipped.
+    """A `SiteRunner` over `model.define(precision="int8", ...)`: the sites not asked for are kept in floating point.
 
     Detection networks are defined with their raw heads as outputs (`nms="raw", heads=True` where `define`
-    takes them). The empty set runs the INT8 definition with every site skipped (the same FP16 layers).
+    takes them). The empty set runs the INT8 definition with every site in floating point (the same FP16 layers).
     """
     from netdef.executor import execute
 
     options = _judging_options(model)
-    all_layers = [layer for names in sites.values() for layer in names]
     fixed = tuple(skip)
 
     def run(quantized: frozenset) -> dict[str, np.ndarray]:
         unknown = sorted(set(quantized) - set(sites))
         if unknown:
             raise KeyError(f"sensitivity: unknown site(s) {unknown[:5]}")
-        keep = {layer for s in quantized for layer in sites[s]}
         net = model.define(precision="int8", input_size=input_size, calibration=dict(amax),
-                           skip=fixed + tuple(layer for layer in all_layers if layer not in keep), **options)
-        net.finalize()
+                           skip=fixed + tuple(s for s in sites if s not in quantized), **options)
         name = net.definition.get_input(0).name
         return _judged(execute(net.definition, {name: inputs}, device=device))
 
@@ -164,5 +158,5 @@ def rank_model(model: Any, amax: Mapping[str, float], inputs: np.ndarray, device
                ) -> SensitivityResult:
     """Rank `model`'s quantization sites (module paths cut to `depth`) on `inputs`."""
     fp32 = model.define(precision="fp32", input_size=input_size, **_judging_options(model))
-    sites = quantized_sites(fp32.definition, depth, skip)
-    return rank_sites(model_runner(model, amax, inputs, sites, device, input_size, skip), list(sites), progress)
+    sites = quantized_sites(fp32, depth, skip)
+    return rank_sites(model_runner(model, amax, inputs, sites, device, input_size, skip), sites, progress)
