@@ -9,11 +9,13 @@
 set -uo pipefail
 W=${W:-/tmp/ndpose}; LEVEL=${LEVEL:-3}; DEADLINE=${DEADLINE:-240}
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}  # GPUS=1 with CUDA_VISIBLE_DEVICES=N: one lane on GPU N
+PLAN=${PLAN:-}  # SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] items (default: bench/gpu_pose.py's, per lane's sizes)
 export PYTHONUNBUFFERED=1
 mkdir -p "$W"
 prep() { PYTHONPATH=/tmp/rtx/site:. python3 bench/gpu_pose_prepare.py --work "$W" "$@"; }
 trt() {
-  PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work "$W" --opt-level "$LEVEL" --deadline-s "$DEADLINE" "$@"
+  PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work "$W" --opt-level "$LEVEL" --deadline-s "$DEADLINE" \
+    ${PLAN:+--plan "$PLAN"} "$@"
 }
 
 prep --stage files > "$W/files.log" 2>&1
