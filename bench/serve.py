@@ -166,6 +166,14 @@ class Variant:
     noop: bool = False
 
 
+STARTED = time.monotonic()
+
+
+def out_of_time(args: argparse.Namespace) -> bool:
+    """Past --deadline (seconds since start): no new model or row is started, what was measured is reported."""
+    return args.deadline is not None and time.monotonic() - STARTED > args.deadline
+
+
 def first_device(args: argparse.Namespace) -> str | None:
     return "0" if args.executor == "tensorrt" else None  # the executor runs on the CPU
 
@@ -224,6 +232,10 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
                     for inputs in args.inputs:
                         if inputs == "shm" and clients != max(args.clients) and len(args.inputs) > 1:
                             continue  # the shm contrast matters under full load only
+                        if out_of_time(args):
+                            report["cut"] = f"--deadline {args.deadline} s reached in {name}"
+                            print(f"{name}: {report['cut']}; the rows left are skipped", flush=True)
+                            return
                         row = measure(pool, server, model, variant, clients, inputs, args)
                         row.update(model=name, raw_items_per_s=raw["items_per_s"],
                                    ratio_to_raw=row["items_per_s"] / raw["items_per_s"],
@@ -453,6 +465,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "or grpc,shm: grpc rows at every client count, shm rows at the largest")
     p.add_argument("--port-base", type=int, default=18600, help="HTTP, gRPC, metrics on this port and the next two")
     p.add_argument("--target", type=float, default=0.8)
+    p.add_argument("--deadline", type=float, help="seconds from start after which no new model or row starts "
+                   "(a row takes ~4 s, a server start ~1 min, a YOLOv4 build ~2 min); the report says what was cut")
     args = p.parse_args(argv)
     args.batching = [{"on": True, "off": False}[v] for v in args.batching.split(",")]
     args.inputs = args.inputs.split(",")
@@ -483,33 +497,37 @@ def main(argv: list[str] | None = None) -> int:
                               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "models": {}}
     print(f"{feat.flavor} {feat.version}, {gpus} GPU(s), /dev/shm free {report['dev_shm_free_gb']} GB", flush=True)
     prebuilt = dict(e.split("=", 1) for e in args.engine)
-    built = {}
-    for name in args.models.split(","):
-        if name in prebuilt:
-            built[name] = {"engine": prebuilt[name], "weights": None, "build_s": 0.0, "reused": True}
-        else:
-            built[name] = build_engine(name, args)
-        meta = json.loads(Path(f"{built[name]['engine']}.json").read_text())
-        built[name]["outputs"] = {o["name"]: o["shape"] for o in meta.get("outputs", [])}
-        print(f"{name}: engine {built[name]['engine']} (build {built[name]['build_s']} s"
-              f"{', reused' if built[name]['reused'] else ''}; outputs {built[name]['outputs']})", flush=True)
-    if args.build_only:
-        return 0
     rows: list[dict[str, Any]] = []
-    for name, info in built.items():
+    for name in args.models.split(","):  # each model built and measured before the next is built
+        if out_of_time(args):
+            report["cut"] = f"--deadline {args.deadline} s reached before {name}"
+            print(f"{name}: skipped, {report['cut']}", flush=True)
+            break
+        if name in prebuilt:
+            info = {"engine": prebuilt[name], "weights": None, "build_s": 0.0, "reused": True}
+        else:
+            info = build_engine(name, args)
+        meta = json.loads(Path(f"{info['engine']}.json").read_text())
+        info["outputs"] = {o["name"]: o["shape"] for o in meta.get("outputs", [])}
+        print(f"{name}: engine {info['engine']} (build {info['build_s']} s"
+              f"{', reused' if info['reused'] else ''}; outputs {info['outputs']})", flush=True)
+        if args.build_only:
+            continue
         try:
             bench_model(name, info, args, gpus, report, rows)
         except Exception as exc:  # the next model still runs; the error is in the report
             report["models"].setdefault(name, {})["error"] = f"{type(exc).__name__}: {exc}"
             print(f"{name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
             write_report(args.out, report, rows)
+    if args.build_only:
+        return 0
     print()
     print(HEADER)
     for row in rows:
         print(format_row(row))
-    for line in verdicts(report, rows, args.target):
+    report["verdicts"] = verdicts(report, rows, args.target) + ([f"CUT: {report['cut']}"] if "cut" in report else [])
+    for line in report["verdicts"]:
         print(line)
-    report["verdicts"] = verdicts(report, rows, args.target)
     write_report(args.out, report, rows)
     return 0 if rows and not any(r["errors"] for r in rows) else 1
 
