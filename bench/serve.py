@@ -120,13 +120,16 @@ def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch
                    seconds: float) -> tuple[dict[str, Any], Any]:
     """Back-to-back session.infer on host batches (copies in and out included, as an instance runs them): items/s
     at `batch` for `seconds` (the reference), and ms per batch at smaller batches for a quarter of that each (the
-    engine's share of an execution at the batch Triton formed). Also the model's signature, from that session."""
+    engine's share of an execution at the batch Triton formed). Also the model's signature, from that session,
+    batching up to `batch`."""
     from netdef.commands.serve import open_instance
     from netdef.serve.signature import ModelSignature
 
     with open_instance(device, **options) as session:
         opt = (session.meta.get("batch") or [1, batch, batch])[1]
-        signature = ModelSignature.from_specs(name, session.inputs + session.outputs, opt_batch=int(opt))
+        # Triton batches up to the raw batch (the engine may allow more): the same work as the reference
+        signature = ModelSignature.from_specs(name, session.inputs + session.outputs, opt_batch=int(opt),
+                                              max_batch=batch)
         rng = np.random.default_rng(0)
         ms_per_batch: dict[int, float] = {}
         for b in sorted({n for n in (1, 4, 8, 16) if n < batch} | {batch}):
