@@ -2,13 +2,25 @@
 against the same engine's raw batch throughput measured in the same run.
 
 Per model (ResNet-50 FP16 224, YOLOv4 FP16 416 with NMS in the engine where the binding builds it): the raw
-runtime throughput (one InferenceSession, host batch of --raw-batch in and out, as a server instance runs it),
-then one Triton server with every variant bound at once (dynamic batching on/off x 1 and 2 instances on GPU 0,
-and 2 instances on 2 GPUs when two are visible), loaded by 1, 16 and 64 concurrent gRPC clients (threads in
---client-procs separate processes, so no client shares the server's interpreter) sending batch-1 requests.
-Throughput counts responses completed in the measuring window (after --warmup of load), latency is theirs
-at the client. The target: >= 80% of raw throughput at 64 clients with dynamic batching. Prints a table,
-writes JSON after every row (--out), so a run cut short keeps what it measured.
+runtime throughput (one InferenceSession, host batch of --raw-batch in and out, as a server instance runs it; ms
+per batch at smaller batches too), then one Triton server with every variant loaded at once (dynamic batching
+on/off x 1 and 2 instances on GPU 0, and 2 and 4 instances spread over the GPUs when two are visible; each
+instance a Triton Python-backend process with its own session), loaded by 1, 16 and 64 concurrent gRPC clients
+sending batch-1 requests. The clients live in --client-procs processes (bench/serve_clients.py: closed loop,
+async gRPC, a few channels per process), so no client shares the server's interpreter. --inputs shm puts each
+client process's input tensor in system shared memory once instead of in every request (no image bytes on gRPC).
+
+Where the time goes, per row: Triton's statistics per request (queue, inputs into the instance, the instance's
+execute(), outputs back) beside the raw session's ms at the batch Triton formed (`engine`: what execute() would
+take with no serving around it), and the CPU ms per item of the clients, tritonserver, the backend stubs and the
+rest, with the share of all cores they keep busy. The NO-OP variant serves a model with the engine's I/O that
+computes nothing (bench/serve_overhead.py:NoopSession, joined into a staging buffer like the real one) under
+the same clients: the ceiling of serving plus clients on this machine. When that ceiling is below the target
+the verdict says so: the engine is then not what limits the served throughput.
+Throughput counts responses completed in the measuring window (after --warmup of load), latency is theirs at
+the client. The target: >= 80% of raw throughput at 64 clients with dynamic batching. Prints a table, writes
+JSON after every row (--out), so a run cut short keeps what it measured. bench/serve_overhead.py measures the
+serving overhead without a GPU.
 
 GPU machine (Python 3.10 + TensorRT 8.6 bundle with the serve wheels, see README "Serving"):
     PYTHONPATH=. /tmp/gpu-trt/python bench/serve.py --work /tmp/sb --build-only       # engines (cached in --work)
@@ -22,8 +34,8 @@ CPU rehearsal of the whole flow (netdef's executor, a small model):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import multiprocessing as mp
 import os
 import sys
 import threading
@@ -35,6 +47,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
 
 SIZES = {"resnet18": 224, "resnet50": 224, "yolov4": 416}
 # Builder optimization levels that fit the ~5-minute budget: a YOLOv4 FP16 build took 204 s at level 1 on the H100
@@ -93,118 +107,58 @@ def random_model(name: str, size: int, h5: Path) -> Any:
     raise ValueError(f"unknown model {name!r} (resnet18, resnet50, yolov4)")
 
 
-def opener(executor: str, engine: str, weights: str | None) -> Any:
-    """open_session(device) for the server's instances and the raw measurement, as `netdef serve` opens them."""
+def instance_setup(executor: str, engine: str, weights: str | None) -> dict[str, Any]:
+    """The options each served instance opens its session with, as `netdef serve` gives them."""
     from netdef.cli import make_parser
-    from netdef.commands.serve import session_opener
+    from netdef.commands.serve import instance_options
 
     argv = ["serve", engine, "--executor", executor] + (["--weights", weights] if executor == "netdef" else [])
-    return session_opener(make_parser().parse_args(argv), engine)
+    return instance_options(make_parser().parse_args(argv), engine)
 
 
-def raw_throughput(open_session: Any, device: str | None, batch: int, seconds: float) -> dict[str, float]:
-    """Items/s of back-to-back session.infer on a host batch (copies in and out included, as an instance runs)."""
-    with open_session(device) as session:
-        spec = session.inputs[0]
-        x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
-        for _ in range(3):
-            session.infer(x)
-        times = []
-        t_end = time.perf_counter() + seconds
-        while time.perf_counter() < t_end or len(times) < 5:
-            t0 = time.perf_counter()
-            session.infer(x)
-            times.append(time.perf_counter() - t0)
-    return {"batch": batch, "items_per_s": batch * len(times) / sum(times),
-            "p50_ms": 1e3 * float(np.median(times)), "iterations": len(times)}
+def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch: int,
+                   seconds: float) -> tuple[dict[str, Any], Any]:
+    """Back-to-back session.infer on host batches (copies in and out included, as an instance runs them): items/s
+    at `batch` for `seconds` (the reference), and ms per batch at smaller batches for a quarter of that each (the
+    engine's share of an execution at the batch Triton formed). Also the model's signature, from that session,
+    batching up to `batch`."""
+    from netdef.commands.serve import open_instance
+    from netdef.serve.signature import ModelSignature
+
+    with open_instance(device, **options) as session:
+        opt = (session.meta.get("batch") or [1, batch, batch])[1]
+        # Triton batches up to the raw batch (the engine may allow more): the same work as the reference
+        signature = ModelSignature.from_specs(name, session.inputs + session.outputs, opt_batch=int(opt),
+                                              max_batch=batch)
+        rng = np.random.default_rng(0)
+        ms_per_batch: dict[int, float] = {}
+        for b in sorted({n for n in (1, 4, 8, 16) if n < batch} | {batch}):
+            feeds = {s.name: rng.standard_normal((b, *s.shape[1:])).astype(s.dtype) for s in session.inputs}
+            for _ in range(3):
+                session.infer(feeds)
+            times: list[float] = []
+            t_end = time.perf_counter() + (seconds if b == batch else seconds / 4)
+            while time.perf_counter() < t_end or len(times) < 5:
+                t0 = time.perf_counter()
+                session.infer(feeds)
+                times.append(time.perf_counter() - t0)
+            ms_per_batch[b] = 1e3 * float(np.median(times))
+            if b == batch:
+                reference = {"batch": batch, "items_per_s": batch * len(times) / sum(times),
+                             "p50_ms": ms_per_batch[b], "iterations": len(times)}
+    return {**reference, "ms_per_batch": ms_per_batch}, signature
 
 
-# --- load generation (client processes) -----------------------------------------------------------------------
-
-def client_process(conn: Any, url: str, protocol: str) -> None:
-    """A worker process: runs load jobs (N client threads each) sent over `conn` until it receives None."""
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        conn.send(run_clients(url, protocol, job))
-
-
-def run_clients(url: str, protocol: str, job: dict[str, Any]) -> dict[str, Any]:
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
-        import tritonclient.http as module
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    timeout = {"client_timeout": 60.0} if protocol == "grpc" else {}  # a stuck server fails the row, not the run
-
-    def one_client(seed: int) -> None:
-        client = module.InferenceServerClient(url) if protocol == "grpc" else \
-            module.InferenceServerClient(url, network_timeout=60.0)
-        x = np.random.default_rng(seed).standard_normal(job["shape"]).astype(job["dtype"])
-        inp = module.InferInput(job["input"], list(x.shape), job["triton_type"])
-        inp.set_data_from_numpy(x)  # serialized once, sent with every request
-        outputs = [module.InferRequestedOutput(n) for n in job["outputs"]]
-        mine = []
-        while time.time() < job["start_at"]:
-            time.sleep(0.001)
-        try:
-            while True:
-                t0 = time.time()
-                if t0 >= job["measure_to"]:
-                    break
-                client.infer(job["model"], [inp], outputs=outputs, **timeout)
-                t1 = time.time()
-                if job["measure_from"] <= t1 <= job["measure_to"]:  # completed in the window: throughput, latency
-                    mine.append(t1 - t0)
-        except Exception as exc:
-            with lock:
-                errors.append(str(exc)[:300])
-        finally:
-            client.close()
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=one_client, args=(job["seed"] + i,)) for i in range(job["threads"])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"latencies": latencies, "errors": errors}
-
-
-class ClientPool:
-    """--client-procs processes; a load of C clients puts C threads across them."""
-
-    def __init__(self, procs: int, url: str, protocol: str) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
-        for _ in range(procs):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=client_process, args=(child, url, protocol), daemon=True)
-            p.start()
-            self.conns.append(parent)
-            self.procs.append(p)
-
-    def run(self, job: dict[str, Any], clients: int) -> dict[str, Any]:
-        n = min(clients, len(self.conns))
-        shares = [clients // n + (1 if i < clients % n else 0) for i in range(n)]
-        for i, (conn, threads) in enumerate(zip(self.conns, shares)):
-            conn.send({**job, "threads": threads, "seed": 1000 * i})
-        parts = [conn.recv() for conn in self.conns[:n]]
-        return {"latencies": [v for p in parts for v in p["latencies"]], "errors": [e for p in parts for e in p["errors"]]}
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.send(None)
-        for p in self.procs:
-            p.join(10)
+def engine_ms(raw: dict[str, Any], batch: float) -> float:
+    """The raw session's ms per batch at a (mean) batch size, interpolated between the measured ones."""
+    sizes = sorted(raw["ms_per_batch"])
+    return float(np.interp(batch, sizes, [raw["ms_per_batch"][b] for b in sizes]))
 
 
 # --- the benchmark --------------------------------------------------------------------------------------------
+
+NOOP_FACTORY = "bench.serve_overhead:NoopSession"  # the engine's I/O, no work: the serving stack and clients alone
+
 
 @dataclass
 class Variant:
@@ -212,6 +166,15 @@ class Variant:
     devices: list[str | None]
     dynamic_batching: bool
     label: str = field(default="")
+    noop: bool = False
+
+
+STARTED = time.monotonic()
+
+
+def out_of_time(args: argparse.Namespace) -> bool:
+    """Past --deadline (seconds since start): no new model or row is started, what was measured is reported."""
+    return args.deadline is not None and time.monotonic() - STARTED > args.deadline
 
 
 def first_device(args: argparse.Namespace) -> str | None:
@@ -221,77 +184,136 @@ def first_device(args: argparse.Namespace) -> str | None:
 def variants(args: argparse.Namespace, gpus: int) -> list[Variant]:
     out = []
     where = "GPU0" if args.executor == "tensorrt" else "CPU"
+    if args.noop:
+        n = max(args.instances)
+        out.append(Variant(f"noop_i{n}", [None] * n, True, f"NO-OP {n} inst, dyn batching", noop=True))
     for dyn in args.batching:
         for n in args.instances:
             out.append(Variant(f"{'dyn' if dyn else 'nodyn'}_i{n}", [first_device(args)] * n, dyn,
                                f"{n} inst {where}, {'dyn batching' if dyn else 'no batching'}"))
     if gpus >= 2 and args.executor == "tensorrt":
-        out.append(Variant("dyn_2gpu", ["0", "1"], True, "2 inst on GPU0+GPU1, dyn batching"))
+        for n in args.gpu_instances:
+            out.append(Variant(f"dyn_{gpus}gpu_i{n}", [str(i % gpus) for i in range(n)], True,
+                               f"{n} inst on {gpus} GPUs, dyn batching"))
     return out
 
 
 def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus: int, report: dict[str, Any],
                 rows: list[dict[str, Any]]) -> None:
+    from netdef.commands.serve import INSTANCE_FACTORY
     from netdef.serve.server import ModelServer, ServedModel, ServerConfig
 
-    open_session = opener(args.executor, built["engine"], built["weights"])
-    raw = raw_throughput(open_session, first_device(args), args.raw_batch, args.raw_seconds)
+    options = instance_setup(args.executor, built["engine"], built["weights"])
+    raw, signature = raw_throughput(name, options, first_device(args), args.raw_batch, args.raw_seconds)
     report["models"][name] = {**built, "raw": raw}
     print(f"{name}: raw runtime throughput at batch {args.raw_batch}: {raw['items_per_s']:.1f} items/s "
-          f"(p50 {raw['p50_ms']:.2f} ms)", flush=True)
-    models = [ServedModel(f"{name}_{v.name}", open_session, v.devices, v.dynamic_batching, args.max_queue_delay_us)
-              for v in variants(args, gpus)]
+          f"(p50 {raw['p50_ms']:.2f} ms); ms per batch " +
+          ", ".join(f"{b}: {ms:.2f}" for b, ms in raw["ms_per_batch"].items()), flush=True)
+    print(f"{name}: bytes per item in {sum(int(np.prod(t.dims)) * t.dtype.itemsize for t in signature.inputs)}, out "
+          f"{sum(int(np.prod(t.dims)) * t.dtype.itemsize for t in signature.outputs)}", flush=True)
+    models = []
+    for v in variants(args, gpus):
+        served = f"{name}_{v.name}"
+        if v.noop:
+            factory, opts = NOOP_FACTORY, {"signature": {**signature.as_dict(), "name": served}}
+        else:
+            factory, opts = INSTANCE_FACTORY, options
+            if "torch_threads" in options:
+                opts = {**options, "torch_threads": max(1, options["torch_threads"] // len(v.devices))}
+        models.append(ServedModel(served, factory, opts, v.devices, v.dynamic_batching, args.max_queue_delay_us,
+                                  signature=dataclasses.replace(signature, name=served)))
     ports = [args.port_base, args.port_base + 1, args.port_base + 2]
     config = ServerConfig("127.0.0.1", *ports, log_file=str(Path(args.work) / f"triton-{name}.log"))
     t0 = time.perf_counter()
     with ModelServer(models, config) as server:
         print(f"{name}: server with {len(models)} models ready in {time.perf_counter() - t0:.1f} s", flush=True)
         print(HEADER, flush=True)
-        sig = models[0].signature
-        url = f"127.0.0.1:{ports[1]}" if args.protocol == "grpc" else f"127.0.0.1:{ports[0]}"
-        pool = ClientPool(args.client_procs, url, args.protocol)
+        pool = ClientPool(args.client_procs, f"127.0.0.1:{ports[1]}")
         try:
             for variant, model in zip(variants(args, gpus), models):
                 for clients in args.clients:
-                    row = measure(pool, server, model, variant, clients, sig, args)
-                    row.update(model=name, raw_items_per_s=raw["items_per_s"],
-                               ratio_to_raw=row["items_per_s"] / raw["items_per_s"])
-                    rows.append(row)
-                    print(format_row(row), flush=True)
-                    write_report(args.out, report, rows)
+                    for inputs in args.inputs:
+                        if inputs == "shm" and clients != max(args.clients) and len(args.inputs) > 1:
+                            continue  # the shm contrast matters under full load only
+                        if out_of_time(args):
+                            report["cut"] = f"--deadline {args.deadline} s reached in {name}"
+                            print(f"{name}: {report['cut']}; the rows left are skipped", flush=True)
+                            return
+                        row = measure(pool, server, model, variant, clients, inputs, args)
+                        row.update(model=name, raw_items_per_s=raw["items_per_s"],
+                                   ratio_to_raw=row["items_per_s"] / raw["items_per_s"],
+                                   engine_ms=0.0 if variant.noop else engine_ms(raw, max(1.0, row["mean_server_batch"])))
+                        rows.append(row)
+                        print(format_row(row), flush=True)
+                        write_report(args.out, report, rows)
         finally:
             pool.close()
 
 
-def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients: int, sig: Any,
+def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients: int, inputs: str,
             args: argparse.Namespace) -> dict[str, Any]:
-    before = {k: sum(i[k] for i in server.stats()[model.name]) for k in ("calls", "items")}
+    sig = model.signature
     start = time.time() + 0.3
     job = {"model": model.name, "input": sig.inputs[0].name, "triton_type": sig.inputs[0].triton_type,
            "dtype": sig.inputs[0].dtype.str, "shape": (args.request_batch, *sig.inputs[0].dims),
            "outputs": [t.name for t in sig.outputs], "start_at": start, "measure_from": start + args.warmup,
-           "measure_to": start + args.warmup + args.duration}
+           "measure_to": start + args.warmup + args.duration, "mode": args.client_mode, "inputs": inputs,
+           "token": server.access_token, "channels": args.channels}
+    exclude = {p.pid for p in pool.procs}
+    window: dict[str, Any] = {}
+
+    def sample() -> None:  # Triton's counts and the serving processes' CPU over the measuring window
+        time.sleep(max(0.0, job["measure_from"] - time.time()))
+        window["before"], window["cpu0"] = server.stats()[model.name], server_cpu(exclude)
+        time.sleep(max(0.0, job["measure_to"] - time.time()))
+        window["after"], window["cpu1"] = server.stats()[model.name], server_cpu(exclude)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     result = pool.run(job, clients)
-    after = {k: sum(i[k] for i in server.stats()[model.name]) for k in ("calls", "items")}
+    sampler.join()
+    before, after = window["before"], window["after"]
     lat = np.array(result["latencies"]) * 1e3
-    calls = after["calls"] - before["calls"]
+    items = max(1, lat.size * args.request_batch)
+    executions = after["executions"] - before["executions"]
+    requests = max(1, after["requests"] - before["requests"])
+    per_request = {k: (after[f"{k}_ns"] - before[f"{k}_ns"]) / requests / 1e6
+                   for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+    cpu_s = {k: window["cpu1"][k] - window["cpu0"][k] for k in window["cpu0"]}
+    cpu_s["clients"] = result["cpu_s"]
+    cores = len(os.sched_getaffinity(0))
     return {"variant": variant.name, "label": variant.label, "instances": len(variant.devices),
-            "devices": variant.devices, "dynamic_batching": variant.dynamic_batching, "clients": clients,
-            "request_batch": args.request_batch, "requests": int(lat.size),
-            "items_per_s": lat.size * args.request_batch / args.duration,
+            "devices": variant.devices, "dynamic_batching": variant.dynamic_batching, "noop": variant.noop,
+            "clients": clients, "client_mode": args.client_mode, "inputs": inputs, "request_batch": args.request_batch,
+            "requests": int(lat.size), "items_per_s": lat.size * args.request_batch / args.duration,
             "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-            "mean_server_batch": (after["items"] - before["items"]) / calls if calls else 0.0,
+            "mean_server_batch": (after["items"] - before["items"]) / executions if executions else 0.0,
+            # Triton's, per request (each sees its batch's): queued, inputs into the instance, its execute()
+            # (the batch's join, engine and cut, the stub's hand-over), outputs back
+            "ms_per_request": per_request,
+            "cpu_ms_per_item": {k: 1e3 * v / items for k, v in cpu_s.items()},
+            "cpu_busy": sum(cpu_s.values()) / (args.duration * cores), "cores": cores,
+            "client_cpu_ms_per_request": 1e3 * result["cpu_s"] / max(1, lat.size),
             "errors": len(result["errors"]), "first_error": (result["errors"] or [""])[0]}
 
 
-HEADER = f"{'model':<9} {'variant':<36} {'clients':>7} {'items/s':>9} {'p50 ms':>8} {'p99 ms':>8} " \
-         f"{'batch':>6} {'vs raw':>7} {'errors':>6}"
+# ms per request (Triton's statistics): queue, in (inputs into the instance), exec (its execute()), engine (the raw
+# session at that mean batch: the part of exec that is not serving), out; CPU ms per item of the client processes,
+# tritonserver, the backend stubs (the instances), the rest; busy: all of it over the machine's cores
+HEADER = (f"{'model':<9} {'variant':<30} {'in':<4} {'cli':>4} {'items/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'batch':>5} {'queue':>6} {'in':>5} {'exec':>6} {'engine':>6} {'out':>5} | {'client':>6} {'triton':>6} "
+          f"{'stubs':>6} {'other':>6} {'busy':>5} | {'vs raw':>6} {'err':>4}")
 
 
 def format_row(r: dict[str, Any]) -> str:
-    return (f"{r['model']:<9} {r['label']:<36} {r['clients']:>7} {r['items_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
-            f"{r['p99_ms']:>8.2f} {r['mean_server_batch']:>6.1f} {r['ratio_to_raw']:>7.2f} {r['errors']:>6}")
+    t, c = r["ms_per_request"], r["cpu_ms_per_item"]
+    return (f"{r['model']:<9} {r['label']:<30} {r['inputs']:<4} {r['clients']:>4} {r['items_per_s']:>8.1f} "
+            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['mean_server_batch']:>5.1f} {t['queue']:>6.2f} "
+            f"{t['compute_input']:>5.2f} {t['compute_infer']:>6.2f} {r['engine_ms']:>6.2f} {t['compute_output']:>5.2f}"
+            f" | {c['clients']:>6.3f} {c['tritonserver']:>6.3f} {c['backend stubs']:>6.3f} "
+            f"{c['helpers'] + c['this process']:>6.3f} {100 * r['cpu_busy']:>4.0f}% | {r['ratio_to_raw']:>6.2f} "
+            f"{r['errors']:>4}")
 
 
 def write_report(path: str | None, report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -304,31 +326,43 @@ def write_report(path: str | None, report: dict[str, Any], rows: list[dict[str, 
 def verdicts(report: dict[str, Any], rows: list[dict[str, Any]], target: float) -> list[str]:
     lines = []
     for name, info in report["models"].items():
-        best = [r for r in rows if r["model"] == name and r["dynamic_batching"] and r["clients"] == max(
-            x["clients"] for x in rows)]
-        if not best:
+        mine = [r for r in rows if r["model"] == name and r["dynamic_batching"]]
+        if not mine:
             continue
-        top = max(best, key=lambda r: r["items_per_s"])
-        ratio = top["items_per_s"] / info["raw"]["items_per_s"]
-        lines.append(f"{name}: best at {top['clients']} clients with dynamic batching: {top['items_per_s']:.1f} items/s "
-                     f"({top['label']}) = {ratio:.2f}x raw {info['raw']['items_per_s']:.1f}; target >= {target:.2f}: "
-                     f"{'met' if ratio >= target else 'NOT met'}")
+        most = max(r["clients"] for r in mine)
+        raw = info["raw"]["items_per_s"]
+        for noop in (False, True):
+            best = [r for r in mine if r["clients"] == most and r["noop"] == noop]
+            if not best:
+                continue
+            top = max(best, key=lambda r: r["items_per_s"])
+            ratio = top["items_per_s"] / raw
+            if noop:  # what serving and these clients reach with no engine at all: the ceiling of this machine
+                lines.append(f"{name}: ceiling without the engine (no-op model, same clients, {top['inputs']} inputs): "
+                             f"{top['items_per_s']:.1f} items/s = {ratio:.2f}x raw" +
+                             ("" if ratio >= target else f"; below the target {target:.2f}: the serving stack and "
+                              "clients on this machine cannot carry it, whatever the engine"))
+            else:
+                lines.append(f"{name}: best at {most} clients with dynamic batching: {top['items_per_s']:.1f} items/s "
+                             f"({top['label']}, {top['inputs']} inputs) = {ratio:.2f}x raw {raw:.1f}; target >= "
+                             f"{target:.2f}: {'met' if ratio >= target else 'NOT met'}")
     return lines
 
 
 # --- environment check -----------------------------------------------------------------------------------------
 
 class NumpySession:
-    """A stand-in InferenceSession without TensorRT or torch: y = 2 x + item index offset (batch dim N)."""
+    """A stand-in InferenceSession without TensorRT or torch: y = 2 x + 1 (batch dim N). A session factory for
+    served instances too; `marker`: a folder where close() leaves a file, so the server's stop is visible."""
 
-    def __init__(self, device: str | None) -> None:
+    def __init__(self, device: str | None, marker: str | None = None) -> None:
         from netdef.runtime.buffers import TensorSpec
 
         f32 = np.dtype(np.float32)
         self.inputs = [TensorSpec("x", True, f32, (-1, 4), (1, 4), (8, 4))]
         self.outputs = [TensorSpec("y", False, f32, (-1, 4), (1, 4), (8, 4))]
         self.meta = {"batch": [1, 4, 8]}
-        self.closed = False
+        self.marker = marker
 
     def input_buffer(self, name: str, shape: tuple[int, ...]) -> None:
         return None
@@ -337,11 +371,15 @@ class NumpySession:
         return {"y": feeds["x"] * 2 + 1}
 
     def close(self) -> None:
-        self.closed = True
+        if self.marker:
+            Path(self.marker, f"closed-{os.getpid()}").touch()
 
 
 def check_env(args: argparse.Namespace) -> int:
-    """Serve a numpy model through netdef.serve (2 instances) and a plain PyTriton callable; check the answers."""
+    """Serve a numpy model through netdef.serve (2 instances, each in a backend process) and a plain PyTriton
+    callable; check the answers and that the instances closed their sessions."""
+    import tempfile
+
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
@@ -349,15 +387,11 @@ def check_env(args: argparse.Namespace) -> int:
 
     print(f"Python {sys.version.split()[0]} at {sys.executable}", flush=True)
     ports = [args.port_base, args.port_base + 1, args.port_base + 2]
-    sessions: list[NumpySession] = []
-
-    def open_numpy(device: str | None) -> NumpySession:
-        sessions.append(NumpySession(device))
-        return sessions[-1]
-
+    marker = tempfile.mkdtemp(prefix="netdef-check-env-")
     t0 = time.perf_counter()
     config = ServerConfig("127.0.0.1", *ports, log_file=args.log_file)
-    with ModelServer([ServedModel("numpy_model", open_numpy, [None, None])], config) as server:
+    model = ServedModel("numpy_model", "bench.serve:NumpySession", {"marker": marker}, [None, None])
+    with ModelServer([model], config) as server:
         from pytriton.decorators import batch
         from pytriton.model_config import ModelConfig, Tensor
 
@@ -371,18 +405,20 @@ def check_env(args: argparse.Namespace) -> int:
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
         for module, url in ((httpclient, f"127.0.0.1:{ports[0]}"), (grpcclient, f"127.0.0.1:{ports[1]}")):
             client = module.InferenceServerClient(url)
-            for model, expected in (("numpy_model", x * 2 + 1), ("plain_callable", x - 1)):
-                client.is_model_ready(model) or _fail(f"{model} not ready")
+            for name, expected in (("numpy_model", x * 2 + 1), ("plain_callable", x - 1)):
+                client.is_model_ready(name) or _fail(f"{name} not ready")
                 inp = module.InferInput("x", list(x.shape), "FP32")
                 inp.set_data_from_numpy(x)
-                got = client.infer(model, [inp]).as_numpy("y")
+                got = client.infer(name, [inp]).as_numpy("y")
                 if not np.array_equal(got, expected):
-                    _fail(f"{module.__name__} {model}: {got} != {expected}")
-                print(f"ok: {module.__name__.split('.')[-1]} {model}", flush=True)
+                    _fail(f"{module.__name__} {name}: {got} != {expected}")
+                print(f"ok: {module.__name__.split('.')[-1]} {name}", flush=True)
             client.close()
-    if not all(s.closed for s in sessions) or len(sessions) != 2:
-        _fail("the server did not close its 2 sessions")
-    print("check-env: PyTriton serves netdef.serve models and plain callables here; stopped cleanly", flush=True)
+    closed = list(Path(marker).glob("closed-*"))
+    if len(closed) != 3:  # the 2 instances and the session netdef.serve opened once for the signature
+        _fail(f"expected 3 sessions closed (2 instances and the signature's), found {len(closed)}")
+    print("check-env: Triton serves netdef.serve models (Python backend) and PyTriton callables here; "
+          "stopped cleanly", flush=True)
     return 0
 
 
@@ -415,16 +451,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=ints, default=[1, 16, 64])
     p.add_argument("--instances", type=ints, default=[1, 2])
     p.add_argument("--batching", default="on,off", help="dynamic batching variants: on,off")
+    p.add_argument("--no-noop", dest="noop", action="store_false",
+                   help="skip the no-op model (the engine's I/O, no work: what serving and the clients reach alone)")
     p.add_argument("--request-batch", type=int, default=1, help="items per client request")
     p.add_argument("--max-queue-delay-us", type=int, default=0)
     p.add_argument("--duration", type=float, default=2.5, help="measuring window per row, seconds")
     p.add_argument("--warmup", type=float, default=0.7, help="load before the window, seconds")
-    p.add_argument("--client-procs", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
-    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    p.add_argument("--gpu-instances", type=ints, default=[2, 4],
+                   help="instances spread over the GPUs when two or more are visible")
+    p.add_argument("--client-procs", type=int, default=max(1, min(16, (os.cpu_count() or 2) // 2)),
+                   help="client processes (default: half the cores, at most 16)")
+    p.add_argument("--client-mode", choices=("async", "sync"), default="async",
+                   help="async: gRPC's own threads carry the requests; sync: a thread per client")
+    p.add_argument("--channels", type=int, default=4, help="gRPC channels per client process (async)")
+    p.add_argument("--inputs", default="grpc,shm", help="grpc (tensor in each request), shm (system shared memory), "
+                   "or grpc,shm: grpc rows at every client count, shm rows at the largest")
     p.add_argument("--port-base", type=int, default=18600, help="HTTP, gRPC, metrics on this port and the next two")
     p.add_argument("--target", type=float, default=0.8)
+    p.add_argument("--deadline", type=float, help="seconds from start after which no new model or row starts "
+                   "(a row takes ~4 s, a server start ~1 min, a YOLOv4 build ~2 min); the report says what was cut")
     args = p.parse_args(argv)
     args.batching = [{"on": True, "off": False}[v] for v in args.batching.split(",")]
+    args.inputs = args.inputs.split(",")
+    if not set(args.inputs) <= {"grpc", "shm"}:
+        p.error(f"--inputs {','.join(args.inputs)}: grpc, shm or grpc,shm")
     return args
 
 
@@ -450,33 +500,37 @@ def main(argv: list[str] | None = None) -> int:
                               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "models": {}}
     print(f"{feat.flavor} {feat.version}, {gpus} GPU(s), /dev/shm free {report['dev_shm_free_gb']} GB", flush=True)
     prebuilt = dict(e.split("=", 1) for e in args.engine)
-    built = {}
-    for name in args.models.split(","):
-        if name in prebuilt:
-            built[name] = {"engine": prebuilt[name], "weights": None, "build_s": 0.0, "reused": True}
-        else:
-            built[name] = build_engine(name, args)
-        meta = json.loads(Path(f"{built[name]['engine']}.json").read_text())
-        built[name]["outputs"] = {o["name"]: o["shape"] for o in meta.get("outputs", [])}
-        print(f"{name}: engine {built[name]['engine']} (build {built[name]['build_s']} s"
-              f"{', reused' if built[name]['reused'] else ''}; outputs {built[name]['outputs']})", flush=True)
-    if args.build_only:
-        return 0
     rows: list[dict[str, Any]] = []
-    for name, info in built.items():
+    for name in args.models.split(","):  # each model built and measured before the next is built
+        if out_of_time(args):
+            report["cut"] = f"--deadline {args.deadline} s reached before {name}"
+            print(f"{name}: skipped, {report['cut']}", flush=True)
+            break
+        if name in prebuilt:
+            info = {"engine": prebuilt[name], "weights": None, "build_s": 0.0, "reused": True}
+        else:
+            info = build_engine(name, args)
+        meta = json.loads(Path(f"{info['engine']}.json").read_text())
+        info["outputs"] = {o["name"]: o["shape"] for o in meta.get("outputs", [])}
+        print(f"{name}: engine {info['engine']} (build {info['build_s']} s"
+              f"{', reused' if info['reused'] else ''}; outputs {info['outputs']})", flush=True)
+        if args.build_only:
+            continue
         try:
             bench_model(name, info, args, gpus, report, rows)
         except Exception as exc:  # the next model still runs; the error is in the report
             report["models"].setdefault(name, {})["error"] = f"{type(exc).__name__}: {exc}"
             print(f"{name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
             write_report(args.out, report, rows)
+    if args.build_only:
+        return 0
     print()
     print(HEADER)
     for row in rows:
         print(format_row(row))
-    for line in verdicts(report, rows, args.target):
+    report["verdicts"] = verdicts(report, rows, args.target) + ([f"CUT: {report['cut']}"] if "cut" in report else [])
+    for line in report["verdicts"]:
         print(line)
-    report["verdicts"] = verdicts(report, rows, args.target)
     write_report(args.out, report, rows)
     return 0 if rows and not any(r["errors"] for r in rows) else 1
 

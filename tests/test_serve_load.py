@@ -141,7 +141,7 @@ def _metric(text: str, name: str) -> float:
 
 def test_eight_clients_over_http_and_grpc_get_their_own_results(server, artifacts):
     from netdef.cli import make_parser
-    from netdef.commands.serve import session_opener
+    from netdef.commands.serve import instance_options, open_instance
 
     inputs = _requests()
     results: dict[int, np.ndarray] = {}
@@ -153,10 +153,10 @@ def test_eight_clients_over_http_and_grpc_get_their_own_results(server, artifact
         t.join(120)
     assert errors == [] and sorted(results) == list(range(REQUESTS)), errors[:5]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 200 small batches: one thread is fastest, on busy cores by far
+    args = make_parser().parse_args(["serve", artifacts["engine"], "--executor", "netdef", "--weights", artifacts["h5"]])
     try:
-        args = make_parser().parse_args(["serve", artifacts["engine"], "--executor", "netdef", "--weights", artifacts["h5"]])
-        with session_opener(args, artifacts["engine"])(None) as session:  # as the server opens its instances
+        with open_instance(None, **instance_options(args, artifacts["engine"])) as session:  # as an instance does
+            torch.set_num_threads(1)  # 200 small batches: one thread is fastest, on busy cores by far
             direct = [session.infer(x)["logits"] for x in inputs]
     finally:
         torch.set_num_threads(threads)

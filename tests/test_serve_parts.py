@@ -123,24 +123,123 @@ def test_batched_infer_joins_requests_and_gives_each_its_own_items(kind, request
     assert rel_err(single["sum"], responses[1]["sum"]) < 1e-6
 
 
+class Doubling:
+    """A stand-in session: out = 2 * in, with or without a batch dim; a session factory too (device, **options)."""
+
+    def __init__(self, device=None, batched=True):
+        shape = (-1, 3) if batched else (2, 3)
+        self.inputs, self.outputs = [_spec("in", True, shape)], [_spec("out", False, shape)]
+        self.seen, self.meta = [], {}
+
+    def input_buffer(self, name, shape):
+        return None
+
+    def infer(self, feeds):
+        self.seen.append(feeds["in"].shape)
+        return {"out": feeds["in"] * 2}
+
+    def close(self):
+        pass
+
+
 def test_unbatched_model_runs_each_request_alone():
-    class Doubling:
-        def __init__(self):
-            self.seen = []
-
-        def input_buffer(self, name, shape):
-            return None
-
-        def infer(self, feeds):
-            self.seen.append(feeds["in"].shape)
-            return {"out": feeds["in"] * 2}
-
-    sig = ModelSignature.from_specs("m", [_spec("in", True, (2, 3)), _spec("out", False, (2, 3))])
-    fake = Doubling()
+    fake = Doubling(batched=False)
+    sig = ModelSignature.from_specs("m", fake.inputs + fake.outputs)
     requests = [{"in": np.full((2, 3), v, np.float32)} for v in (1.0, 5.0)]
     responses = BatchedInfer(fake, sig)(requests)
     assert fake.seen == [(2, 3), (2, 3)]
     assert [float(r["out"][0, 0]) for r in responses] == [2.0, 10.0]
+
+
+# --- a model instance in Triton's Python backend ----------------------------------------------------------------
+
+def tiny_session(device, seed=5, max_batch=6):
+    """A session factory as an instance process calls it (module:callable, JSON-able options)."""
+    return InferenceSession.from_definition(tiny_network(tiny_weights(seed=seed)), device=device or "cpu",
+                                            batch=(1, 4, max_batch))
+
+
+class FakeBackend:
+    """triton_python_backend_utils as the stub offers it, for the parts an instance uses."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, np.array(array)  # the stub copies into its shared memory
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class TritonError:
+        def __init__(self, message):
+            self.message = message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.output_tensors, self.error = output_tensors, error
+
+    class Request:
+        def __init__(self, tensors, requested=()):
+            self.tensors, self.requested = tensors, list(requested)
+
+        def requested_output_names(self):
+            return self.requested
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return FakeBackend.Tensor(name, request.tensors[name])
+
+
+def _instance(tmp_path, monkeypatch, options, devices=(None,), instance=0, factory="tiny_session"):
+    """Write the model folder, then start instance `instance` the way the backend does (config as JSON)."""
+    from google.protobuf import json_format
+    from netdef.serve.instance import TritonPythonModel, group_name, write_model_folder
+
+    monkeypatch.setitem(__import__("sys").modules, "triton_python_backend_utils", FakeBackend)
+    sig = ModelSignature.from_specs("tiny", tiny_session(None).inputs + tiny_session(None).outputs, opt_batch=4)
+    folder = write_model_folder(tmp_path, sig, f"tests.test_serve_parts:{factory}", options, list(devices),
+                                max_queue_delay_us=100)
+    config, _ = _parse((folder / "config.pbtxt").read_text())
+    model = TritonPythonModel()
+    model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+                      "model_instance_name": f"{group_name('tiny', instance)}_0"})
+    return model, folder, config
+
+
+def test_instance_serves_batches_of_requests_from_its_own_session(tmp_path, monkeypatch, session):
+    model, folder, config = _instance(tmp_path, monkeypatch, {"seed": 5}, devices=("cpu", None), instance=1)
+    assert (config.backend, config.max_batch_size, list(config.dynamic_batching.preferred_batch_size)) == \
+        ("python", 6, [4, 6])
+    assert [(g.name, g.count) for g in config.instance_group] == [("tiny_i0", 1), ("tiny_i1", 1)]
+    assert model.device is None  # instance 1's device, from the setup
+    text = (folder / "1" / "model.py").read_text()
+    assert "from netdef.serve.instance import TritonPythonModel" in text and repr(os.getcwd()) in text
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((n, C_IN, SIZE, SIZE)).astype(np.float32),
+              "y": rng.standard_normal((n, C_OUT, SIZE, SIZE)).astype(np.float32)} for n in (2, 1, 3)]
+    requests = [FakeBackend.Request(f, requested) for f, requested in zip(feeds, ([], ["pooled"], []))]
+    responses = model.execute(requests)
+    assert [[t.name() for t in r.output_tensors] for r in responses] == [["sum", "pooled"], ["pooled"], ["sum", "pooled"]]
+    for feed, response in zip(feeds, responses):
+        direct = session.infer(feed)  # the module's session has the same weights (seed 5)
+        for t in response.output_tensors:
+            assert rel_err(t.as_numpy(), direct[t.name()]) < 1e-6, t.name()
+    assert model.batched.stats() == {"calls": 1, "requests": 3, "items": 6, "mean_batch": 6.0}
+    model.finalize()
+    (failed,) = model.execute(requests[:1])  # a session that fails answers with the reason, naming the instance
+    assert failed.output_tensors == [] and "tiny_i1_0 on cpu: SessionClosedError" in failed.error.message
+
+
+def test_instance_with_another_signature_refuses_to_start(tmp_path, monkeypatch):
+    with pytest.raises(SignatureError, match="tiny: the instance on cpu opened a session that takes batches up to 3; "
+                                             "the model serves batches up to 6"):
+        _instance(tmp_path, monkeypatch, {"max_batch": 3})
+    with pytest.raises(SignatureError, match=r"tiny: the instance on cuda:1 opened a session with inputs "
+                                             r"\[in float32\[3\]\] and outputs \[out float32\[3\]\]; the model "
+                                             r"serves \[x float32\[3, 8, 8\], y float32\[4, 8, 8\]\] and \[sum"):
+        _instance(tmp_path, monkeypatch, {}, devices=("cuda:1",), factory="Doubling")
 
 
 # --- placement ---------------------------------------------------------------------------------------------
@@ -279,17 +378,26 @@ def _serve_args(argv: list[str]) -> argparse.Namespace:
     return make_parser().parse_args(["serve", *argv])
 
 
-def test_serve_models_from_arguments(monkeypatch):
-    from netdef.commands.serve import build_models
+def test_serve_models_from_arguments(tmp_path):
+    from netdef.commands.serve import INSTANCE_FACTORY, build_models
 
-    models = build_models(_serve_args(["a.engine", "b.engine", "--name", "first", "--name", "second",
-                                            "--device", "1", "--instances", "2", "--no-dynamic-batching"]))
-    assert [(m.name, m.devices, m.dynamic_batching) for m in models] == [("first", ["1", "1"], False),
-                                                                        ("second", ["1", "1"], False)]
+    a, b = _fake_engine(tmp_path / "a"), _fake_engine(tmp_path / "b")
+    models = build_models(_serve_args([str(a), str(b), "--name", "first", "--name", "second", "--device", "1",
+                                       "--instances", "2", "--no-dynamic-batching", "--max-batch", "16"]))
+    assert [(m.name, m.devices, m.dynamic_batching, m.factory) for m in models] == [
+        ("first", ["1", "1"], False, INSTANCE_FACTORY), ("second", ["1", "1"], False, INSTANCE_FACTORY)]
+    assert models[1].options == {"engine": str(b), "executor": "tensorrt", "arch": None, "weights": None,
+                                 "precision": None}
+    # TensorRT: the signature from the sidecar, here, without a GPU
+    assert (models[0].signature.name, models[0].signature.max_batch_size) == ("first", 16)
+    assert json.loads(json.dumps(models[0].options)) == models[0].options  # travels in the Triton config
+    (executor,) = build_models(_serve_args([str(a), "--executor", "netdef", "--weights", "w.h5", "--instances", "2"]))
+    assert executor.signature is None and executor.devices == [None, None]  # read from a session when serving
+    assert executor.options["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     with pytest.raises(ValueError, match="1 --name for 2 engines"):
-        build_models(_serve_args(["a.engine", "b.engine", "--name", "x", "--device", "0"]))
+        build_models(_serve_args([str(a), str(b), "--name", "x", "--device", "0"]))
     with pytest.raises(ValueError, match="--executor netdef serves one network"):
-        build_models(_serve_args(["a.engine", "b.engine", "--executor", "netdef"]))
+        build_models(_serve_args([str(a), str(b), "--executor", "netdef"]))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

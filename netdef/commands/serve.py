@@ -1,24 +1,22 @@
 """`netdef serve ENGINE [ENGINE ...]`: serve engines with NVIDIA Triton Inference Server (through PyTriton).
 
 One Triton model per engine (name: the file stem, or --name), inputs/outputs and the batch range from the
-engine, dynamic batching toward the profile's opt and max batch, N instances each with its own session
-(on TensorRT its own execution context and stream, spread over the visible GPUs or --gpus). The model
-function is netdef's runtime: TensorRT on a GPU, or `--executor netdef` where TensorRT cannot run.
+engine, dynamic batching toward the profile's opt and max batch, N instances each with its own session in
+its own process (Triton's Python backend; on TensorRT its own execution context and stream, spread over the
+visible GPUs or --gpus). The model function is netdef's runtime: TensorRT on a GPU, or `--executor netdef`
+where TensorRT cannot run.
 HTTP, gRPC and Prometheus metrics listen on --host (default 127.0.0.1 only; 0.0.0.0 to expose them).
 Ctrl+C or SIGTERM stops the server cleanly. Needs the `serve` extra: pip install 'netdef-trt[serve]'.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any
 
 from netdef.commands.infer import add_session_arguments, open_from_args
-
-log = logging.getLogger("netdef.serve")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,22 +41,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def session_opener(args: argparse.Namespace, engine: str | None) -> Callable[[str | None], Any]:
-    """open_session(device) for one engine, the way `netdef infer` opens one (same options)."""
-    def open_session(device: str | None) -> Any:
-        return open_from_args(argparse.Namespace(**{**vars(args), "engine": engine, "device": device}))
-
-    return open_session
+INSTANCE_FACTORY = "netdef.commands.serve:open_instance"
 
 
-def share_cpu_threads(instances: int) -> None:
-    """CPU executor instances run side by side: give each its share of the cores, not a full pool each
-    (oversubscribed pools slow every instance down many times over on busy machines)."""
-    import torch
+def instance_options(args: argparse.Namespace, engine: str | None, instances: int = 1) -> dict[str, Any]:
+    """What each instance process needs to open its session the way `netdef infer` opens one (JSON-able)."""
+    options: dict[str, Any] = {"engine": engine, "executor": args.executor, "arch": args.arch,
+                               "weights": args.weights, "precision": args.precision}
+    if args.executor == "netdef" and args.device in (None, "cpu"):
+        # CPU executor instances run side by side: each its share of the cores, not a full pool each
+        # (oversubscribed pools slow every instance down many times over on busy machines)
+        options["torch_threads"] = max(1, len(os.sched_getaffinity(0)) // instances)
+    return options
 
-    threads = max(1, len(os.sched_getaffinity(0)) // instances)
-    torch.set_num_threads(threads)
-    log.info("netdef executor on CPU: %d instance(s), %d torch thread(s) each", instances, threads)
+
+def open_instance(device: str | None, engine: str | None, executor: str, arch: str | None = None,
+                  weights: str | None = None, precision: str | None = None, torch_threads: int | None = None) -> Any:
+    """One instance's session (called in the instance's own process, see netdef.serve.instance)."""
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    return open_from_args(argparse.Namespace(engine=engine, executor=executor, arch=arch, weights=weights,
+                                             precision=precision, device=device))
+
+
+def engine_signature(name: str, engine: str | None, executor: str, max_batch: int | None) -> Any:
+    """TensorRT: the signature from the engine's sidecar (no GPU needed here); None for the executor, whose
+    session is opened once to read it (its definition decides the I/O)."""
+    if executor != "tensorrt" or engine is None:
+        return None
+    from netdef.engine import read_sidecar
+    from netdef.serve.signature import ModelSignature
+
+    return ModelSignature.from_sidecar(name, read_sidecar(engine, check_binding=False), max_batch)
 
 
 def build_models(args: argparse.Namespace) -> list[Any]:
@@ -75,11 +91,13 @@ def build_models(args: argparse.Namespace) -> list[Any]:
     if len(names) != len(engines):
         raise ValueError(f"{len(names)} --name for {len(engines)} engines: give one per engine, in order")
     devices = instance_devices(args.executor, args.instances, parse_gpus(args.gpus), args.device)
-    if args.executor == "netdef" and args.device in (None, "cpu"):
-        share_cpu_threads(args.instances)
-    return [ServedModel(model_name(engine, name, fallback=args.arch or "model"), session_opener(args, engine),
-                        devices, args.dynamic_batching, args.max_queue_delay_us, args.max_batch)
-            for engine, name in zip(engines, names)]
+    models = []
+    for engine, name in zip(engines, names):
+        name = model_name(engine, name, fallback=args.arch or "model")
+        models.append(ServedModel(name, INSTANCE_FACTORY, instance_options(args, engine, len(devices)), devices,
+                                  args.dynamic_batching, args.max_queue_delay_us, args.max_batch,
+                                  engine_signature(name, engine, args.executor, args.max_batch)))
+    return models
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """What the Triton server that PyTriton starts needs from this process's environment, set up before it starts.
 
-- Triton's Python backend runs each model instance's proxy in a stub process that embeds this interpreter's
+- Triton's Python backend runs each model instance in a stub process that embeds this interpreter's
   version of libpython. The stub is linked against `libpython3.X.so.1.0` and finds it through the loader's
   search path; the one it must load is this interpreter's own (pyenv and similar installs keep it in
   sysconfig's LIBDIR, off that path, and a system libpython of another patch level fails at import time).

@@ -1,4 +1,4 @@
-"""A model repository for Triton's own TensorRT backend, from an engine and its sidecar:
+"""Triton model configurations (config.pbtxt), and a model repository for Triton's own TensorRT backend:
 
     OUT/NAME/config.pbtxt       platform tensorrt_plan, I/O names, types and dims, max_batch_size from the
                                 profile, dynamic batching, instance group (with the optimization profile)
@@ -6,7 +6,8 @@
 
 For users who run Triton themselves (containers, Kubernetes). The plan runs only on the TensorRT version it
 was built with, so the Triton release must carry that TensorRT (the sidecar records it). Both files are
-written atomically; the engine is never overwritten.
+written atomically; the engine is never overwritten. `python_config_text` describes the same signature for
+Triton's Python backend, which `netdef serve` uses (instance.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from netdef.serve.signature import ModelSignature, TensorSignature
 
@@ -51,19 +52,42 @@ def _tensors(kind: str, tensors: Sequence[TensorSignature]) -> list[str]:
     return lines + ["]"]
 
 
+def _head(name: str, backend: str, signature: ModelSignature) -> list[str]:
+    lines = [f"name: {_quote(name)}", backend, f"max_batch_size: {signature.max_batch_size}"]
+    return lines + _tensors("input", signature.inputs) + _tensors("output", signature.outputs)
+
+
+def _batcher(signature: ModelSignature, dynamic_batching: bool, max_queue_delay_us: int) -> list[str]:
+    if not (signature.batched and dynamic_batching):
+        return []
+    return ["dynamic_batching {", f"  preferred_batch_size: {_list(signature.preferred_batch_sizes())}",
+            f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
+
+
 def config_text(signature: ModelSignature, options: RepositoryOptions) -> str:
     """config.pbtxt (protobuf text format of Triton's ModelConfig) for the TensorRT backend."""
-    lines = [f"name: {_quote(options.name)}", 'platform: "tensorrt_plan"',
-             f"max_batch_size: {signature.max_batch_size}"]
-    lines += _tensors("input", signature.inputs) + _tensors("output", signature.outputs)
-    if signature.batched and options.dynamic_batching:
-        lines += ["dynamic_batching {", f"  preferred_batch_size: {_list(signature.preferred_batch_sizes())}",
-                  f"  max_queue_delay_microseconds: {options.max_queue_delay_us}", "}"]
+    lines = _head(options.name, 'platform: "tensorrt_plan"', signature)
+    lines += _batcher(signature, options.dynamic_batching, options.max_queue_delay_us)
     group = [f"    count: {options.instances}", "    kind: KIND_GPU"]
     if options.gpus:
         group.append(f"    gpus: {_list(options.gpus)}")
     group.append('    profile: [ "0" ]')  # netdef engines have one optimization profile
     lines += ["instance_group [", "  {", *group, "  }", "]"]
+    return "\n".join(lines) + "\n"
+
+
+def python_config_text(signature: ModelSignature, groups: Sequence[str], dynamic_batching: bool,
+                       max_queue_delay_us: int, parameters: Mapping[str, str]) -> str:
+    """config.pbtxt for Triton's Python backend: one named instance group of one CPU-kind instance per entry of
+    `groups` (the instance places itself on its device), string `parameters` for the instances to read."""
+    lines = _head(signature.name, 'backend: "python"', signature)
+    lines += _batcher(signature, dynamic_batching, max_queue_delay_us)
+    lines.append("instance_group [")
+    lines += [f"  {{ name: {_quote(g)} count: 1 kind: KIND_CPU }}" + ("," if i < len(groups) - 1 else "")
+              for i, g in enumerate(groups)]
+    lines.append("]")
+    for key, value in parameters.items():
+        lines.append(f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,40 +1,54 @@
-"""Triton Inference Server serving netdef sessions, through PyTriton.
+"""Triton Inference Server serving netdef sessions: PyTriton starts the server, Triton's Python backend runs
+the models.
 
-PyTriton starts a real `tritonserver` (HTTP, gRPC, metrics, dynamic batching) whose Python backend forwards
-each model instance's batches to a function in this process: here a `BatchedInfer` over one
-InferenceSession, so N instances are N sessions (on TensorRT, N execution contexts with their own streams,
-on the GPUs `placement` chose), each called from its own thread.
+PyTriton brings and launches a real `tritonserver` (HTTP, gRPC, metrics, dynamic batching). Its own way of
+serving a Python callable (`Triton.bind`) sends every batch from the backend's stub process to the callable's
+process through a second hop (ZeroMQ messages, a shared-memory tensor store with a manager process, JSON), and
+runs every instance's callable under that process's one GIL: measured here (bench/serve_overhead.py), 2-3 ms
+per batch plus 0.3-0.7 ms per request before the model runs. So each model is written into a model repository
+for Triton's Python backend instead (instance.py): every instance is a stub process of its own that opens its
+session there (on TensorRT its own execution context and stream on the GPU `placement` chose) and receives its
+batches straight from Triton's shared memory.
 
-    with ModelServer([ServedModel("r50", open_session, ["0", "1"])], ServerConfig(http_port=8000)) as server:
+    with ModelServer([ServedModel("r50", "netdef.commands.serve:open_instance", options, ["0", "1"])],
+                     ServerConfig(http_port=8000)) as server:
         server.wait(stop_event)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
-from netdef.serve.batching import BatchedInfer
 from netdef.serve.environment import prepare_server_environment
-from netdef.serve.signature import ModelSignature, SignatureError
+from netdef.serve.instance import resolve, write_model_folder
+from netdef.serve.signature import ModelSignature
 
 log = logging.getLogger("netdef.serve")
 
 
+class ServeError(RuntimeError):
+    """The server or a model could not start; the message says which and why (Triton's own words)."""
+
+
 @dataclass
 class ServedModel:
-    """One Triton model: `open_session(device)` is called once per instance, with that instance's device."""
+    """One Triton model. Each instance opens its session in its own process as `factory(device, **options)`
+    ("module:callable", JSON-able options), one instance per entry of `devices`."""
 
     name: str
-    open_session: Callable[[str | None], Any]
+    factory: str
+    options: dict[str, Any] = field(default_factory=dict)
     devices: list[str | None] = field(default_factory=lambda: [None])
     dynamic_batching: bool = True
     max_queue_delay_us: int = 0
     max_batch: int | None = None
-    # filled by the server while it runs
-    signature: ModelSignature | None = None
-    instances: list[BatchedInfer] = field(default_factory=list)
+    signature: ModelSignature | None = None  # None: read from a session opened here once, before serving
 
 
 @dataclass
@@ -49,8 +63,8 @@ class ServerConfig:
 
 
 class ModelServer:
-    """Open the sessions, start Triton with one model per ServedModel, wait until every model is ready; `stop()`
-    stops the server and closes the sessions (also when starting failed half way)."""
+    """Start Triton with one model per ServedModel and load each (its instances open their sessions); `stop()`
+    stops the server, which finalizes the instances (closing their sessions), also when starting failed half way."""
 
     def __init__(self, models: Sequence[ServedModel], config: ServerConfig | None = None) -> None:
         names = [m.name for m in models]
@@ -61,6 +75,7 @@ class ModelServer:
         self.models = list(models)
         self.config = config or ServerConfig()
         self.triton: Any = None
+        self.repository: Path | None = None
         self.environment: dict[str, str] = {}
 
     # --- lifetime ---
@@ -70,39 +85,43 @@ class ModelServer:
 
         try:
             for model in self.models:
-                self._open(model)
+                self._describe(model)
+            self.repository = Path(tempfile.mkdtemp(prefix="netdef-serve-"))
             c = self.config
             self.triton = Triton(config=TritonConfig(
-                http_address=c.host, http_port=c.http_port, grpc_address=c.host, grpc_port=c.grpc_port,
-                metrics_address=c.host, metrics_port=c.metrics_port, log_file=c.log_file, log_verbose=c.log_verbose,
-                exit_timeout_secs=c.exit_timeout_s))
+                model_repository=self.repository, http_address=c.host, http_port=c.http_port, grpc_address=c.host,
+                grpc_port=c.grpc_port, metrics_address=c.host, metrics_port=c.metrics_port, log_file=c.log_file,
+                log_verbose=c.log_verbose, exit_timeout_secs=c.exit_timeout_s))
+            self.triton.run()  # returns once the server is ready (the repository is still empty)
             for model in self.models:
-                self._bind(model)
-            self.triton.run()  # returns once the server and every model are ready
+                assert model.signature is not None
+                write_model_folder(self.repository, model.signature, model.factory, model.options, model.devices,
+                                   model.dynamic_batching, model.max_queue_delay_us)
+                self._load(model.name)
         except BaseException:
             self.stop()
             raise
         return self
 
     def wait(self, stop: threading.Event, poll_s: float = 1.0) -> bool:
-        """Block until `stop` is set (True) or the server or a model instance dies (False)."""
+        """Block until `stop` is set (True) or the server dies (False)."""
         while not stop.wait(poll_s):
             if not self.triton.is_alive():
-                log.error("the Triton server or a model instance stopped unexpectedly")
+                log.error("the Triton server stopped unexpectedly")
                 return False
         return True
 
     def stop(self) -> None:
-        """Stop Triton (it finishes requests in flight first), then close every session. Idempotent."""
+        """Stop Triton (it finishes requests in flight, then finalizes every instance, which closes its session),
+        then remove the model repository. Idempotent."""
         try:
             if self.triton is not None:
                 triton, self.triton = self.triton, None
                 triton.stop()
         finally:
-            for model in self.models:
-                instances, model.instances = model.instances, []
-                for instance in instances:
-                    instance.session.close()
+            if self.repository is not None:
+                shutil.rmtree(self.repository, ignore_errors=True)
+                self.repository = None
 
     def __enter__(self) -> "ModelServer":
         return self.start()
@@ -135,42 +154,50 @@ class ModelServer:
         lines += [f"{kind:<8}{url}" for kind, url in self.urls().items()]
         return lines
 
-    def stats(self) -> dict[str, list[dict[str, float]]]:
-        """Per model, per instance: calls, requests, items, mean batch (what the instances saw)."""
-        return {m.name: [i.stats() for i in m.instances] for m in self.models}
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per model, Triton's own counts since it loaded: executions (batches run), requests, items, and the
+        summed nanoseconds requests spent queued and in the instance's input, execute and output steps."""
+        out = {}
+        with self._client() as client:
+            for m in self.models:
+                (st,) = client.get_inference_statistics(m.name, headers=self._headers())["model_stats"]
+                inf = st["inference_stats"]
+                out[m.name] = {"executions": int(st["execution_count"]), "items": int(st["inference_count"]),
+                               "requests": int(inf["success"]["count"]),
+                               **{f"{k}_ns": int(inf[k]["ns"]) for k in ("queue", "compute_input", "compute_infer",
+                                                                         "compute_output")}}
+        return out
 
     # --- internals ---
-    def _open(self, model: ServedModel) -> None:
-        for device in model.devices:
-            session = model.open_session(device)
+    def _describe(self, model: ServedModel) -> None:
+        """The model's signature, from a session opened here with the first instance's device when not given."""
+        if model.signature is not None:
+            return
+        session = resolve(model.factory)(model.devices[0], **model.options)
+        try:
+            opt = (session.meta.get("batch") or [1, 1, 1])[1]
+            model.signature = ModelSignature.from_specs(model.name, session.inputs + session.outputs,
+                                                        opt_batch=int(opt), max_batch=model.max_batch)
+        finally:
+            session.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {"triton-access-token": self.access_token or ""}
+
+    def _client(self) -> Any:
+        import tritonclient.http as http
+
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        return contextlib.closing(http.InferenceServerClient(f"{host}:{self.config.http_port}", network_timeout=600.0))
+
+    def _load(self, name: str) -> None:
+        """Load one model (its instances start and open their sessions); Triton's reason when that fails."""
+        from tritonclient.utils import InferenceServerException
+
+        with self._client() as client:
             try:
-                if model.signature is None:
-                    opt = (session.meta.get("batch") or [1, 1, 1])[1]
-                    model.signature = ModelSignature.from_specs(model.name, session.inputs + session.outputs,
-                                                                opt_batch=int(opt), max_batch=model.max_batch)
-                elif ModelSignature.from_specs(model.name, session.inputs + session.outputs, max_batch=model.max_batch
-                                               ).inputs != model.signature.inputs:
-                    raise SignatureError(f"{model.name}: instance on {device} has other inputs than the first")
-            except BaseException:
-                session.close()
-                raise
-            model.instances.append(BatchedInfer(session, model.signature))
+                client.load_model(name, headers=self._headers())
+            except InferenceServerException as exc:
+                raise ServeError(f"{name}: Triton could not load the model: {exc.message()}") from None
+        log.info("%s: loaded", name)
 
-    def _bind(self, model: ServedModel) -> None:
-        import numpy as np
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-
-        sig = model.signature
-        assert sig is not None
-
-        def tensors(items: Sequence[Any]) -> list[Any]:
-            return [Tensor(name=t.name, dtype=np.dtype(t.dtype).type, shape=t.dims) for t in items]
-
-        if sig.batched:
-            batcher = DynamicBatcher(max_queue_delay_microseconds=model.max_queue_delay_us,
-                                     preferred_batch_size=sig.preferred_batch_sizes()) if model.dynamic_batching else None
-            config = ModelConfig(batching=True, max_batch_size=sig.max_batch_size, batcher=batcher)
-        else:
-            config = ModelConfig(batching=False)
-        self.triton.bind(model_name=model.name, infer_func=list(model.instances), inputs=tensors(sig.inputs),
-                         outputs=tensors(sig.outputs), config=config, strict=False)

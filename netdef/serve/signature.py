@@ -108,6 +108,22 @@ class ModelSignature:
         batch = meta.get("batch") or [1, 1, 1]
         return cls.from_specs(name, specs, opt_batch=int(batch[1]), max_batch=max_batch)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (what a model instance process receives in its Triton config's parameters)."""
+        def tensors(items: Sequence[TensorSignature]) -> list[list[Any]]:
+            return [[t.name, t.dtype.str, list(t.dims)] for t in items]
+
+        return {"name": self.name, "inputs": tensors(self.inputs), "outputs": tensors(self.outputs),
+                "max_batch_size": self.max_batch_size, "opt_batch": self.opt_batch}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSignature":
+        def tensors(items: Sequence[Sequence[Any]]) -> tuple[TensorSignature, ...]:
+            return tuple(TensorSignature(name, np.dtype(dtype), tuple(int(d) for d in dims)) for name, dtype, dims in items)
+
+        return cls(data["name"], tensors(data["inputs"]), tensors(data["outputs"]), int(data["max_batch_size"]),
+                   int(data.get("opt_batch", 1)))
+
 
 def _sigs(specs: Sequence[TensorSpec], drop: int) -> tuple[TensorSignature, ...]:
     return tuple(TensorSignature(s.name, np.dtype(s.dtype), tuple(int(d) for d in s.shape[drop:])) for s in specs)

@@ -1,0 +1,50 @@
+"""bench/serve.py's host-side parts (no server, no GPU): the no-op model that stands in for any engine, the
+engine's share of an execution, and the verdicts that say whether serving or the engine limits throughput."""
+from __future__ import annotations
+
+import numpy as np
+
+from bench.serve import engine_ms, verdicts
+from bench.serve_overhead import NoopSession
+from netdef.serve.batching import BatchedInfer
+from netdef.serve.instance import open_instance
+from netdef.serve.signature import ModelSignature, TensorSignature
+
+
+def _yolo_like() -> ModelSignature:
+    f32, i32 = np.dtype(np.float32), np.dtype(np.int32)
+    return ModelSignature("y", (TensorSignature("input", f32, (3, 16, 16)),),
+                          (TensorSignature("num_detections", i32, (1,)), TensorSignature("det_boxes", f32, (100, 4))),
+                          max_batch_size=8, opt_batch=4)
+
+
+def test_noop_model_takes_the_engines_io_and_answers_each_request_with_its_items():
+    sig = _yolo_like()
+    setup = {"factory": "bench.serve_overhead:NoopSession", "options": {"signature": sig.as_dict()},
+             "devices": {"y_i0": None}, "signature": sig.as_dict()}
+    session, served, _ = open_instance(setup, "y_i0")  # the instance's own signature check passes
+    assert served == sig and session.meta["batch"] == [1, 4, 8]
+    rng = np.random.default_rng(0)
+    requests = [{"input": rng.standard_normal((n, 3, 16, 16)).astype(np.float32)} for n in (3, 1, 4)]
+    responses = BatchedInfer(session, sig)(requests)
+    assert [(r["num_detections"].shape, r["num_detections"].dtype, r["det_boxes"].shape) for r in responses] == \
+        [((3, 1), np.int32, (3, 100, 4)), ((1, 1), np.int32, (1, 100, 4)), ((4, 1), np.int32, (4, 100, 4))]
+    staged = session.staging["input"][:8]  # the requests were joined into the staging buffer, in order
+    assert np.array_equal(staged, np.concatenate([r["input"] for r in requests]))
+    assert NoopSession(None, payload="tiny").inputs[0].shape == (-1, 4)
+
+
+def test_engine_share_and_verdicts():
+    raw = {"items_per_s": 1000.0, "ms_per_batch": {1: 1.0, 8: 2.0, 32: 8.0}}
+    assert [engine_ms(raw, b) for b in (1, 4.5, 20, 40)] == [1.0, 1.5, 5.0, 8.0]
+
+    def row(items: float, noop: bool, clients: int = 64) -> dict:
+        return {"model": "m", "dynamic_batching": True, "clients": clients, "noop": noop, "items_per_s": items,
+                "label": "NO-OP" if noop else "2 inst", "inputs": "grpc"}
+
+    report = {"models": {"m": {"raw": raw}}}
+    lines = verdicts(report, [row(700, False), row(300, False, 16), row(750, True)], 0.8)
+    assert lines[0].startswith("m: best at 64 clients") and "= 0.70x raw 1000.0" in lines[0] and "NOT met" in lines[0]
+    assert "ceiling without the engine" in lines[1] and "0.75x raw" in lines[1] and "cannot carry it" in lines[1]
+    lines = verdicts(report, [row(850, False), row(3000, True)], 0.8)
+    assert lines[0].endswith("met") and "NOT" not in lines[0] and lines[1].endswith("= 3.00x raw")
