@@ -147,16 +147,8 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     import implicit_int8
     import torch
 
-    from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
-
     prepare = _load("gpu_prepare")
-    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
-    (tmp_path / "t.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
-    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
-    reference = YOLOv4.from_hdf5(tmp_path / "t.h5").reference(nms="raw").eval()
+    reference = _tiny_yolo(tmp_path).reference(nms="raw").eval()
     x = torch.from_numpy(np.random.default_rng().random((1, 3, 96, 96), dtype=np.float32))
     onnx = tmp_path / "yolov4_heads.onnx"
     prepare.export_onnx(prepare.WithHeads(reference), x, onnx, ["boxes", "scores", "head0", "head1"])
@@ -169,6 +161,48 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     import netdef.engine
 
     assert netdef.engine.configure.__module__ == "netdef.engine"  # restored after the block
+
+
+def _tiny_yolo(tmp_path: Path):
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+
+    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
+    (tmp_path / "t.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
+    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
+    return YOLOv4.from_hdf5(tmp_path / "t.h5")
+
+
+def test_prepared_references_are_the_eval_models_despite_the_onnx_exports(gpu, tmp_path) -> None:
+    """gpu_prepare's YOLOv4 files: the float64 references equal a fresh eval-mode reference's, after both ONNX
+    exports (the heads export once switched the reference to training: BatchNorm on batch statistics, heads
+    cosine 0.28-0.35 against right engines on the H200, 2026-11-30)."""
+    import torch
+
+    prepare = _load("gpu_prepare")
+    yolo = _tiny_yolo(tmp_path)
+    model = yolo.reference(nms="raw").eval()
+    rng = np.random.default_rng()
+    inputs = {b: rng.random((b, 3, 96, 96), dtype=np.float32) for b in (1, 2)}
+    prepare.write_model_files("yolov4", model, inputs, tmp_path, onnx_heads=True, device="cpu")
+    assert not any(m.training for m in model.modules())
+    assert (tmp_path / "yolov4.onnx").exists() and (tmp_path / "yolov4_heads.onnx").exists()
+    refs = dict(np.load(tmp_path / "yolov4_refs.npz"))
+    fresh = yolo.reference(nms="raw").eval().double()
+    with torch.no_grad():
+        x = torch.from_numpy(inputs[2]).double()
+        heads = fresh.heads(x)
+        boxes, scores = fresh.decode(heads, (96, 96))
+    for key, want in [("b2_head0", heads[0]), ("b2_head1", heads[1]), ("b2_out0", boxes), ("b2_out1", scores)]:
+        np.testing.assert_allclose(refs[key], want.numpy(), rtol=1e-12, atol=1e-12, err_msg=key)
+    wrapper = prepare.WithHeads(model)  # a training wrapper exported leaves every flag as it was
+    wrapper.training = True
+    prepare.export_onnx(wrapper, torch.from_numpy(inputs[1]), tmp_path / "again.onnx", ["boxes", "scores", "h0", "h1"])
+    assert wrapper.training and not any(m.training for m in model.modules())
+    with pytest.raises(RuntimeError, match="training mode"):
+        prepare.references(model.train(), inputs, "cpu")
 
 
 def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatch) -> None:
