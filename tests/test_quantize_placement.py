@@ -212,10 +212,15 @@ def test_group_amax_is_the_calibration_of_the_merged_histogram() -> None:
     np.testing.assert_allclose(merged.counts, sc.counts)
     assert merged.amax("entropy") == sc.amax("entropy") and merged.num_values == 100000
     c = (rng.standard_normal(50000) * 0.5).astype(np.float32)  # a much narrower range
-    sd, se = _stats("c", c), _stats("cat2", np.concatenate([b, c]))
-    width = se.hist_max / se.num_bins
+    cat = np.abs(np.concatenate([b, c]))
+    sd, se = _stats("c", c), _stats("cat2", cat)
+    merged = merge_stats([sb, sd], "b+c")  # c resampled onto b's 6x wider bins: off by at most a bin's count
+    assert np.abs(np.cumsum(merged.counts) - np.cumsum(se.counts)).max() <= se.counts.max()
     for method in ("entropy", "percentile", "mse"):
-        assert abs(merge_stats([sb, sd], "b+c").amax(method) - se.amax(method)) <= 2 * width
+        # In the sparse tail one value more or less moves an amax across many empty bins, so judge the
+        # amax by what it clips: within 0.02% of the values (worst of 300 seeds: 12 of 110000, entropy).
+        clipped = [int((cat > amax).sum()) for amax in (merged.amax(method), se.amax(method))]
+        assert abs(clipped[0] - clipped[1]) <= 2e-4 * cat.size, (method, clipped)
     groups = ScaleGroups([["b", "c"]])
     amax = groups.amax({"b": 1.0, "c": 2.0}, stats={"b": sb, "c": sd}, method="percentile")
     assert amax["b"] == amax["c"] == merge_stats([sb, sd], "g").amax("percentile")
