@@ -39,10 +39,32 @@ def test_layer_counts_of_the_implicit_int8_yolov4_engine(gpu) -> None:
     assert counts["layers"] == 200 and counts["reformats"] == 17 and counts["pointwise"] == 46
     assert counts["convolutions"] == counts["int8_weight_convolutions"] == counts["int8_input_convolutions"] == 105
     assert counts["conv_precisions"] == {"i8->f32": 4, "i8->i8": 101} and counts["merged_convolutions"] == 5
-    assert counts["standalone_quantize"] == 0
+    assert counts["standalone_quantize"] == 0 and counts["noop_reformats"] == counts["dequantize_copies"] == 0
     assert conv_precision({"TacticName": "sm80_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwc"}) == "f16->f16"
+    jit = {"TacticName": "sm80_xmma_fprop_implicit_gemm_interleaved_i8i8_i8i32_f32_nchw_vect_c_32",
+           "Inputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
+           "Outputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major FP16 format"}]}
+    assert conv_precision(jit) == "i8->f16"  # the resolved formats say what the JIT kernel's name does not
     q = layer_counts([{"Name": "layers.4/quantize", "LayerType": "Scale"}, {"Name": "a + b/quantize"}])
     assert q["standalone_quantize"] == 1
+
+
+def test_layer_counts_of_the_h200_netdef_yolov4_engines(gpu) -> None:
+    """The 2026-11-30 H200 run's engines as docs/int8.md section 4 reads them: INT8 (R3 placement) has 40 real
+    reformats, 23 of them the shortcut skips dequantized for the float Mish + add; 25 INT8 convs write float (the
+    23 shortcut branches, 137 and 148 before the FP16 head convs); FP16's 63 no-op reformats are free."""
+    from engine_layers import layer_counts, read_layers
+
+    run = BENCH / "results" / "gpu-2026-11-30-h200"
+    int8 = layer_counts(read_layers(run / "int8_y_yolov4-netdef-int8-level1.engine.layers.json.gz"))
+    assert (int8["layers"], int8["reformats"], int8["dequantize_copies"], int8["noop_reformats"]) == (215, 40, 23, 0)
+    assert int8["conv_precisions"] == {"f16->f16": 3, "i8->f16": 25, "i8->f32": 2, "i8->i8": 80}
+    assert int8["convolutions"] == 110 and int8["int8_weight_convolutions"] == int8["int8_input_convolutions"] == 107
+    assert (int8["pointwise"], int8["int8_pointwise"], int8["elementwise"]) == (36, 0, 6)
+    assert int8["merged_convolutions"] == 0
+    fp16 = layer_counts(read_layers(run / "int8_y_yolov4-netdef-fp16-level1.engine.layers.json.gz"))
+    assert (fp16["layers"], fp16["reformats"], fp16["noop_reformats"], fp16["merged_convolutions"]) == (258, 15, 63, 5)
+    assert fp16["conv_precisions"] == {"f16->f16": 105}
 
 
 def _row(model, precision, path, gpu_ms, heads_cos=None, cos=0.9999, rel=1e-3, level=1, **extra):
