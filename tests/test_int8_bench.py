@@ -79,7 +79,10 @@ def _row(model, precision, path, gpu_ms, heads_cos=None, cos=0.9999, rel=1e-3, l
 def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
     from gpu_table import int8_summary, int8_table
 
-    rows = [_row("yolov4", "int8", "implicit", 6.5, heads_cos=0.99, rel=0.03),
+    from engine_layers import layer_counts, read_layers
+
+    counts = layer_counts(read_layers(REFERENCE))
+    rows = [_row("yolov4", "int8", "implicit", 6.5, heads_cos=0.99, rel=0.03, engine_layers=counts),
             _row("yolov4", "fp16", "netdef", 8.4, heads_cos=0.9999, rel=1e-3),
             _row("yolov4", "int8", "netdef", 5.2, heads_cos=0.996, rel=0.01, placement={"requantized": 0}),
             _row("yolov4", "int8", "netdef", 9.0, level=3, error="BuildError: x"),
@@ -97,6 +100,8 @@ def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
     assert s[("yolov4", 3)]["errors"] == {"netdef_int8": "BuildError: x"}
     table = int8_table(rows)
     assert "netdef INT8 / implicit INT8 = 0.80" in table and "placement: {'requantized': 0}" in table
+    assert ("implicit_int8  engine: 200 layers, 17 reformats (0 dequantize copies, 0 no-op), 105/105 INT8 convs "
+            "({'i8->f32': 4, 'i8->i8': 101}), 5 merged, 46 pointwise (0 INT8 in/out), 6 element-wise") in table
 
 
 class _Config:
