@@ -1,9 +1,12 @@
 """What TensorRT built: an engine's layer list (IEngineInspector, DETAILED profiling verbosity) and its counts.
 
 `engine_layers(engine)` reads the inspector's JSON; `layer_counts(layers)` counts what issue 14 compares between
-netdef's INT8 engine and TensorRT's implicit-INT8 engine: engine layers, reformats, convolutions by input/output
-precision (from the kernel's tactic name, e.g. `..._i8i8_i8i32_f32_...` = INT8 in, INT8 out), INT8-weight
-convolutions, horizontally merged convolutions (`a || b`), pointwise kernels and standalone quantize layers.
+netdef's INT8 engine and TensorRT's implicit-INT8 engine (docs/int8.md section 4 predicts them): engine layers,
+reformats that copy (`Reformat` layers; the free `NoOp` "Reformatting CopyNode"s apart), the copies that dequantize
+a tensor for a float reader (`.../dequantize_clone_N`), convolution kernels of every kind (implicit GEMM, JIT, GEMM,
+conv + pool) by input/output precision (the resolved tensor formats; without them the tactic name, e.g.
+`..._i8i8_i8i32_f32_...` = INT8 in, INT8 out), INT8-weight convolutions, horizontally merged convolutions
+(`a || b`), pointwise kernels (and those reading and writing only INT8) and standalone quantize layers.
 Counting is pure JSON (runs anywhere; tests use the stored reference engine). The inspector part needs TensorRT.
 
     python bench/engine_layers.py layers.json.gz [...]      # counts of saved layer lists
@@ -18,9 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-CONV_TYPES = ("CaskConvolution", "Convolution", "CaskDeconvolution", "CudnnConvolution")
+CONV_TYPES = ("CaskConvolution", "Convolution", "CaskDeconvolution", "CudnnConvolution", "CaskJitConv",
+              "CaskGemmConvolution", "CaskConvActPool")
 POINTWISE_TYPES = ("PointWiseV2", "PointWise")
 _TACTIC_TYPES = re.compile(r"_(i8|f16|f32|tf32|bf16)(i8|f16|f32|tf32|bf16)_")
+_FORMAT_TYPES = (("Int8", "i8"), ("FP16", "f16"), ("Half", "f16"), ("FP32", "f32"), ("Float", "f32"),
+                 ("BF16", "bf16"))
 
 
 def read_layers(path: str | Path) -> list[dict[str, Any]]:
@@ -51,14 +57,34 @@ def engine_layers(engine: Any, context: Any = None) -> tuple[str, list[dict[str,
     return text, parse_layers(text)
 
 
+def _tensor_type(tensor: Any) -> str | None:
+    """`i8`, `f16`, `f32`... of a resolved tensor format ("Thirty-two wide channel vectorized row major Int8
+    format"), None where the inspector had no shapes ("N/A due to dynamic shapes")."""
+    text = str(tensor.get("Format/Datatype", "")) if isinstance(tensor, dict) else ""
+    return next((short for word, short in _FORMAT_TYPES if word in text.split()), None)
+
+
 def conv_precision(layer: dict[str, Any]) -> str:
-    """"in->out" of a convolution kernel from its tactic name (`i8->i8`, `i8->f32`, `f16->f16`), or "?"."""
+    """"in->out" of a convolution kernel (`i8->i8`, `i8->f16`, `f16->f16`): from its resolved data input and
+    output formats (a JIT kernel's tactic name says `i8i8` while it writes FP16), else from its tactic name; "?"."""
+    ins, outs = layer.get("Inputs") or [None], layer.get("Outputs") or [None]
+    a, b = _tensor_type(ins[0]), _tensor_type(outs[0])
+    if a and b:
+        return f"{a}->{b}"
     m = _TACTIC_TYPES.search(str(layer.get("TacticName", "")))
     return f"{m.group(1)}->{m.group(2)}" if m else "?"
 
 
-def _is_reformat(layer: dict[str, Any]) -> bool:
-    return layer.get("LayerType") == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting CopyNode")
+def _is_noop_reformat(layer: dict[str, Any]) -> bool:
+    return layer.get("LayerType") == "NoOp" and str(layer.get("Name", "")).startswith("Reformatting CopyNode")
+
+
+def _is_int8_pointwise(layer: dict[str, Any]) -> bool:
+    """A pointwise or element-wise kernel that reads and writes only INT8 tensors (resolved formats)."""
+    if layer.get("LayerType") not in POINTWISE_TYPES + ("ElementWise",):
+        return False
+    types = [_tensor_type(t) for t in (layer.get("Inputs") or []) + (layer.get("Outputs") or [])]
+    return bool(types) and all(t == "i8" for t in types)
 
 
 def _is_standalone_quantize(layer: dict[str, Any]) -> bool:
@@ -69,17 +95,21 @@ def _is_standalone_quantize(layer: dict[str, Any]) -> bool:
 
 def layer_counts(layers: list[dict[str, Any]]) -> dict[str, Any]:
     convs = [layer for layer in layers if layer.get("LayerType") in CONV_TYPES]
-    weights = Counter(str((layer.get("Weights") or {}).get("Type", "?")) for layer in convs)
+    weights = Counter(str((layer.get("Weights") or layer.get("ConvWeights") or {}).get("Type", "?")) for layer in convs)
     precisions = Counter(conv_precision(layer) for layer in convs)
     return {
         "layers": len(layers),
-        "reformats": sum(_is_reformat(layer) for layer in layers),
+        "reformats": sum(layer.get("LayerType") == "Reformat" for layer in layers),
+        "noop_reformats": sum(_is_noop_reformat(layer) for layer in layers),
+        "dequantize_copies": sum(layer.get("LayerType") == "Reformat" and "/dequantize_clone" in
+                                 str(layer.get("Name", "")) for layer in layers),
         "convolutions": len(convs),
         "int8_weight_convolutions": weights.get("Int8", 0),
         "int8_input_convolutions": sum(n for p, n in precisions.items() if p.startswith("i8")),
         "conv_precisions": dict(sorted(precisions.items())),
         "merged_convolutions": sum(" || " in str(layer.get("Name", "")) for layer in convs),
         "pointwise": sum(layer.get("LayerType") in POINTWISE_TYPES for layer in layers),
+        "int8_pointwise": sum(_is_int8_pointwise(layer) for layer in layers),
         "elementwise": sum(layer.get("LayerType") == "ElementWise" for layer in layers),
         "standalone_quantize": sum(_is_standalone_quantize(layer) for layer in layers),
         "layer_types": dict(sorted(Counter(str(layer.get("LayerType", "?")) for layer in layers).items())),

@@ -52,8 +52,20 @@ def make_yolov4(arch: str, work: Path) -> tuple[Path, torch.nn.Module]:
 
 
 def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
-    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=outputs, opset_version=17,
-                      dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)
+    """The inference graph (every module in eval mode) as ONNX; every module's training flag is left as it was.
+
+    torch.onnx.export ends by calling train(flag) on the module it exported, which sets that flag on every
+    submodule: a wrapper built in train mode (torch's default) switched the wrapped YOLOv4 reference to training,
+    and its float64 references were then computed with BatchNorm on batch statistics (H200 run 2026-11-30:
+    heads cosine 0.28-0.35 against engines that were right)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=outputs, opset_version=17,
+                          dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 class WithHeads(torch.nn.Module):
@@ -63,6 +75,7 @@ class WithHeads(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # a wrapper in train mode would set the model's flag too
 
     def forward(self, x: torch.Tensor) -> tuple:
         heads = self.model.heads(x)
@@ -107,12 +120,17 @@ def torch_timings(model: torch.nn.Module, inputs: dict[int, np.ndarray], compile
     return out
 
 
-def references(model: torch.nn.Module, inputs: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+def references(model: torch.nn.Module, inputs: dict[int, np.ndarray], device: str = "cuda") -> dict[str, np.ndarray]:
+    """Float64 outputs of the model in eval mode (refuses a model with any module in training mode)."""
+    training = [name or "(root)" for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(f"references from a model in training mode ({', '.join(training[:3])}...): BatchNorm "
+                           "would use batch statistics; call .eval()")
     refs = {}
     with torch.inference_mode():
-        m = model.to("cuda", torch.float64)
+        m = model.to(device, torch.float64)
         for b, x in inputs.items():
-            xt = torch.from_numpy(x).to("cuda", torch.float64)
+            xt = torch.from_numpy(x).to(device, torch.float64)
             if hasattr(m, "heads"):  # YOLOv4: the raw [yolo] inputs too (INT8 is judged on them), one pass
                 heads = m.heads(xt)
                 refs.update({f"b{b}_head{i}": t.cpu().numpy() for i, t in enumerate(heads)})
@@ -123,6 +141,19 @@ def references(model: torch.nn.Module, inputs: dict[int, np.ndarray]) -> dict[st
                 refs[f"b{b}_out{i}"] = t.cpu().numpy()
     model.to("cpu", torch.float32)
     return refs
+
+
+def write_model_files(name: str, model: torch.nn.Module, inputs: dict[int, np.ndarray], work: Path,
+                      onnx_heads: bool = False, device: str = "cuda") -> None:
+    """<name>_inputs.npz, <name>_refs.npz (float64, computed before any export touches the model), <name>.onnx and,
+    with `onnx_heads`, <name>_heads.onnx (YOLOv4: the raw heads as outputs too)."""
+    np.savez(work / f"{name}_inputs.npz", **{f"b{b}": x for b, x in inputs.items()})
+    np.savez(work / f"{name}_refs.npz", **references(model, inputs, device))
+    outputs = ["logits"] if name.startswith("resnet") else ["boxes", "scores"]
+    export_onnx(model, torch.from_numpy(inputs[1]), work / f"{name}.onnx", outputs)
+    if onnx_heads:
+        heads = [f"head{i}" for i in range(len(model.plan.heads))]
+        export_onnx(WithHeads(model), torch.from_numpy(inputs[1]), work / f"{name}_heads.onnx", outputs + heads)
 
 
 def main() -> int:
@@ -147,13 +178,7 @@ def main() -> int:
         rng = np.random.default_rng(123)
         inputs = {b: rng.standard_normal((b, 3, h, w)).astype(np.float32) if name.startswith("resnet")
                   else rng.random((b, 3, h, w), dtype=np.float32) for b in BATCHES}
-        outputs = ["logits"] if name.startswith("resnet") else ["boxes", "scores"]
-        export_onnx(model, torch.from_numpy(inputs[1]), work / f"{name}.onnx", outputs)
-        if name in args.onnx_heads.split(","):
-            heads = [f"head{i}" for i in range(len(model.plan.heads))]
-            export_onnx(WithHeads(model), torch.from_numpy(inputs[1]), work / f"{name}_heads.onnx", outputs + heads)
-        np.savez(work / f"{name}_inputs.npz", **{f"b{b}": x for b, x in inputs.items()})
-        np.savez(work / f"{name}_refs.npz", **references(model, inputs))
+        write_model_files(name, model, inputs, work, name in args.onnx_heads.split(","))
         entry = {"prepare_s": round(time.perf_counter() - t0, 1)}
         if not args.no_torch_timings:
             entry["torch"] = torch_timings(model, inputs, compile_=name in args.compile_models.split(","))

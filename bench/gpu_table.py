@@ -130,10 +130,13 @@ def int8_table(gpu_rows: list[dict]) -> str:
                          f"cosine {fmt(a[key]['cosine'], '.5f')}")
         for key, counts in s["engine_layers"].items():
             if counts:
-                lines.append(f"  {key:<14} engine: {counts['layers']} layers, {counts['reformats']} reformats, "
+                lines.append(f"  {key:<14} engine: {counts['layers']} layers, {counts['reformats']} reformats "
+                             f"({counts.get('dequantize_copies', '-')} dequantize copies, "
+                             f"{counts.get('noop_reformats', '-')} no-op), "
                              f"{counts['int8_input_convolutions']}/{counts['convolutions']} INT8 convs "
                              f"({counts['conv_precisions']}), {counts['merged_convolutions']} merged, "
-                             f"{counts['pointwise']} pointwise, {counts['standalone_quantize']} standalone Q")
+                             f"{counts['pointwise']} pointwise ({counts.get('int8_pointwise', '-')} INT8 in/out), "
+                             f"{counts['elementwise']} element-wise, {counts['standalone_quantize']} standalone Q")
         if s["placement"]:
             lines.append(f"  placement: {s['placement']}")
         for key, err in s["errors"].items():

@@ -158,7 +158,8 @@ class Side:
     ns: Any  # netdef.nn or torch.nn
 
     def residual(self, x: Any, skip: Any) -> Any:
-        """x + skip, where `skip` is the shortcut's `from` layer (INT8 reads it quantized: docs/int8.md R3)."""
+        """x + skip, where `skip` is the shortcut's `from` layer and x the previous layer's activated output (INT8
+        reads both quantized, in one scale: docs/int8.md R3b)."""
         raise NotImplementedError
 
     def act(self, x: Any, kind: str) -> Any:
@@ -338,7 +339,7 @@ class NetdefSide(Side, Module):
     ns = nn
 
     def residual(self, x: Any, skip: Any) -> Any:
-        return F.add(x, skip, skip=1)
+        return F.add(x, skip, skip=1, quantize_branch=True)  # x = activation(conv): the conv fuses that, not the add
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)

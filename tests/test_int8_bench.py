@@ -39,10 +39,32 @@ def test_layer_counts_of_the_implicit_int8_yolov4_engine(gpu) -> None:
     assert counts["layers"] == 200 and counts["reformats"] == 17 and counts["pointwise"] == 46
     assert counts["convolutions"] == counts["int8_weight_convolutions"] == counts["int8_input_convolutions"] == 105
     assert counts["conv_precisions"] == {"i8->f32": 4, "i8->i8": 101} and counts["merged_convolutions"] == 5
-    assert counts["standalone_quantize"] == 0
+    assert counts["standalone_quantize"] == 0 and counts["noop_reformats"] == counts["dequantize_copies"] == 0
     assert conv_precision({"TacticName": "sm80_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwc"}) == "f16->f16"
+    jit = {"TacticName": "sm80_xmma_fprop_implicit_gemm_interleaved_i8i8_i8i32_f32_nchw_vect_c_32",
+           "Inputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
+           "Outputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major FP16 format"}]}
+    assert conv_precision(jit) == "i8->f16"  # the resolved formats say what the JIT kernel's name does not
     q = layer_counts([{"Name": "layers.4/quantize", "LayerType": "Scale"}, {"Name": "a + b/quantize"}])
     assert q["standalone_quantize"] == 1
+
+
+def test_layer_counts_of_the_h200_netdef_yolov4_engines(gpu) -> None:
+    """The 2026-11-30 H200 run's engines as docs/int8.md section 4 reads them: INT8 (R3 placement) has 40 real
+    reformats, 23 of them the shortcut skips dequantized for the float Mish + add; 25 INT8 convs write float (the
+    23 shortcut branches, 137 and 148 before the FP16 head convs); FP16's 63 no-op reformats are free."""
+    from engine_layers import layer_counts, read_layers
+
+    run = BENCH / "results" / "gpu-2026-11-30-h200"
+    int8 = layer_counts(read_layers(run / "int8_y_yolov4-netdef-int8-level1.engine.layers.json.gz"))
+    assert (int8["layers"], int8["reformats"], int8["dequantize_copies"], int8["noop_reformats"]) == (215, 40, 23, 0)
+    assert int8["conv_precisions"] == {"f16->f16": 3, "i8->f16": 25, "i8->f32": 2, "i8->i8": 80}
+    assert int8["convolutions"] == 110 and int8["int8_weight_convolutions"] == int8["int8_input_convolutions"] == 107
+    assert (int8["pointwise"], int8["int8_pointwise"], int8["elementwise"]) == (36, 0, 6)
+    assert int8["merged_convolutions"] == 0
+    fp16 = layer_counts(read_layers(run / "int8_y_yolov4-netdef-fp16-level1.engine.layers.json.gz"))
+    assert (fp16["layers"], fp16["reformats"], fp16["noop_reformats"], fp16["merged_convolutions"]) == (258, 15, 63, 5)
+    assert fp16["conv_precisions"] == {"f16->f16": 105}
 
 
 def _row(model, precision, path, gpu_ms, heads_cos=None, cos=0.9999, rel=1e-3, level=1, **extra):
@@ -57,7 +79,10 @@ def _row(model, precision, path, gpu_ms, heads_cos=None, cos=0.9999, rel=1e-3, l
 def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
     from gpu_table import int8_summary, int8_table
 
-    rows = [_row("yolov4", "int8", "implicit", 6.5, heads_cos=0.99, rel=0.03),
+    from engine_layers import layer_counts, read_layers
+
+    counts = layer_counts(read_layers(REFERENCE))
+    rows = [_row("yolov4", "int8", "implicit", 6.5, heads_cos=0.99, rel=0.03, engine_layers=counts),
             _row("yolov4", "fp16", "netdef", 8.4, heads_cos=0.9999, rel=1e-3),
             _row("yolov4", "int8", "netdef", 5.2, heads_cos=0.996, rel=0.01, placement={"requantized": 0}),
             _row("yolov4", "int8", "netdef", 9.0, level=3, error="BuildError: x"),
@@ -75,6 +100,8 @@ def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
     assert s[("yolov4", 3)]["errors"] == {"netdef_int8": "BuildError: x"}
     table = int8_table(rows)
     assert "netdef INT8 / implicit INT8 = 0.80" in table and "placement: {'requantized': 0}" in table
+    assert ("implicit_int8  engine: 200 layers, 17 reformats (0 dequantize copies, 0 no-op), 105/105 INT8 convs "
+            "({'i8->f32': 4, 'i8->i8': 101}), 5 merged, 46 pointwise (0 INT8 in/out), 6 element-wise") in table
 
 
 class _Config:
@@ -147,16 +174,8 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     import implicit_int8
     import torch
 
-    from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
-
     prepare = _load("gpu_prepare")
-    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
-    (tmp_path / "t.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
-    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
-    reference = YOLOv4.from_hdf5(tmp_path / "t.h5").reference(nms="raw").eval()
+    reference = _tiny_yolo(tmp_path).reference(nms="raw").eval()
     x = torch.from_numpy(np.random.default_rng().random((1, 3, 96, 96), dtype=np.float32))
     onnx = tmp_path / "yolov4_heads.onnx"
     prepare.export_onnx(prepare.WithHeads(reference), x, onnx, ["boxes", "scores", "head0", "head1"])
@@ -169,6 +188,48 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     import netdef.engine
 
     assert netdef.engine.configure.__module__ == "netdef.engine"  # restored after the block
+
+
+def _tiny_yolo(tmp_path: Path):
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+
+    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
+    (tmp_path / "t.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
+    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
+    return YOLOv4.from_hdf5(tmp_path / "t.h5")
+
+
+def test_prepared_references_are_the_eval_models_despite_the_onnx_exports(gpu, tmp_path) -> None:
+    """gpu_prepare's YOLOv4 files: the float64 references equal a fresh eval-mode reference's, after both ONNX
+    exports (the heads export once switched the reference to training: BatchNorm on batch statistics, heads
+    cosine 0.28-0.35 against right engines on the H200, 2026-11-30)."""
+    import torch
+
+    prepare = _load("gpu_prepare")
+    yolo = _tiny_yolo(tmp_path)
+    model = yolo.reference(nms="raw").eval()
+    rng = np.random.default_rng()
+    inputs = {b: rng.random((b, 3, 96, 96), dtype=np.float32) for b in (1, 2)}
+    prepare.write_model_files("yolov4", model, inputs, tmp_path, onnx_heads=True, device="cpu")
+    assert not any(m.training for m in model.modules())
+    assert (tmp_path / "yolov4.onnx").exists() and (tmp_path / "yolov4_heads.onnx").exists()
+    refs = dict(np.load(tmp_path / "yolov4_refs.npz"))
+    fresh = yolo.reference(nms="raw").eval().double()
+    with torch.no_grad():
+        x = torch.from_numpy(inputs[2]).double()
+        heads = fresh.heads(x)
+        boxes, scores = fresh.decode(heads, (96, 96))
+    for key, want in [("b2_head0", heads[0]), ("b2_head1", heads[1]), ("b2_out0", boxes), ("b2_out1", scores)]:
+        np.testing.assert_allclose(refs[key], want.numpy(), rtol=1e-12, atol=1e-12, err_msg=key)
+    wrapper = prepare.WithHeads(model)  # a training wrapper exported leaves every flag as it was
+    wrapper.training = True
+    prepare.export_onnx(wrapper, torch.from_numpy(inputs[1]), tmp_path / "again.onnx", ["boxes", "scores", "h0", "h1"])
+    assert wrapper.training and not any(m.training for m in model.modules())
+    with pytest.raises(RuntimeError, match="training mode"):
+        prepare.references(model.train(), inputs, "cpu")
 
 
 def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatch) -> None:

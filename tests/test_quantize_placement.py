@@ -134,21 +134,27 @@ def _tiny(tmp_path, width_div=8):
 
 
 def _check_darknet_placement(model, size):
-    """Each [shortcut] add reads one DQ, on its `from` input; route / max pool / upsample groups declared by the
-    modules are the definition's commuting groups and share one scale each; 0 requantized tensors; the head's last
-    convs and the decode carry no Q/DQ; every other conv runs INT8."""
+    """Each [shortcut] add reads both inputs through Q/DQ, the branch (the previous layer's activated output) in one
+    scale with its `from` input, and is their only reader (R3b: the branch conv fuses its activation and writes
+    INT8); route / max pool / upsample groups declared by the modules are the definition's commuting groups; every
+    group shares one scale; 0 requantized tensors; the head's last convs and the decode carry no Q/DQ; every other
+    conv runs INT8."""
     fp32 = model.define("fp32", input_size=size, nms="raw")
     int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32))
     report = check_placement(int8)
+    layers = model.cfg.layers
+    shortcuts = [s.index for s in layers if s.type == "shortcut"]
+    pairs = [sorted([f"layers.{i - 1}", f"layers.{i + s}"]) for i in shortcuts
+             for s in [int(layers[i].str("from"))]]
     quantized = set(fp32.quant.sites)
     declared = [g for g in fp32.quant.groups.groups() if quantized & set(g)]
-    assert declared == [g for g in commuting_groups(fp32).groups() if quantized & set(g)] and declared
+    commuting = [g for g in commuting_groups(fp32).groups() if quantized & set(g)]
+    assert sorted(declared) == sorted(commuting + pairs) and declared
     for group in declared:
         assert report.same_scale(*[m for m in group if report.site(m)])
     assert report.requantized == [] and report.float_residuals == [] and report.quantized_weighted_outputs == []
-    layers = model.cfg.layers
-    shortcuts = [s.index for s in layers if s.type == "shortcut"]
-    assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [1] for i in shortcuts}
+    assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [0, 1] for i in shortcuts}
+    assert all(report.site(f"layers.{i - 1}").readers == [f"layers.{i}/add:0"] for i in shortcuts)
     heads = {f"layers.{s.index - 1}.conv" for s in layers if s.type == "yolo"}
     convs = {w.layer: w.int8_input and w.int8_weights for w in report.weighted}
     assert {c for c, int8_conv in convs.items() if not int8_conv} == heads
@@ -175,7 +181,9 @@ def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> Non
     write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
     export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
     report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64)
-    assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10
+    assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10 + 23
+    assert ["layers.4", "layers.6"] in declared and ["layers.17", "layers.19"] in declared  # branch + from
+    assert len(report.activations) == 98 + 23
     assert ["layers.107", "layers.108", "layers.110", "layers.112", "layers.113"] in declared  # SPP
     assert ["layers.117", "layers.118.up", "layers.120", "layers.121"] in declared  # PAN, upsample included
     assert ["layers.116", "layers.152", "layers.153"] in declared

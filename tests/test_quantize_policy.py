@@ -269,6 +269,70 @@ def test_scale_groups_unquantized_regions_and_chained_adds() -> None:
     assert {w.layer: w.int8_input for w in report.weighted} == {"conv_c": True, "conv_a": True, "head": False}
 
 
+class ActivatedShortcut(nn.Module):
+    """Darknet's [shortcut] shape: x -> conv (+ leaky) = skip -> conv (+ leaky) = branch; branch + skip; and a
+    linear conv's raw output added to a skip, where R3 (skip only) still applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        skip = F.leaky_relu(self.conv1(x), 0.1, op="skip")
+        y = F.add(F.leaky_relu(self.conv2(skip), 0.1, op="branch"), skip, skip=1, quantize_branch=True, op="add")
+        return F.avg_pool2d(F.add(self.conv3(y), y, skip=1, quantize_branch=True, op="add2"), 2, op="pool")
+
+
+def test_activated_branch_of_a_shortcut_is_quantized_in_the_skips_scale() -> None:
+    """R3b: the add reads both inputs through Q/DQ, the branch in the skip's scale group (the branch conv fuses
+    its activation and writes INT8; the add runs INT8); a raw conv branch stays float (R3). The executor matches
+    a float64 fake-quant reference of exactly that."""
+    rng = np.random.default_rng()
+    w = {f"conv{i}.{p}": rng.standard_normal(shape).astype(np.float32) * g for i, k in ((1, 1), (2, 3), (3, 1))
+         for p, shape, g in (("weight", (4, 4, k, k), 0.4), ("bias", (4,), 0.1))}
+
+    def define(precision, int8=None):
+        with Network("shortcut", precision, int8=int8) as net:
+            net.mark_output(ActivatedShortcut().load_weights(w)(net.add_input("input", (-1, 4, 6, 6))), "out")
+        return net
+
+    fp32 = define("fp32")
+    assert fp32.quant.groups.groups() == [["branch", "skip"]]
+    amax = {"input": 1.0, "skip": 2.03, "branch": 3.07, "add": 4.11, "add2": 5.13}  # no two grids commensurable
+    assert fp32.quant.calibration_names() == sorted(amax)
+    int8 = define(PrecisionPolicy("int8", strongly_typed=False, int8=Int8Settings(dict(amax))))
+    report = check_placement(int8)
+    assert report.dequantized_inputs("add") == [0, 1] and report.dequantized_inputs("add2") == [1]
+    assert report.same_scale("branch", "skip") and report.site("branch").readers == ["add:0"]
+    assert report.requantized == [] and report.float_residuals == []
+    x = rng.random((2, 4, 6, 6)).astype(np.float32)
+    got = execute(int8.definition, {"input": x})["out"].double()
+
+    def conv(t, i, pad=0):
+        k = w[f"conv{i}.weight"]
+        kq = _fake_quant(torch.from_numpy(k).double(), np.abs(k).reshape(4, -1).max(1), axis=0)
+        return torch.nn.functional.conv2d(t, kq, torch.from_numpy(w[f"conv{i}.bias"]).double(), padding=pad)
+
+    def leaky(t):
+        return torch.nn.functional.leaky_relu(t, 0.1)
+
+    def reference(branch_quantized):
+        with torch.no_grad():
+            skip = leaky(conv(_fake_quant(torch.from_numpy(x).double(), amax["input"]), 1))
+            group = max(amax["skip"], amax["branch"]) if branch_quantized else amax["skip"]  # one scale for the pair
+            branch = leaky(conv(_fake_quant(skip, group), 2, 1))
+            y = (_fake_quant(branch, group) if branch_quantized else branch) + _fake_quant(skip, group)
+            yq = _fake_quant(y, amax["add"])
+            return torch.nn.functional.avg_pool2d(_fake_quant(conv(yq, 3) + yq, amax["add2"]), 2)
+
+    want, r3 = reference(True), reference(False)
+    assert float((got - want).norm() / want.norm()) < 1e-5 < float((got - r3).norm() / r3.norm())
+    with pytest.raises(ValueError, match="quantize_branch needs the skip"):
+        with Network("bad", "fp32") as net:
+            x = net.add_input("input", (-1, 4, 6, 6))
+            F.add(x, F.relu(x), quantize_branch=True)
+
+
 def test_conv_transpose_kernel_is_quantized_per_input_channel_and_builds() -> None:
     """TensorRT's deconvolution kernels take per-input-channel kernel scales (axis 0 of (in, out, kh, kw))."""
     rng = np.random.default_rng()

@@ -43,15 +43,17 @@ def _elementwise(a: Operand, b: Operand, kind: str, op: str | None) -> Any:
     return out(net.definition.add_elementwise(a, b, getattr(net.trt.ElementWiseOperation, kind)), op)
 
 
-def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None) -> Any:
+def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None, quantize_branch: bool = False) -> Any:
     """a + b. `skip` (0 or 1) names the input that is a residual's skip (the identity, a Darknet shortcut's
     `from`): INT8 reads it through its shared Q/DQ and the other input, the branch, stays float so the
-    convolution producing it fuses the add (netdef.quantize.policy)."""
+    convolution producing it fuses the add (netdef.quantize.policy). `quantize_branch`: the branch may end in an
+    activation (conv -> activation -> add), which the convolution fuses instead of the add; unless it is a raw
+    INT8 conv output, INT8 then reads it quantized too, in the skip's scale: an INT8 add (docs/int8.md R3b)."""
     net = current()
     both = is_tensor(a) and is_tensor(b)
     a, b = _operands(a, b, op)
     if both:
-        a, b = net.quant.summands([a, b], skip)
+        a, b = net.quant.summands([a, b], skip, quantize_branch)
     elif skip is not None:
         raise ValueError(f"{site(op)}: skip={skip} needs two tensors (a residual's branch and skip)")
     y = out(net.definition.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM), op)

@@ -5,8 +5,9 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
   quantized per tensor and its constant kernel as constant -> Q (per channel on `axis`) -> DQ (R1);
 - `input(x)`: average pooling (R8) and the skip of a residual add read x quantized per tensor. One Q/DQ pair
   per tensor, shared by every consumer (R2);
-- `summands(inputs, skip)`: the add input the network file names as the residual's skip is read through that
-  shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3);
+- `summands(inputs, skip, quantize_branch)`: the add input the network file names as the residual's skip is read
+  through that shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3); a
+  branch that ends in an activation (the network file says so) is quantized too, in the skip's scale (R3b);
 - `share_scale(*tensors)`: concatenation, max pooling, nearest resize, slice and reshape declare that their inputs
   and output form one scale group; they emit nothing (R4-R6).
 Sites are recorded in every precision: the FP32 definition records what the INT8 one quantizes and emits nothing,
@@ -163,13 +164,20 @@ class Quantizer:
             self._int8_outputs.add(y.name)
         return y
 
-    def summands(self, inputs: Sequence[Any], skip: int | None = None) -> list[Any]:
+    def summands(self, inputs: Sequence[Any], skip: int | None = None, quantize_branch: bool = False) -> list[Any]:
         """An add's two inputs as it reads them: `skip` (0, 1 or None) through its shared Q/DQ (R3); any input that
         is what a fused INT8 conv + add ends in (a chain of adds) too, since on TensorRT 8.6 it must end in INT8;
-        the others as they are."""
+        the others as they are. `quantize_branch` (the branch may end in an activation, which its convolution fuses
+        instead of the add): unless the branch is a raw INT8 conv output, it is read quantized too, in one scale
+        group with the skip, so TensorRT runs an INT8 add (R3b)."""
         inputs = list(inputs)
         if skip not in (None, 0, 1) or len(inputs) != 2:
             raise ValueError(f"{self.net.path or 'network'}: skip={skip!r}: an add's skip is input 0 or 1")
+        if quantize_branch and skip is None:
+            raise ValueError(f"{self.net.path or 'network'}: quantize_branch needs the skip named (skip=0 or 1)")
+        if quantize_branch and inputs[1 - skip].name not in self._int8_outputs:  # a raw conv output fuses the add
+            self.share_scale(*inputs)
+            return [self.input(t) for t in inputs]
         return [self.input(t) if k == skip or t.name in self._fused else t for k, t in enumerate(inputs)]
 
     def summed(self, y: Any, operands: Sequence[Any]) -> Any:
@@ -187,7 +195,7 @@ class Quantizer:
 
     def share_scale(self, *tensors: Any) -> None:
         """Declare that quantizers of these tensors share one scale (inputs and output of a layer TensorRT moves
-        a quantize across); no layer is emitted."""
+        a quantize across; the two inputs of an R3b add); no layer is emitted."""
         if self.region_on():
             floating = [t for t in tensors if _floating(t)]
             if len(floating) > 1:
