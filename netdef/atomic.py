@@ -159,12 +159,16 @@ def _new_temp(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        _track(tmp)  # before the file exists: a signal right after its creation still removes it
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # ordinary permissions (umask)
-        except FileExistsError:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # ordinary permissions (umask)
+        except FileExistsError:  # another writer's name: not ours to remove
+            _untrack(tmp)
             continue
-        os.close(fd)
-        _track(tmp)
+        except BaseException:  # e.g. KeyboardInterrupt right after the file was created
+            tmp.unlink(missing_ok=True)
+            _untrack(tmp)
+            raise
         return tmp
 
 
@@ -215,7 +219,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _check_target(path)
     remove_stale_temps(path)
     tmp = _new_temp(path)
-    try:
+    try:  # (tracked: a signal between the creation and here removes it too)
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
