@@ -93,7 +93,8 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         model, level = r["model"], r.get("opt_level")
         same = {(x.get("path"), x.get("precision")): x for x in gpu_rows
                 if x.get("model") == model and x.get("opt_level") == level}
-        rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")), "netdef_fp16": same.get(("netdef", "fp16"))}
+        rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")),
+                "netdef_fp16": same.get(("netdef", "fp16")), "onnx_fp16": same.get(("onnx", "fp16"))}
         gpu = {k: (v or {}).get("b32", {}).get("gpu_median_ms") for k, v in rows.items()}
         acc = {k: _accuracy(v) if v and not v.get("error") else (None, None, "-") for k, v in rows.items()}
         ratio = {"vs_implicit": gpu["netdef_int8"] / gpu["implicit_int8"] if gpu["netdef_int8"] and gpu["implicit_int8"] else None,
@@ -112,6 +113,8 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         out.append({"model": model, "level": level, "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
                     "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
                     "errors": {k: v.get("error") for k, v in rows.items() if v and v.get("error")},
+                    "analysis_errors": {k: v["analysis_errors"] for k, v in rows.items()
+                                        if v and v.get("analysis_errors")},
                     "engine_layers": {k: (v or {}).get("engine_layers") for k, v in rows.items()},
                     "placement": r.get("placement")})
     return out
@@ -125,9 +128,13 @@ def int8_table(gpu_rows: list[dict]) -> str:
                      f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")
         lines.append(f"  netdef INT8 / implicit INT8 = {fmt(q['vs_implicit'])}   netdef INT8 / netdef FP16 = "
                      f"{fmt(q['vs_fp16'])}   implicit INT8 / netdef FP16 = {fmt(q['implicit_vs_fp16'])}")
-        for key, label in (("netdef_int8", "netdef INT8"), ("implicit_int8", "implicit INT8"), ("netdef_fp16", "netdef FP16")):
+        for key, label in (("netdef_int8", "netdef INT8"), ("implicit_int8", "implicit INT8"), ("netdef_fp16", "netdef FP16"),
+                           ("onnx_fp16", "ONNX FP16")):
+            if key == "onnx_fp16" and g[key] is None and a[key]["cosine"] is None:
+                continue  # the ONNX-path FP16 row (the accuracy cross-check) is optional
             lines.append(f"  {label:<14} vs float64 ({a[key]['on']}): rel err {fmt(a[key]['rel_err'], '.2e')}, "
-                         f"cosine {fmt(a[key]['cosine'], '.5f')}")
+                         f"cosine {fmt(a[key]['cosine'], '.5f')}" + (f"  (GPU ms {g[key]:.3f})" if key == "onnx_fp16"
+                                                                     and g[key] else ""))
         for key, counts in s["engine_layers"].items():
             if counts:
                 lines.append(f"  {key:<14} engine: {counts['layers']} layers, {counts['reformats']} reformats, "
@@ -138,6 +145,8 @@ def int8_table(gpu_rows: list[dict]) -> str:
             lines.append(f"  placement: {s['placement']}")
         for key, err in s["errors"].items():
             lines.append(f"  {key} FAILED: {str(err)[:200]}")
+        for key, errs in s["analysis_errors"].items():
+            lines.append(f"  {key} analysis errors (timings kept): {json.dumps(errs)[:300]}")
         lines.append(f"  targets met: {s['met']}")
     return "\n".join(lines) if lines else "no netdef INT8 rows"
 
