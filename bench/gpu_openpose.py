@@ -23,6 +23,7 @@ are random). Prints the table, writes --out JSON after every row.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -172,7 +173,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 # --- step 2: bench (TensorRT 8.6) ------------------------------------------------------------------------------
 
-def parse_agreement(outputs: dict, refs: dict, batch: int) -> dict:
+def parse_agreement(outputs: dict, refs: dict, batch: int, order: list[str] | None = None) -> dict:
     """How many of the float64 reference's peaks the engine found (same pixel), and limb scores on common pairs."""
     from netdef.pose.paf import NO_LIMB, canonical
 
@@ -210,22 +211,12 @@ def build(item: str, size: tuple[int, int], work: Path, settings) -> object:
 
 
 def evaluate(plan, engine: Path, outputs_kind: str, inputs: dict, refs: dict, args) -> dict:
+    """bench/gpu.py's evaluate at batch 1 and 8: saved first, analysis errors kept beside the timings."""
     import gpu
 
-    from netdef.engine import save_engine
-    from netdef.runtime.session import InferenceSession
-
-    save_engine(plan, engine)
-    row: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
-    with InferenceSession.from_engine(engine) as session:
-        for b in BATCHES:
-            x = inputs[f"b{b}"]
-            y = session.infer({session.input_names[0]: x})
-            check = gpu.compare(y, refs, b) if outputs_kind == "raw" else parse_agreement(y, refs, b)
-            row[f"b{b}"] = {**check, **gpu.time_session(session, x, args.iters, args.warmup)}
-        if args.profile and outputs_kind == "parsed":
-            row["profile_b1"] = gpu.layer_profile(session, inputs["b1"], 10, top=12)
-    return row
+    profile = (1, 10) if args.profile and outputs_kind == "parsed" else None
+    return gpu.evaluate(plan, engine, inputs, refs, args.iters, args.warmup, batches=BATCHES, layers=False,
+                        check=gpu.compare if outputs_kind == "raw" else parse_agreement, profile=profile)
 
 
 def check_parse_on_gpu(size: tuple[int, int], work: Path, settings) -> tuple[dict, dict]:
@@ -235,10 +226,12 @@ def check_parse_on_gpu(size: tuple[int, int], work: Path, settings) -> tuple[dic
     from netdef.runtime.session import InferenceSession
     from networks.openpose import parse_network
 
+    import gpu
+
     syn = dict(np.load(work / f"openpose_{tag(size)}_synthetic.npz"))
     net = parse_network(syn["heatmap"].shape[2:], PafSettings(max_peaks=MAX_PEAKS))
     path = work / f"openpose_{tag(size)}_parse.engine"
-    save_engine(net.build(settings), path)
+    save_engine(net.build(dataclasses.replace(settings, timing_cache=gpu.timing_cache_for(work, path))), path)
     with InferenceSession.from_engine(path) as session:
         out = session.infer({"paf": syn["paf"].astype(np.float32), "heatmap": syn["heatmap"].astype(np.float32)})
     refs = {f"b1_{k}": syn[k] for k in ("peaks", "peak_counts", "limb_scores")}
@@ -277,6 +270,8 @@ def end_to_end(engine: Path, size: tuple[int, int], synthetic: dict, iters: int)
 
 
 def bench(args: argparse.Namespace) -> int:
+    import gpu
+
     from netdef import trt as shim
     from netdef.engine import BuildSettings
 
@@ -287,28 +282,35 @@ def bench(args: argparse.Namespace) -> int:
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "opt_level": args.opt_level, "torch": torch_report, "rows": [], "parse": {}, "end_to_end": {}}
     out_path = Path(args.out)
-    timing_cache = work / f"timing_openpose_{args.opt_level}.cache"
+    write = lambda: out_path.write_text(json.dumps(results, indent=1))  # noqa: E731  after every step
     for size in map(parse_size, args.sizes.split(",")):
+        if time.time() > args.deadline_at:  # nothing of this size starts: say so in the result file
+            results["parse"][tag(size)] = {"skipped": "deadline"}
+            results["rows"] += [dict(zip(("precision", "path", "outputs"), item.split(":")), size=tag(size),
+                                     skipped="deadline") for item in args.plan.split(",")]
+            write()
+            continue
         inputs = dict(np.load(work / f"openpose_{tag(size)}_inputs.npz"))
         refs = dict(np.load(work / f"openpose_{tag(size)}_refs.npz"))
-        fp32 = BuildSettings(precision="fp32", batch=(1, 1, 1), optimization_level=args.opt_level,
-                             timing_cache=timing_cache, progress=False)
+        fp32 = BuildSettings(precision="fp32", batch=(1, 1, 1), optimization_level=args.opt_level, progress=False)
         try:
             check, synthetic_out = check_parse_on_gpu(size, work, fp32)
         except Exception as exc:  # keep going: the engines' numbers matter too
             check, synthetic_out = {"error": f"{type(exc).__name__}: {exc}"[:2000]}, None
         results["parse"][tag(size)] = check
         print(json.dumps({"parse": tag(size), **check}), flush=True)
+        write()
         for item in args.plan.split(","):
             precision, path, outputs_kind = item.split(":")
             if time.time() > args.deadline_at:
                 results["rows"].append({"size": tag(size), "precision": precision, "path": path,
                                         "outputs": outputs_kind, "skipped": "deadline"})
+                write()
                 continue
-            settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=args.opt_level,
-                                     timing_cache=timing_cache, progress=False)
-            t0 = time.perf_counter()
             engine = work / f"openpose_{tag(size)}-{path}-{outputs_kind}-{precision}.engine"
+            settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=args.opt_level,
+                                     timing_cache=gpu.timing_cache_for(work, engine), progress=False)
+            t0 = time.perf_counter()
             try:
                 row = evaluate(build(item, size, work, settings), engine, outputs_kind, inputs, refs, args)
                 if outputs_kind == "parsed" and synthetic_out is not None:
@@ -321,7 +323,8 @@ def bench(args: argparse.Namespace) -> int:
                        opt_level=args.opt_level, wall_s=round(time.perf_counter() - t0, 1))
             results["rows"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "profile_b1"}), flush=True)
-            out_path.write_text(json.dumps(results, indent=1))
+            write()
+    write()
     print(table(results))
     return 0
 
@@ -373,17 +376,46 @@ def table(results: dict) -> str:
                      f"{_f(default / e['total_ms'] if default else None, '.1f')}x")
     for size, check in results["parse"].items():
         lines.append(f"parse alone {size} (synthetic people): {json.dumps(check)}")
+    unmeasured = [f"{r['size']} {r['precision']}:{r['path']}:{r['outputs']} ({r.get('skipped') or r['error'][:80]})"
+                  for r in results["rows"] if r.get("skipped") or r.get("error")]
+    if unmeasured:
+        lines.append("not measured: " + "; ".join(unmeasured))
+    for note in results.get("missing", []):
+        lines.append(f"no results: {note}")
     return "\n".join(lines)
 
 
-def merge(parts: list[dict]) -> dict:
-    """Lanes' result files as one (rows, torch sizes, parse checks and end-to-end runs side by side)."""
-    merged = dict(parts[0])
+def merge(parts: list[dict], missing: list[str] = ()) -> dict:
+    """Lanes' result files as one (rows, torch sizes, parse checks and end-to-end runs side by side); `missing`:
+    why a lane has no result file."""
+    merged = dict(parts[0]) if parts else {"trt": "TensorRT (no results)", "opt_level": "-"}
     merged["torch"] = {"sizes": {k: v for p in parts for k, v in p["torch"].get("sizes", {}).items()}}
     for key in ("parse", "end_to_end"):
         merged[key] = {k: v for p in parts for k, v in p[key].items()}
     merged["rows"] = [r for p in parts for r in p["rows"]]
+    merged["missing"] = list(missing)
     return merged
+
+
+def why_missing(result: Path) -> str:
+    """Why a lane wrote no result file, from the logs beside it (bench/gpu_openpose.sh's layout)."""
+    def last_line(log: Path) -> str:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:200] if lines else "(empty)"
+
+    bench_log, prepare_log = result.parent / "bench.log", result.parent / "prepare.log"
+    if bench_log.exists():
+        return f"{result}: its TensorRT stage wrote none; bench.log ends: {last_line(bench_log)}"
+    if prepare_log.exists():
+        return f"{result}: its TensorRT stage never ran; prepare.log ends: {last_line(prepare_log)}"
+    return f"{result}: the lane never started"
+
+
+def read_results(paths: list[str]) -> dict:
+    """The lanes' result files merged; a missing one is named with the reason its logs give."""
+    found = [Path(p) for p in paths if Path(p).exists()]
+    return merge([json.loads(p.read_text()) for p in found],
+                 [why_missing(Path(p)) for p in paths if not Path(p).exists()])
 
 
 def _f(v: float | None, spec: str = ".3f") -> str:
@@ -414,7 +446,7 @@ def main() -> int:
     if args.step == "prepare":
         return prepare(args)
     if args.step == "table":  # --out: one or more result files, comma-separated (one per lane)
-        print(table(merge([json.loads(Path(p).read_text()) for p in args.out.split(",")])))
+        print(table(read_results(args.out.split(","))))
         return 0
     return bench(args)
 

@@ -2,9 +2,10 @@
 after `bench/gpu_pose_prepare.py --stage files`. Reuses bench/gpu.py's ONNX-path build, timing and comparison.
 
 Each plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] (path netdef or onnx; outputs raw or parsed; the ONNX model is
-the raw one) is built with batch 1..8 (opt 8) at one optimization level with a shared timing cache (netdef and
-ONNX path alike), checked against the float64 references and timed at batch 1 and 8 with device-resident I/O.
-Items are run in order until --deadline-s has passed since the start (later ones are recorded as skipped).
+the raw one) is built with batch 1..8 (opt 8) at one optimization level (netdef and ONNX path alike; one timing
+cache per engine), saved, checked against the float64 references and timed at batch 1 and 8 with device-resident
+I/O (bench/gpu.py's evaluate). Items are run in order until --deadline-s has passed since the start or the clock
+passes --deadline-at (later ones are recorded as skipped, and the result file is written after every item).
 `--table` prints the merged markdown table from result files (no GPU needed).
 
     PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work /tmp/ndpose --sizes 512 --out /tmp/ndpose/trt_512.json
@@ -49,7 +50,7 @@ def netdef_plan(work: Path, size: int, outputs: str, settings):
                                                             outputs=outputs, **options)
 
 
-def parsed_check(outputs: dict, refs: dict, batch: int) -> dict:
+def parsed_check(outputs: dict, refs: dict, batch: int, order: list[str] | None = None) -> dict:
     """Candidates against the float64 parse: top-k scores (sorted, so near-ties that swap places do not count),
     the share of candidate positions the reference also has, tags at the shared positions."""
     from netdef.verify import relative_error as rel_err
@@ -73,26 +74,15 @@ def parsed_check(outputs: dict, refs: dict, batch: int) -> dict:
 
 def evaluate(plan, path: Path, inputs: dict, refs: dict, outputs: str, iters: int, warmup: int,
              profile_iters: int) -> dict:
-    from gpu import compare, layer_profile, time_session
+    """bench/gpu.py's evaluate at batch 1 and 8: saved first, analysis errors kept beside the timings."""
+    import gpu
 
-    from netdef.engine import save_engine
-    from netdef.runtime.session import InferenceSession
-
-    save_engine(plan, path)
-    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
-    with InferenceSession.from_engine(path) as session:
-        for b in BATCHES:
-            x = inputs[f"b{b}"]
-            y = session.infer({session.input_names[0]: x})
-            check = compare(y, refs, b) if outputs == "raw" else parsed_check(y, refs, b)
-            result[f"b{b}"] = {**check, **time_session(session, x, iters, warmup)}
-        if profile_iters:
-            result["profile_b8"] = layer_profile(session, inputs["b8"], profile_iters)
-    return result
+    return gpu.evaluate(plan, path, inputs, refs, iters, warmup, batches=BATCHES, layers=False,
+                        check=gpu.compare if outputs == "raw" else parsed_check, profile=(8, profile_iters))
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from gpu import onnx_plan
+    from gpu import onnx_plan, timing_cache_for
 
     from netdef import trt as shim
     from netdef.engine import BuildSettings
@@ -108,8 +98,8 @@ def run_plan(args: argparse.Namespace) -> int:
         size, opt_level = int(size_text), int(level[0]) if level else args.opt_level
         row: dict = {"size": size, "precision": precision, "path": path_kind, "outputs": outputs,
                      "opt_level": opt_level}
-        if time.perf_counter() - start > args.deadline_s:
-            row["skipped"] = f"deadline ({args.deadline_s} s)"
+        if time.perf_counter() - start > args.deadline_s or time.time() > args.deadline_at:
+            row["skipped"] = "deadline"
         else:
             t0 = time.perf_counter()
             try:
@@ -117,12 +107,12 @@ def run_plan(args: argparse.Namespace) -> int:
                     raise ValueError("the ONNX model has the raw outputs only")
                 inputs = dict(np.load(work / f"{ARCH}-{size}_inputs.npz"))
                 refs = dict(np.load(work / f"{ARCH}-{size}_refs.npz"))
+                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine"
                 settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
-                                         timing_cache=work / f"timing_{size}.cache", progress=False)
+                                         timing_cache=timing_cache_for(work, engine), progress=False)
                 plan = (netdef_plan(work, size, outputs, settings) if path_kind == "netdef"
                         else onnx_plan(work / f"{ARCH}-{size}.onnx", settings))
-                row.update(evaluate(plan, work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine",
-                                    inputs, refs, outputs, args.iters, args.warmup, args.profile_iters))
+                row.update(evaluate(plan, engine, inputs, refs, outputs, args.iters, args.warmup, args.profile_iters))
             except Exception as exc:  # keep going: one failed build must not lose the other numbers
                 row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             row["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -137,7 +127,10 @@ def table(paths: list[str]) -> str:
     """Markdown rows per size, precision, level and batch: netdef raw vs ONNX path, parsed vs raw, vs PyTorch."""
     torch_times: dict = {}
     rows: list[dict] = []
+    missing = [p for p in paths if not Path(p).is_file()]  # a lane or stage that never wrote its file
     for p in paths:
+        if p in missing:
+            continue
         data = json.loads(Path(p).read_text())
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])
@@ -179,6 +172,7 @@ def table(paths: list[str]) -> str:
                 f"({ratio(ms(r, b, 'gpu_median_ms'), ms(onnx, b, 'gpu_median_ms'))}) | {fmt(ms(parsed, b))} | "
                 f"{ratio(ms(parsed, b), nd)} | {fmt(eager, '.2f')} | {ratio(eager, nd, 'x')} | {fmt(comp)} | "
                 f"{ratio(comp, nd)} | {accuracy} |")
+    lines += [f"\nno results in {p} (its stage did not run or did not finish: see the log beside it)" for p in missing]
     return "\n".join(lines)
 
 
@@ -190,6 +184,8 @@ def main() -> int:
                                                  f"{', '.join(DEFAULT_ITEMS)})")
     ap.add_argument("--opt-level", type=int, default=3, help="builder optimization level of items without one")
     ap.add_argument("--deadline-s", type=float, default=330.0, help="start no item after this many seconds")
+    ap.add_argument("--deadline-at", type=float, default=float("inf"),
+                    help="start no item after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--profile-iters", type=int, default=0, help="per-layer profile at batch 8 (0: none)")

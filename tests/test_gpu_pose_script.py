@@ -47,3 +47,13 @@ def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
     assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | "
                             "20.00 | 10.00x")
     assert "positions 0.900" in first and "BuildError: no" in text
+
+
+def test_table_names_result_files_that_were_never_written(tmp_path):
+    script = load_script()
+    (tmp_path / "trt_512.json").write_text(json.dumps({"rows": [{"size": 512, "precision": "fp16", "path": "netdef",
+                                                                  "outputs": "raw", "opt_level": 1,
+                                                                  "skipped": "deadline"}]}))
+    text = script.table([str(tmp_path / "torch_pose.json"), str(tmp_path / "trt_512.json")])
+    assert "| 512 | fp16 | 1 | 1 | - (-)" in text and "deadline" in text
+    assert f"no results in {tmp_path / 'torch_pose.json'}" in text
