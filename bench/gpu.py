@@ -44,7 +44,7 @@ from engine_layers import engine_layers, layer_counts  # noqa: E402
 from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
-from netdef.atomic import atomic_path, sha256_file  # noqa: E402
+from netdef.atomic import atomic_path, sha256_file, write_text_atomic  # noqa: E402
 from netdef.engine import (BuildSettings, EngineFileError, Plan, build_engine, create_builder,  # noqa: E402
                            create_network, read_sidecar, save_engine)
 from netdef.runtime import cuda  # noqa: E402
@@ -155,6 +155,11 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     return plan
 
 
+def write_results(path: Path, results: dict) -> None:
+    """A result file, rewritten after every row: atomically, as the session's hard stop may kill any moment."""
+    write_text_atomic(path, json.dumps(results, indent=1))
+
+
 def write_gz(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(gzip.compress(text.encode()))
@@ -257,8 +262,8 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
              check=compare, layers: bool = True, profile: tuple[int, int] | None = None) -> dict:
     """Save the engine (unless it is the saved one, reused), then per batch `check(outputs, refs, batch, order)`
     and time it, then its layer list and (`profile`: (batch, iterations)) per-layer profile. Whatever fails
-    after the save is recorded in `analysis_errors`; the rest of the row is kept. bench/gpu_pose.py and
-    bench/gpu_openpose.py evaluate through this too."""
+    after the save is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open:
+    `error`, beside its build time)."""
     if not plan.meta.get("reused"):
         save_engine(plan, path)
     result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1),
@@ -267,7 +272,12 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
         if key in plan.meta:
             result[key] = plan.meta[key]
     errors: dict = {}
-    with InferenceSession.from_engine(path) as session:
+    try:
+        session = InferenceSession.from_engine(path)
+    except Exception as exc:  # the row keeps the build's numbers
+        result["error"] = f"built and saved, but it did not open: {type(exc).__name__}: {exc}"[:2000]
+        return result
+    with session:
         order = declared_outputs(session)
         for b in batches:
             x = inputs[f"b{b}"]
@@ -293,6 +303,14 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
     return result
 
 
+def evaluate_outputs(plan, path: Path, inputs: dict, refs: dict, *, outputs: str, parsed_check, iters: int,
+                     warmup: int, batches: tuple[int, ...], profile: tuple[int, int] | None = None) -> dict:
+    """`evaluate` for the pose benchmarks (bench/gpu_pose.py, bench/gpu_openpose.py): raw outputs compared with
+    the float64 maps (`compare`), parsed ones by the benchmark's `parsed_check`; no engine layer list."""
+    return evaluate(plan, path, inputs, refs, iters, warmup, batches=batches, layers=False,
+                    check=compare if outputs == "raw" else parsed_check, profile=profile)
+
+
 def timing_cache_for(work: Path, engine: Path) -> Path:
     """One timing cache per engine (WORK/timing/<engine stem>.cache): TensorRT 8.6 on the H200 refused every
     cache another network's build had written, so sharing one across networks only cost the log errors."""
@@ -312,6 +330,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default="gpu_results.json")
     ap.add_argument("--rebuild", action="store_true", help="build implicit-INT8 engines even where one is saved")
+    ap.add_argument("--deadline-at", type=float, default=float("inf"),
+                    help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
@@ -332,15 +352,22 @@ def run(args: argparse.Namespace) -> int:
     for item in args.plan.split(","):
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
-        if name not in loaded:
-            loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
-        inputs, refs = loaded[name]
         engine_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
+        if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
+            row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
+                   "opt_level": opt_level}
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            write_results(out_path, results)
+            continue
         settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
                                  timing_cache=timing_cache_for(work, engine_path), progress=False)
         t0 = time.perf_counter()
         plan = None
         try:
+            if name not in loaded:  # a failed preparation fails its rows, not the run
+                loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
+            inputs, refs = loaded[name]
             if path_kind == "netdef":
                 plan = netdef_plan(name, work, settings, engine_path)
             elif path_kind == "implicit":
@@ -359,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
                    wall_s=round(time.perf_counter() - t0, 1))
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
-        out_path.write_text(json.dumps(results, indent=1))
+        write_results(out_path, results)
     if any(r["precision"] == "int8" for r in results["rows"]):
         from gpu_table import int8_table
 

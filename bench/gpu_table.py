@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
@@ -113,6 +114,7 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         out.append({"model": model, "level": level, "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
                     "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
                     "errors": {k: v.get("error") for k, v in rows.items() if v and v.get("error")},
+                    "skipped": {k: v["skipped"] for k, v in rows.items() if v and v.get("skipped")},
                     "analysis_errors": {k: v["analysis_errors"] for k, v in rows.items()
                                         if v and v.get("analysis_errors")},
                     "engine_layers": {k: (v or {}).get("engine_layers") for k, v in rows.items()},
@@ -145,6 +147,8 @@ def int8_table(gpu_rows: list[dict]) -> str:
             lines.append(f"  placement: {s['placement']}")
         for key, err in s["errors"].items():
             lines.append(f"  {key} FAILED: {str(err)[:200]}")
+        for key, why in s["skipped"].items():
+            lines.append(f"  {key} not measured: skipped ({why})")
         for key, errs in s["analysis_errors"].items():
             lines.append(f"  {key} analysis errors (timings kept): {json.dumps(errs)[:300]}")
         lines.append(f"  targets met: {s['met']}")
@@ -160,8 +164,11 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="with --int8: write the summary here")
     args = ap.parse_args()
     if args.int8:
-        gpu_rows = [row for path in args.int8 for row in json.load(open(path))["rows"]]
+        found = [path for path in args.int8 if os.path.isfile(path)]
+        gpu_rows = [row for path in found for row in json.load(open(path))["rows"]]
         print(int8_table(gpu_rows))
+        for path in sorted(set(args.int8) - set(found)):
+            print(f"no results in {path} (its step did not run or did not finish: see the log beside it)")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(int8_summary(gpu_rows), f, indent=1)

@@ -293,3 +293,44 @@ def test_implicit_engine_is_reused_only_when_built_from_the_same_files_and_setti
     (tmp_path / "yolov4_heads.onnx").write_bytes(b"another export")
     with pytest.raises(AssertionError, match="built yolov4_heads.onnx again"):
         gpu.implicit_plan("yolov4", tmp_path, settings, engine)
+
+
+# --- the session's queue: deadlines, failed preparations and missing result files never crash a table ---------
+
+def _run_args(tmp_path, plan, deadline_at):
+    import argparse
+
+    return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
+                              out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
+                              yolo_heads="fp16,int8", profile_iters=0)
+
+
+def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):
+    import time
+
+    plan = "yolov4:fp16:netdef,yolov4:int8:netdef,yolov4:int8:implicit"
+    assert gpu.run(_run_args(tmp_path, plan, time.time() - 1)) == 0  # nothing prepared either: no file is read
+    rows = json.loads((tmp_path / "trt.json").read_text())["rows"]
+    assert [(r["precision"], r["path"], r["skipped"]) for r in rows] == [
+        ("fp16", "netdef", "deadline"), ("int8", "netdef", "deadline"), ("int8", "implicit", "deadline")]
+    assert "netdef_fp16 not measured: skipped (deadline)" in capsys.readouterr().out
+    assert gpu.run(_run_args(tmp_path, plan, time.time() + 600)) == 0  # the preparation failed: every row says so
+    rows = json.loads((tmp_path / "trt.json").read_text())["rows"]
+    assert len(rows) == 3 and all("yolov4_inputs.npz" in r["error"] for r in rows)
+
+
+def test_int8_table_names_result_files_never_written(gpu, tmp_path, monkeypatch, capsys):
+    import gpu_table
+
+    written = tmp_path / "trt_yolo_netdef.json"
+    written.write_text(json.dumps({"rows": [
+        _row("yolov4", "fp16", "netdef", 8.4, heads_cos=0.9999), _row("yolov4", "int8", "netdef", 5.2, heads_cos=0.996),
+        {"model": "yolov4", "precision": "int8", "path": "implicit", "opt_level": 1, "skipped": "deadline"}]}))
+    never = tmp_path / "trt_r50.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_table.py", "--int8", str(written), str(never), "--json",
+                                      str(tmp_path / "summary.json")])
+    assert gpu_table.main() == 0
+    out = capsys.readouterr().out
+    assert "netdef INT8 / netdef FP16 = 0.62" in out and "implicit_int8 not measured: skipped (deadline)" in out
+    assert f"no results in {never} (its step did not run or did not finish" in out
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["skipped"] == {"implicit_int8": "deadline"}
