@@ -4,7 +4,6 @@ ONNX path with the raw heads and DETAILED profiling (TensorRT-RTX), netdef INT8 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 import types
@@ -15,21 +14,15 @@ import pytest
 
 from netdef import trt as shim
 from netdef.engine import BuildSettings, build_engine
+from tests.bench_scripts import BENCH, load_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 REFERENCE = BENCH / "results" / "yolov4-416-implicit-int8-h200-trt86-layers.json.gz"
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    return _load("gpu")  # puts bench/ on sys.path for its helpers
+    return load_bench("gpu")  # puts bench/ on sys.path for its helpers
 
 
 def test_layer_counts_of_the_implicit_int8_yolov4_engine(gpu) -> None:
@@ -157,7 +150,7 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
 
-    prepare = _load("gpu_prepare")
+    prepare = load_bench("gpu_prepare")
     text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
     (tmp_path / "t.cfg").write_text(text)
     write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
