@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # The whole GPU proof in ONE 30-minute device session on two GPUs (nvidia-h200-x2), unattended, after TensorRT 8.6
-# (/tmp/gpu-trt), TensorRT-RTX (/tmp/rtx/site) and the serving wheels (/tmp/serve-parts) are staged (README, "GPU
-# benchmark"). One worker per GPU takes the next item of ONE list ordered by value (ITEMS), so both GPUs stay busy
-# and no timing ever shares a GPU; an item waits for the item it needs (yolo_prepare, pose_files). The session ends
-# SESSION_S seconds after the start (default 1440: 25 usable minutes less one for the last poll): an item does not
-# start, and no build inside it starts, when less than its longest step (NEED) is left; at the end whatever still
-# runs is stopped (its finished rows are kept: every result file is written after each row). Then the tables, then
-# serving if SERVE's 300 s are left. Seconds on the H200 (2026-11-30 run; "~" = estimate, no level-1 build yet):
+# (/tmp/gpu-trt), TensorRT-RTX (/tmp/rtx/site) and the serving wheels (/tmp/serve-parts) are staged (below). One
+# worker per GPU takes the next item of ONE list ordered by value (ITEMS), so both GPUs stay busy and no timing ever
+# shares a GPU; an item waits for the item it needs (yolo_prepare, pose_files). The session ends SESSION_S seconds
+# after the start (default 1440: 25 usable minutes less one for the last poll). No build starts with less than the
+# item's longest build (NEED) left, no item starts without its preparation on top; at the end whatever still runs is
+# stopped (its finished rows are kept: every result file is rewritten, atomically, after each row). Then the
+# tables, then serving if its 300 s are left. Seconds on the H200 (2026-11-30 run; "~": estimated, HigherHRNet has
+# no level-1 build yet):
 #   (a) yolo_prepare 50 | yolo_implicit 800 (TensorRT's implicit INT8, 3 min of it calibration; a saved engine or
 #       calibration cache from the same files is reused) | yolo_netdef 420 (netdef FP16 270 + INT8 150, level 1) |
-#       r50 420 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3)
+#       r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
 #   (d) serve ~300 (bench/serve.py on both GPUs, ResNet-50 and YOLOv4), only after every other item
-# Expected on two H200s: GPU A yolo_prepare, yolo_netdef, r50, pose_torch, pose256_fp16; GPU B pose_files,
-# yolo_implicit (to ~850 s), pose512_fp16, then INT8/FP32 pose rows until the end; (c) and (d) get what is left
-# (SKIP=r50, say, buys them 420 s).
+# The dry run with these numbers (TIME_DIV_DRY=10): GPU A yolo_prepare, yolo_netdef (to 470 s), r50 (900),
+# pose512_fp16 (1350); GPU B pose_files, yolo_implicit (to 850), pose_torch, pose256_fp16 (1280), one pose256_more
+# row; then too little is left for (c) and (d): they run only where builds beat the estimates or SKIP frees time
+# (SKIP=r50: every FP16 pose row, 2-3 INT8/FP32 rows per size, part of openpose_224x224; serving still not).
 #
 #   bash bench/gpu_session.sh start          copy this tree to $W/src and start there (setsid nohup), return
 #   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS (or the end), print one status line per item (done,
@@ -24,14 +26,20 @@
 #                                            result files' rows), pack results and logs into $OUT/results.tgz and
 #                                            the caches a later session can reuse into $OUT/seed.tgz; call again
 #                                            until it prints "all done" (the tables follow)
-#   bash bench/gpu_session.sh dry-run        the same on this machine in seconds: fakes for the interpreters
-#                                            (bench/gpu_session_fake.py), times divided by TIME_DIV (default 60)
-# Device commands (the lead), each one `run` on nvidia-h200-x2 after the staging calls of README "GPU benchmark":
-#   bash .gpu/small/setup.sh && bash .gpu/rtx/small/setup.sh && bash bench/gpu_session.sh start
-#   bash bench/gpu_session.sh poll 570       (again until "all done"; $OUT/results.tgz comes back each time)
+#   bash bench/gpu_session.sh dry-run        the same on this machine: fake interpreters (bench/gpu_session_fake.py),
+#                                            every duration divided by TIME_DIV_DRY (default 60: 25 s)
+# On the device (the lead; each line one `run` on nvidia-h200-x2 from the project root, carry as named; one part
+# per call, as a call carries 64 MiB):
+#   carry .gpu/parts/trt-part-XX (XX = aa..ak):  mkdir -p /tmp/gpu-trt && cp .gpu/parts/trt-part-XX /tmp/gpu-trt/
+#   carry .gpu/rtx/rtx-libs-part-XX (aa, ab):    mkdir -p /tmp/rtx && cp .gpu/rtx/rtx-libs-part-XX /tmp/rtx/
+#   carry .gpu/serve/serve-part-XX (aa, ab):     mkdir -p /tmp/serve-parts && cp .gpu/serve/serve-part-XX /tmp/serve-parts/
+#   carry .gpu/small, .gpu/rtx/small:  bash .gpu/small/setup.sh && bash .gpu/rtx/small/setup.sh && bash bench/gpu_session.sh start
+#   no carry:                          bash bench/gpu_session.sh poll 570     (again until "all done")
+# Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
+# carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
 # SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, GPUS, RESUME=1 (keep $W's engines and caches), SEED (a folder
-# copied into $W first: an earlier session's seed.tgz unpacked; default .gpu/seed), TORCH_PY / TRT_PY.
+# copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
 export W=${W:-/tmp/gs} OUT=${OUT:-/tmp/out} SKIP=${SKIP:-} SEED=${SEED:-.gpu/seed} SESSION_S=${SESSION_S:-1440}
 export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef r50 pose_torch pose512_fp16 pose256_fp16 \
@@ -98,7 +106,7 @@ needs() {  # the item whose success this one waits for
   esac
 }
 
-need_s() {  # seconds an item's longest step takes (the guard); NEED="item=seconds ..." overrides
+need_s() {  # seconds an item's longest build takes (no build starts later); NEED="item=seconds ..." overrides
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
@@ -107,6 +115,12 @@ need_s() {  # seconds an item's longest step takes (the guard); NEED="item=secon
     serve) s=300 ;; *) s=60 ;;
   esac
   s=$(( s / TIME_DIV )); echo $(( s > 0 ? s : 1 ))
+}
+
+prep_s() {  # seconds an item prepares before its first build (added to NEED for its start)
+  local s=0
+  case "$1" in openpose_224x224) s=30 ;; openpose_480x640) s=70 ;; r50) s=40 ;; esac
+  echo $(( s / TIME_DIV ))
 }
 
 # --- status: one JSON file per item, $W/status/NN-item.json (bench/session_status.py prints them) ---------------
@@ -146,7 +160,8 @@ run_item() {  # WHERE ITEM
     put_status "$name" waiting "$where" "for $dep"
     while [ ! -f "$W/markers/$dep.ok" ]; do
       if [ -f "$W/markers/$dep.failed" ]; then
-        finish "$name" skipped "$where" "needs $dep, which $(sed 's/^stopped$/was stopped/; s/^failed$/failed/; s/^skipped$/was skipped/' "$W/markers/$dep.failed")"
+        finish "$name" skipped "$where" "needs $dep, which $(sed 's/^stopped$/was stopped/; s/^skipped$/was skipped/' \
+          "$W/markers/$dep.failed")"
         return
       fi
       if [ $(( END - $(date +%s) )) -le "$need" ]; then
@@ -156,7 +171,9 @@ run_item() {  # WHERE ITEM
     done
   done
   left=$(( END - $(date +%s) ))
-  if [ "$left" -le "$need" ]; then finish "$name" skipped "$where" "deadline: needs ~$need s, $left s left"; return; fi
+  if [ "$left" -le $(( need + $(prep_s "$name") )) ]; then
+    finish "$name" skipped "$where" "deadline: needs ~$(( need + $(prep_s "$name") )) s, $left s left"; return
+  fi
   t0=$(date +%s)
   put_status "$name" running "$where" "" "\"since\": $t0, \"builds_until\": $(( END - need )), \"end\": $END"
   stamp "$where: $name (needs ~$need s, $left s left)"
