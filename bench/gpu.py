@@ -13,6 +13,14 @@ full per-layer profile are saved beside it (`.layers.json.gz`, `.profile.json.gz
 their definition (netdef.quantize.placement). With INT8 rows the run ends with the INT8 table
 (bench/gpu_table.py --int8).
 
+Nothing after a build can lose it: the engine is saved first, then timed, and a failed check, layer list or
+profile is recorded in the row's `analysis_errors` beside the timings. Outputs are matched to the references by
+name, else by their position among the network's declared outputs (the sidecar's order: TensorRT 8.6 lists an
+engine's I/O tensors in its own order). An implicit-INT8 engine saved by an earlier run from the same ONNX file
+and calibration array with the same settings is reused (`--rebuild` builds anew); its calibration cache is kept
+beside the array too. Each engine has its own timing cache (WORK/timing/<engine>.cache): TensorRT 8.6 refused
+every cache another network had written.
+
     PYTHONPATH=.:bench /tmp/gpu-trt/python bench/gpu.py --work /tmp/nd --out results.json
 """
 from __future__ import annotations
@@ -36,8 +44,9 @@ from engine_layers import engine_layers, layer_counts  # noqa: E402
 from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
-from netdef.atomic import atomic_path  # noqa: E402
-from netdef.engine import BuildSettings, build_engine, create_builder, create_network, save_engine  # noqa: E402
+from netdef.atomic import atomic_path, sha256_file, write_text_atomic  # noqa: E402
+from netdef.engine import (BuildSettings, EngineFileError, Plan, build_engine, create_builder,  # noqa: E402
+                           create_network, read_sidecar, save_engine)
 from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
 from netdef.verify import cosine_similarity as cosine  # noqa: E402
@@ -72,18 +81,51 @@ def onnx_plan(path: Path, settings: BuildSettings):
     return build_engine(network, settings, builder, {"arch": path.stem, "path": "onnx"})
 
 
-def implicit_plan(name: str, work: Path, settings: BuildSettings):
+def onnx_model(name: str, work: Path, heads: bool) -> Path:
+    """The ONNX file of a model: with the raw YOLO heads as outputs where prepared and asked for."""
+    with_heads = work / f"{name}_heads.onnx"
+    return with_heads if heads and with_heads.exists() else work / f"{name}.onnx"
+
+
+def reusable_engine(path: Path, precision: str, settings: BuildSettings, sources: dict[str, str]) -> Plan | None:
+    """The engine an earlier run saved at `path`, when it was built by this TensorRT from the same files
+    (`sources`: their sha256) with the same precision, level and batch profile; else None."""
+    if not path.exists():
+        return None
+    try:
+        meta = read_sidecar(path)  # plan checksum, TensorRT flavor and version
+    except EngineFileError as exc:
+        print(f"{path.name}: not reused ({exc})", flush=True)
+        return None
+    want = {"precision": precision, "optimization_level": settings.optimization_level,
+            "batch": list(settings.batch), "sources": sources}
+    differs = [k for k, v in want.items() if meta.get(k) != v]
+    if differs:
+        print(f"{path.name}: not reused ({', '.join(differs)} differ)", flush=True)
+        return None
+    print(f"{path.name}: reusing the engine built {meta.get('build_seconds')} s long by an earlier run", flush=True)
+    return Plan(path.read_bytes(), {**meta, "reused": True})
+
+
+def implicit_plan(name: str, work: Path, settings: BuildSettings, engine_path: Path, rebuild: bool = False):
     """The ONNX model (with the raw YOLO heads as outputs where prepared) and TensorRT's implicit INT8:
-    FP16 settings (the FP16 flag) plus the INT8 flag and the entropy calibrator on netdef's calibration array."""
-    onnx = work / f"{name}_heads.onnx"
-    builder, network, _parser = parse_onnx(onnx if onnx.exists() else work / f"{name}.onnx")
-    calib = calibrator(np.load(work / f"{name}_calib.npy", mmap_mode="r"), CALIB_BATCH,
-                       work / f"{name}_trt_entropy.cache")
+    FP16 settings (the FP16 flag) plus the INT8 flag and the entropy calibrator on netdef's calibration array.
+    An engine saved from the same files and settings is reused unless `rebuild`."""
+    onnx, data = onnx_model(name, work, heads=True), work / f"{name}_calib.npy"
+    sources = {"onnx": sha256_file(onnx), "calibration_data": sha256_file(data)}
+    plan = None if rebuild else reusable_engine(engine_path, "int8", settings, sources)
+    if plan is not None:
+        return plan
+    builder, network, _parser = parse_onnx(onnx)
+    cache = work / f"{name}_trt_entropy.cache"
+    cached = cache.exists()
+    calib = calibrator(np.load(data, mmap_mode="r"), CALIB_BATCH, cache)
     fp16 = dataclasses.replace(settings, precision="fp16")
     with builder_config(implicit_int8(calib)):
         plan = build_engine(network, fp16, builder, {"arch": name, "path": "implicit"})
-    plan.meta.update(precision="int8", calibration={"algorithm": "IInt8EntropyCalibrator2", "batches": calib.batches,
-                                                    "seconds": calib.seconds})
+    plan.meta.update(precision="int8", sources=sources,
+                     calibration={"algorithm": "IInt8EntropyCalibrator2", "batches": calib.batches,
+                                  "seconds": calib.seconds, "cache_reused": cached and calib.batches == 0})
     return plan
 
 
@@ -111,6 +153,11 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     if placement is not None:
         plan.meta["placement"] = placement
     return plan
+
+
+def write_results(path: Path, results: dict) -> None:
+    """A result file, rewritten after every row: atomically, as the session's hard stop may kill any moment."""
+    write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def write_gz(path: Path, text: str) -> None:
@@ -171,40 +218,105 @@ def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int
             "top": [[name[:160], round(ms, 4)] for name, ms in ranked[:top]]}, mean
 
 
-def compare(outputs: dict, refs: dict, batch: int) -> dict:
-    """Error of each output against its float64 reference, by name (`b1_head0`) or else by position (`b1_out0`)."""
+def compare(outputs: dict, refs: dict, batch: int, order: list[str] | None = None) -> dict:
+    """Error of each output against its float64 reference: by name (`b1_head0`), else by the output's position
+    in `order`, the network's declared outputs as the reference lists them (`b1_out0`). Never by the engine's
+    own I/O order: TensorRT 8.6 listed the YOLOv4 heads model's outputs otherwise. Outputs without a reference
+    are named in `no_reference`."""
+    order = list(order or outputs)
     per = {}
-    for i, (name, value) in enumerate(outputs.items()):
-        ref = refs.get(f"b{batch}_{name}", refs.get(f"b{batch}_out{i}"))
+    for name, value in outputs.items():
+        ref = refs.get(f"b{batch}_{name}")
+        if ref is None and name in order:
+            ref = refs.get(f"b{batch}_out{order.index(name)}")
         if ref is not None:
             per[name] = {"rel_err": rel_err(value, ref), "cosine": cosine(value, ref)}
     main = {k: v for k, v in per.items() if not k.startswith("head")}
     heads = {k: v for k, v in per.items() if k.startswith("head")}
-    result = {"rel_err": max(v["rel_err"] for v in main.values()),
-              "cosine": min(v["cosine"] for v in main.values()), "outputs": per}
+    result: dict = {"outputs": per}
+    if main:
+        result.update(rel_err=max(v["rel_err"] for v in main.values()), cosine=min(v["cosine"] for v in main.values()))
     if heads:
         result["heads_cosine"] = min(v["cosine"] for v in heads.values())
+    missing = [name for name in outputs if name not in per]
+    if missing:
+        result["no_reference"] = missing
     return result
 
 
-def evaluate(plan, path: Path, inputs, refs, iters: int, warmup: int, profile_iters: int) -> dict:
-    save_engine(plan, path)
-    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
-    for key in ("placement", "calibration"):
+def declared_outputs(session: InferenceSession) -> list[str]:
+    """The network's outputs in their declared order (the sidecar's), not the engine's I/O order."""
+    return [s["name"] for s in session.meta.get("outputs") or []] or session.output_names
+
+
+def attempt(errors: dict, key: str, fn, *args):
+    """fn(*args), or None with the error recorded under `key`: analysis after a build never loses the row."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        errors[key] = f"{type(exc).__name__}: {exc}"[:1000]
+        return None
+
+
+def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int, *, batches=(1, 32),
+             check=compare, layers: bool = True, profile: tuple[int, int] | None = None) -> dict:
+    """Save the engine (unless it is the saved one, reused), then per batch `check(outputs, refs, batch, order)`
+    and time it, then its layer list and (`profile`: (batch, iterations)) per-layer profile. Whatever fails
+    after the save is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open:
+    `error`, beside its build time)."""
+    if not plan.meta.get("reused"):
+        save_engine(plan, path)
+    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1),
+                    "engine": path.name}
+    for key in ("placement", "calibration", "timing_cache", "reused"):
         if key in plan.meta:
             result[key] = plan.meta[key]
-    with InferenceSession.from_engine(path) as session:
-        for b in (1, 32):
-            y = session.infer({session.input_names[0]: inputs[f"b{b}"]})
-            result[f"b{b}"] = {**compare(y, refs, b), **time_session(session, inputs[f"b{b}"], iters, warmup)}
-        # the context's shapes are batch 32 now: the layer list resolves each tensor's format and data type
-        text, layers = engine_layers(session.backend.engine, session.backend.context)
-        write_gz(Path(f"{path}.layers.json.gz"), text)
-        result["engine_layers"] = layer_counts(layers)
-        if profile_iters:  # last: the profiler stays attached to this context
-            result["profile_b32"], every = layer_profile(session, inputs["b32"], profile_iters)
-            write_gz(Path(f"{path}.profile.json.gz"), json.dumps(every))
+    errors: dict = {}
+    try:
+        session = InferenceSession.from_engine(path)
+    except Exception as exc:  # the row keeps the build's numbers
+        result["error"] = f"built and saved, but it did not open: {type(exc).__name__}: {exc}"[:2000]
+        return result
+    with session:
+        order = declared_outputs(session)
+        for b in batches:
+            x = inputs[f"b{b}"]
+            y = attempt(errors, f"b{b} infer", session.infer, {session.input_names[0]: x})
+            checked = attempt(errors, f"b{b} check", check, y, refs, b, order) if y is not None else None
+            timing = attempt(errors, f"b{b} timing", time_session, session, x, iters, warmup)
+            result[f"b{b}"] = {**(checked or {}), **(timing or {})}
+        # the context's shapes are the last batch's now: the layer list resolves each tensor's format and data type
+        listed = attempt(errors, "layers", engine_layers, session.backend.engine, session.backend.context) \
+            if layers else None
+        if listed is not None:
+            text, found = listed
+            write_gz(Path(f"{path}.layers.json.gz"), text)
+            result["engine_layers"] = attempt(errors, "layer counts", layer_counts, found)
+        if profile and profile[1]:  # last: the profiler stays attached to this context
+            b, n = profile
+            profiled = attempt(errors, "profile", layer_profile, session, inputs[f"b{b}"], n)
+            if profiled is not None:
+                result[f"profile_b{b}"], every = profiled
+                write_gz(Path(f"{path}.profile.json.gz"), json.dumps(every))
+    if errors:
+        result["analysis_errors"] = errors
     return result
+
+
+def evaluate_outputs(plan, path: Path, inputs: dict, refs: dict, *, outputs: str, parsed_check, iters: int,
+                     warmup: int, batches: tuple[int, ...], profile: tuple[int, int] | None = None) -> dict:
+    """`evaluate` for the pose benchmarks (bench/gpu_pose.py, bench/gpu_openpose.py): raw outputs compared with
+    the float64 maps (`compare`), parsed ones by the benchmark's `parsed_check`; no engine layer list."""
+    return evaluate(plan, path, inputs, refs, iters, warmup, batches=batches, layers=False,
+                    check=compare if outputs == "raw" else parsed_check, profile=profile)
+
+
+def timing_cache_for(work: Path, engine: Path) -> Path:
+    """One timing cache per engine (WORK/timing/<engine stem>.cache): TensorRT 8.6 on the H200 refused every
+    cache another network's build had written, so sharing one across networks only cost the log errors."""
+    folder = work / "timing"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{engine.stem}.cache"
 
 
 def main() -> int:
@@ -217,7 +329,9 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default="gpu_results.json")
-    ap.add_argument("--timing-cache", default=None, help="timing cache file (default WORK/timing.cache)")
+    ap.add_argument("--rebuild", action="store_true", help="build implicit-INT8 engines even where one is saved")
+    ap.add_argument("--deadline-at", type=float, default=float("inf"),
+                    help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
@@ -230,7 +344,6 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = args.int8_skip.split(",")
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
-    timing_cache = Path(args.timing_cache) if args.timing_cache else work / "timing.cache"
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
@@ -239,30 +352,41 @@ def run(args: argparse.Namespace) -> int:
     for item in args.plan.split(","):
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
-        if name not in loaded:
-            loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
-        inputs, refs = loaded[name]
-        settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
-                                 timing_cache=timing_cache, progress=False)
-        t0 = time.perf_counter()
         engine_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
+        if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
+            row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
+                   "opt_level": opt_level}
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            write_results(out_path, results)
+            continue
+        settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
+                                 timing_cache=timing_cache_for(work, engine_path), progress=False)
+        t0 = time.perf_counter()
+        plan = None
         try:
+            if name not in loaded:  # a failed preparation fails its rows, not the run
+                loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
+            inputs, refs = loaded[name]
             if path_kind == "netdef":
                 plan = netdef_plan(name, work, settings, engine_path)
             elif path_kind == "implicit":
                 if precision != "int8":
                     raise ValueError(f"{item}: the implicit path is INT8 only")
-                plan = implicit_plan(name, work, settings)
+                plan = implicit_plan(name, work, settings, engine_path, args.rebuild)
             else:
-                plan = onnx_plan(work / f"{name}.onnx", settings)
-            row = evaluate(plan, engine_path, inputs, refs, args.iters, args.warmup, args.profile_iters)
+                plan = onnx_plan(onnx_model(name, work, heads=precision in HEADS_FOR), settings)
+            row = evaluate(plan, engine_path, inputs, refs, args.iters, args.warmup, profile=(32, args.profile_iters))
         except Exception as exc:  # keep going: one failed build must not lose the other numbers
             row = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            if plan is not None:  # built (and saved, unless the save itself failed): say so
+                row.update(build_s=plan.meta.get("build_seconds"), engine=engine_path.name,
+                           saved=engine_path.exists())
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,
                    wall_s=round(time.perf_counter() - t0, 1))
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
-        out_path.write_text(json.dumps(results, indent=1))
+        write_results(out_path, results)
     if any(r["precision"] == "int8" for r in results["rows"]):
         from gpu_table import int8_table
 

@@ -19,7 +19,7 @@ lane_r() {
     --plan resnet50:fp16:netdef,resnet50:fp16:onnx,resnet50:int8:netdef,resnet50:fp32:netdef,resnet50:fp32:onnx \
     > "$W/r/bench.log" 2>&1
   while [ ! -f "$W/y/prep.done" ]; do sleep 2; done
-  bench --work "$W/y" --timing-cache "$W/r/timing_yolo.cache" --opt-level "$Y_LEVEL" --out "$W/r/trt_yolo.json" \
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/r/trt_yolo.json" \
     --plan yolov4:int8:netdef,yolov4:fp32:netdef,yolov4:fp32:onnx >> "$W/r/bench.log" 2>&1
   touch "$W/r/done"
 }
@@ -33,7 +33,7 @@ bench_y() {
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt.json" --plan yolov4:fp16:netdef,yolov4:fp16:onnx \
     > "$W/y/bench.log" 2>&1
   if [ -n "$Y_LEVEL_2" ]; then
-    bench --work "$W/y" --timing-cache "$W/y/timing_$Y_LEVEL_2.cache" --opt-level "$Y_LEVEL_2" \
+    bench --work "$W/y" --opt-level "$Y_LEVEL_2" \
       --out "$W/y/trt_level$Y_LEVEL_2.json" --plan yolov4:fp16:netdef,yolov4:fp16:onnx >> "$W/y/bench.log" 2>&1
   fi
   touch "$W/y/done"

@@ -8,63 +8,87 @@
 #   bash bench/gpu_int8.sh wait SECONDS    poll up to SECONDS, then copy results and logs to $OUT; prints the INT8
 #                                          table once everything is done (call again if it is not)
 #   bash bench/gpu_int8.sh run             both lanes in the foreground (what `start` runs)
-#   bash bench/gpu_int8.sh lane y|r        one lane in the foreground (bench/gpu_session.sh runs one per GPU),
-#   bash bench/gpu_int8.sh summarize       then the table once both are done
+#   bash bench/gpu_int8.sh lane y|r        one lane in the foreground
+#   bash bench/gpu_int8.sh step NAME       one step in the foreground (bench/gpu_session.sh queues them):
+#        prepare_y   YOLOv4 preparation (HDF5, ONNX with the raw heads, float64 references, calibration on CUDA)
+#        implicit    the implicit-INT8 YOLOv4 engine -> y/trt_yolo_implicit.json: the long pole (13 min on the H200
+#                    at level 1, 3 of them TensorRT's calibration); an engine saved from the same ONNX file,
+#                    calibration array and settings is reused, and so is TensorRT's calibration cache
+#        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
+#        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
+#        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
+#   bash bench/gpu_int8.sh summarize       the table of the steps' result files (missing ones named)
 #
-# Two lanes, one GPU each (one GPU: one after the other), timings never share a GPU:
-#   lane y: prepare YOLOv4 (HDF5, ONNX with the raw heads, float64 references, netdef calibration on CUDA; no
-#           PyTorch timings), then the implicit-INT8 YOLOv4 engine: the long pole (9 min on the H200 at level 1)
-#   lane r: prepare ResNet-50 and build its netdef FP16 engine; once lane y's preparation is done, YOLOv4 netdef
-#           FP16 and INT8 (a timing cache shared by the two); then ResNet-50 netdef INT8 and implicit INT8
-# Estimated on two H200s: about 11-12 minutes. Results: $OUT/int8_table.txt, $OUT/int8_summary.json, the
-# bench/gpu.py result files (*trt*.json), engine layer lists, per-layer profiles and placement reports (*.gz).
+# DEADLINE_AT (seconds since the epoch): bench rows not started by then are recorded as skipped. Every engine has
+# its own timing cache (TensorRT 8.6 refused every cache another network had written). TORCH_PY / TRT_PY: the
+# interpreters (python3 with torch; /tmp/gpu-trt/python).
+# Results: $W/int8_table.txt, $W/int8_summary.json, the bench/gpu.py result files (*/trt_*.json), engine layer
+# lists, per-layer profiles and placement reports (*.gz).
 set -uo pipefail
-W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-1}; R_LEVEL=${R_LEVEL:-3}
+W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-1}; R_LEVEL=${R_LEVEL:-3}; DEADLINE_AT=${DEADLINE_AT:-}
+TORCH_PY=${TORCH_PY:-python3}; TRT_PY=${TRT_PY:-/tmp/gpu-trt/python}
 export PYTHONUNBUFFERED=1
 
-prep() { PYTHONPATH=/tmp/rtx/site:. python3 bench/gpu_prepare.py --work "$1" --models "$2" --no-torch-timings \
+prep() { PYTHONPATH=/tmp/rtx/site:. $TORCH_PY bench/gpu_prepare.py --work "$1" --models "$2" --no-torch-timings \
   --compile-models "" --onnx-heads yolov4; }
-bench() { PYTHONPATH=. /tmp/gpu-trt/python bench/gpu.py --yolo-heads fp16,int8 "$@"; }
+bench() { PYTHONPATH=. $TRT_PY bench/gpu.py --yolo-heads fp16,int8 ${DEADLINE_AT:+--deadline-at "$DEADLINE_AT"} "$@"; }
 stamp() { echo "$(date +%T) $*"; }
 
-lane_y_prepare() {
-  stamp "y: prepare yolov4"; prep "$W/y" yolov4 > "$W/y/prepare.log" 2>&1; touch "$W/y/prep.done"
+prepare_y() {
+  mkdir -p "$W/y"; rm -f "$W/y/prep.done"
+  stamp "y: prepare yolov4"; prep "$W/y" yolov4 > "$W/y/prepare.log" 2>&1; local rc=$?
+  [ $rc -eq 0 ] && touch "$W/y/prep.done"; return $rc
 }
 
-lane_y_bench() {
+wait_prepared() {
+  while [ ! -f "$W/y/prep.done" ]; do
+    [ -n "$DEADLINE_AT" ] && [ "$(date +%s)" -gt "$DEADLINE_AT" ] && { stamp "y: no YOLOv4 preparation"; return 1; }
+    sleep 2
+  done
+}
+
+implicit() {
+  wait_prepared || return 1
   stamp "y: yolov4 implicit int8 (level $Y_LEVEL)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_implicit.json" --plan yolov4:int8:implicit \
-    > "$W/y/bench.log" 2>&1
-  touch "$W/y/done"; stamp "y: done"
+    >> "$W/y/bench_implicit.log" 2>&1
 }
 
-lane_r() {
-  stamp "r: prepare resnet50"; prep "$W/r" resnet50 > "$W/r/prepare.log" 2>&1
-  stamp "r: resnet50 netdef fp16 (level $R_LEVEL)"
-  bench --work "$W/r" --opt-level "$R_LEVEL" --out "$W/r/trt_r50_fp16.json" --plan resnet50:fp16:netdef \
-    > "$W/r/bench.log" 2>&1
-  while [ ! -f "$W/y/prep.done" ]; do sleep 2; done
-  stamp "r: yolov4 netdef fp16 + int8 (level $Y_LEVEL)"
-  bench --work "$W/y" --timing-cache "$W/r/timing_yolo.cache" --opt-level "$Y_LEVEL" --out "$W/r/trt_yolo_netdef.json" \
-    --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/r/bench.log" 2>&1
-  stamp "r: resnet50 netdef int8 + implicit int8 (level $R_LEVEL)"
-  bench --work "$W/r" --opt-level "$R_LEVEL" --out "$W/r/trt_r50_int8.json" \
-    --plan resnet50:int8:netdef,resnet50:int8:implicit >> "$W/r/bench.log" 2>&1
-  touch "$W/r/done"; stamp "r: done"
+netdef_y() {
+  wait_prepared || return 1
+  stamp "y: yolov4 netdef fp16 + int8 (level $Y_LEVEL)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_netdef.json" \
+    --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/y/bench_netdef.log" 2>&1
 }
 
-summarize() {
-  python3 bench/gpu_table.py --int8 "$W"/*/trt_*.json --json "$W/int8_summary.json" > "$W/int8_table.txt" 2>&1
+onnx_y() {
+  wait_prepared || return 1
+  stamp "y: yolov4 onnx fp16 (level $Y_LEVEL)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_onnx.json" --plan yolov4:fp16:onnx \
+    >> "$W/y/bench_onnx.log" 2>&1
+}
+
+r50() {
+  mkdir -p "$W/r"
+  stamp "r: prepare resnet50"; prep "$W/r" resnet50 > "$W/r/prepare.log" 2>&1 || return 1
+  stamp "r: resnet50 netdef fp16, netdef int8, implicit int8 (level $R_LEVEL)"
+  bench --work "$W/r" --opt-level "$R_LEVEL" --out "$W/r/trt_r50.json" \
+    --plan resnet50:fp16:netdef,resnet50:int8:netdef,resnet50:int8:implicit >> "$W/r/bench.log" 2>&1
+}
+
+summarize() {  # the table of the result files (those never written are named as missing)
+  python3 bench/gpu_table.py --int8 "$W"/y/trt_yolo_{netdef,implicit}.json $(ls "$W"/y/trt_yolo_onnx.json 2>/dev/null) \
+    "$W"/r/trt_r50.json --json "$W/int8_summary.json" > "$W/int8_table.txt" 2>&1
 }
 
 run() {
   mkdir -p "$W/y" "$W/r"
   if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-    (export CUDA_VISIBLE_DEVICES=0; lane_y_prepare; lane_y_bench) &
-    (export CUDA_VISIBLE_DEVICES=1; lane_r) &
+    (export CUDA_VISIBLE_DEVICES=0; prepare_y; implicit) &
+    (export CUDA_VISIBLE_DEVICES=1; netdef_y; r50; onnx_y) &
     wait
   else
-    lane_y_prepare; lane_r; lane_y_bench
+    prepare_y; netdef_y; implicit; r50; onnx_y
   fi
   summarize; touch "$W/done"; stamp "all done"
 }
@@ -94,7 +118,7 @@ case "${1:-}" in
     [ -d "$W" ] || { echo "nothing started in $W"; exit 1; }
     while [ ! -f "$W/done" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
       sleep 15
-      echo "$(date +%T) $(tail -n 1 "$W/run.log" 2>/dev/null) | y: $(tail -c 200 "$W/y/bench.log" 2>/dev/null | tail -n 1 | cut -c1-100)"
+      echo "$(date +%T) $(tail -n 1 "$W/run.log" 2>/dev/null) | y: $(tail -c 200 "$W/y/bench_implicit.log" 2>/dev/null | tail -n 1 | cut -c1-100)"
     done
     collect
     if [ -f "$W/done" ]; then cat "$W/int8_table.txt"; else echo "not done yet: call wait again"; cat "$W/run.log"; fi ;;
@@ -102,10 +126,16 @@ case "${1:-}" in
   lane)
     mkdir -p "$W/y" "$W/r"
     case "${2:-}" in
-      y) lane_y_prepare; lane_y_bench ;;
-      r) lane_r ;;
+      y) prepare_y; implicit ;;
+      r) netdef_y; r50; onnx_y ;;
       *) echo "usage: bash bench/gpu_int8.sh lane y|r" >&2; exit 2 ;;
     esac ;;
+  step)
+    mkdir -p "$W/y" "$W/r"
+    case "${2:-}" in
+      prepare_y|implicit|netdef_y|onnx_y|r50) "$2" ;;
+      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|onnx_y|r50" >&2; exit 2 ;;
+    esac ;;
   summarize) summarize; touch "$W/done" ;;
-  *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run | lane y|r | step NAME | summarize" >&2; exit 2 ;;
 esac

@@ -18,11 +18,12 @@ for both paths, batch profile 1:8:8), checked and timed at batch 1 and 8; the pa
 maps (TensorRT's cubic resize, smoothing, peaks and sampling against float64 torch; people against the
 reference pipeline's); image to people: preprocess + parsed engine (host I/O) + host assembly, where the
 assembly reads the synthetic maps' parse so both pipelines assemble the same people (the network's own maps
-are random). Prints the table, writes --out JSON after every row.
+are random; the parse engine's output, or the float64 parse where that check failed). Prints the table, writes --out JSON after every row.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -38,7 +39,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 BATCHES = (1, 8)
 HEAT_GAIN = 5.0
 MAX_PEAKS = 32
-DEFAULT_PLAN = ("fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed,int8:netdef:raw,int8:netdef:parsed,"
+# parsed first: its engine serves the image-to-people timing too
+DEFAULT_PLAN = ("fp16:netdef:parsed,fp16:netdef:raw,fp16:onnx:raw,int8:netdef:raw,int8:netdef:parsed,"
                 "fp32:netdef:raw,fp32:onnx:raw")
 
 
@@ -172,7 +174,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 # --- step 2: bench (TensorRT 8.6) ------------------------------------------------------------------------------
 
-def parse_agreement(outputs: dict, refs: dict, batch: int) -> dict:
+def parse_agreement(outputs: dict, refs: dict, batch: int, order: list[str] | None = None) -> dict:
     """How many of the float64 reference's peaks the engine found (same pixel), and limb scores on common pairs."""
     from netdef.pose.paf import NO_LIMB, canonical
 
@@ -209,25 +211,6 @@ def build(item: str, size: tuple[int, int], work: Path, settings) -> object:
     return OpenPose.from_hdf5(work / "openpose.h5").build(settings=settings, **options)
 
 
-def evaluate(plan, engine: Path, outputs_kind: str, inputs: dict, refs: dict, args) -> dict:
-    import gpu
-
-    from netdef.engine import save_engine
-    from netdef.runtime.session import InferenceSession
-
-    save_engine(plan, engine)
-    row: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
-    with InferenceSession.from_engine(engine) as session:
-        for b in BATCHES:
-            x = inputs[f"b{b}"]
-            y = session.infer({session.input_names[0]: x})
-            check = gpu.compare(y, refs, b) if outputs_kind == "raw" else parse_agreement(y, refs, b)
-            row[f"b{b}"] = {**check, **gpu.time_session(session, x, args.iters, args.warmup)}
-        if args.profile and outputs_kind == "parsed":
-            row["profile_b1"] = gpu.layer_profile(session, inputs["b1"], 10, top=12)
-    return row
-
-
 def check_parse_on_gpu(size: tuple[int, int], work: Path, settings) -> tuple[dict, dict]:
     """The parse alone on the synthetic maps: TensorRT against float64 torch, our people against the reference's."""
     from netdef.engine import save_engine
@@ -235,10 +218,12 @@ def check_parse_on_gpu(size: tuple[int, int], work: Path, settings) -> tuple[dic
     from netdef.runtime.session import InferenceSession
     from networks.openpose import parse_network
 
+    import gpu
+
     syn = dict(np.load(work / f"openpose_{tag(size)}_synthetic.npz"))
     net = parse_network(syn["heatmap"].shape[2:], PafSettings(max_peaks=MAX_PEAKS))
     path = work / f"openpose_{tag(size)}_parse.engine"
-    save_engine(net.build(settings), path)
+    save_engine(net.build(dataclasses.replace(settings, timing_cache=gpu.timing_cache_for(work, path))), path)
     with InferenceSession.from_engine(path) as session:
         out = session.infer({"paf": syn["paf"].astype(np.float32), "heatmap": syn["heatmap"].astype(np.float32)})
     refs = {f"b1_{k}": syn[k] for k in ("peaks", "peak_counts", "limb_scores")}
@@ -254,8 +239,18 @@ def check_parse_on_gpu(size: tuple[int, int], work: Path, settings) -> tuple[dic
     return result, out
 
 
-def end_to_end(engine: Path, size: tuple[int, int], synthetic: dict, iters: int) -> dict:
-    """Image (H, W, 3) uint8 -> people: preprocess, the parsed engine (host I/O), host assembly (medians, ms)."""
+def assembly_input(work: Path, size: tuple[int, int], parse_engine_out: dict | None) -> tuple[dict, str]:
+    """What image to people assembles: the parse engine's output on the synthetic maps, or where that check
+    failed (the H200 run: no image-to-people row at all), their float64 parse from the preparation."""
+    if parse_engine_out is not None:
+        return parse_engine_out, "parse engine on the synthetic maps"
+    syn = np.load(work / f"openpose_{tag(size)}_synthetic.npz")
+    return {k: syn[k] for k in ("peaks", "peak_counts", "limb_scores")}, "float64 parse of the synthetic maps"
+
+
+def end_to_end(engine: Path, size: tuple[int, int], synthetic: dict, source: str, iters: int) -> dict:
+    """Image (H, W, 3) uint8 -> people: preprocess, the parsed engine (host I/O), host assembly (medians, ms) of
+    `synthetic` (parse outputs, `source` says whose)."""
     from netdef.pose.openpose import people, preprocess
     from netdef.runtime.session import InferenceSession
 
@@ -273,10 +268,13 @@ def end_to_end(engine: Path, size: tuple[int, int], synthetic: dict, iters: int)
             if i >= 5:
                 for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                     parts[k].append(dt * 1e3)
-    return {**{f"{k}_ms": float(np.median(v)) for k, v in parts.items()}, "people": len(found[0])}
+    return {**{f"{k}_ms": float(np.median(v)) for k, v in parts.items()}, "people": len(found[0]),
+            "assembled": source}
 
 
 def bench(args: argparse.Namespace) -> int:
+    import gpu
+
     from netdef import trt as shim
     from netdef.engine import BuildSettings
 
@@ -287,41 +285,62 @@ def bench(args: argparse.Namespace) -> int:
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "opt_level": args.opt_level, "torch": torch_report, "rows": [], "parse": {}, "end_to_end": {}}
     out_path = Path(args.out)
-    timing_cache = work / f"timing_openpose_{args.opt_level}.cache"
+    write = lambda: gpu.write_results(out_path, results)  # noqa: E731  after every step
     for size in map(parse_size, args.sizes.split(",")):
-        inputs = dict(np.load(work / f"openpose_{tag(size)}_inputs.npz"))
-        refs = dict(np.load(work / f"openpose_{tag(size)}_refs.npz"))
-        fp32 = BuildSettings(precision="fp32", batch=(1, 1, 1), optimization_level=args.opt_level,
-                             timing_cache=timing_cache, progress=False)
+        if time.time() > args.deadline_at:  # nothing of this size starts: say so in the result file
+            results["parse"][tag(size)] = {"skipped": "deadline"}
+            results["rows"] += [dict(zip(("precision", "path", "outputs"), item.split(":")), size=tag(size),
+                                     skipped="deadline") for item in args.plan.split(",")]
+            write()
+            continue
+        try:
+            inputs = dict(np.load(work / f"openpose_{tag(size)}_inputs.npz"))
+            refs = dict(np.load(work / f"openpose_{tag(size)}_refs.npz"))
+        except OSError as exc:  # its preparation failed: say so for every row of this size
+            error = f"not prepared ({type(exc).__name__}: {exc}; see prepare.log)"[:500]
+            results["parse"][tag(size)] = {"error": error}
+            results["rows"] += [dict(zip(("precision", "path", "outputs"), item.split(":")), size=tag(size),
+                                     error=error) for item in args.plan.split(",")]
+            write()
+            continue
+        fp32 = BuildSettings(precision="fp32", batch=(1, 1, 1), optimization_level=args.opt_level, progress=False)
         try:
             check, synthetic_out = check_parse_on_gpu(size, work, fp32)
         except Exception as exc:  # keep going: the engines' numbers matter too
             check, synthetic_out = {"error": f"{type(exc).__name__}: {exc}"[:2000]}, None
         results["parse"][tag(size)] = check
         print(json.dumps({"parse": tag(size), **check}), flush=True)
+        write()
         for item in args.plan.split(","):
             precision, path, outputs_kind = item.split(":")
             if time.time() > args.deadline_at:
                 results["rows"].append({"size": tag(size), "precision": precision, "path": path,
                                         "outputs": outputs_kind, "skipped": "deadline"})
+                write()
                 continue
-            settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=args.opt_level,
-                                     timing_cache=timing_cache, progress=False)
-            t0 = time.perf_counter()
             engine = work / f"openpose_{tag(size)}-{path}-{outputs_kind}-{precision}.engine"
+            settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=args.opt_level,
+                                     timing_cache=gpu.timing_cache_for(work, engine), progress=False)
+            t0 = time.perf_counter()
             try:
-                row = evaluate(build(item, size, work, settings), engine, outputs_kind, inputs, refs, args)
-                if outputs_kind == "parsed" and synthetic_out is not None:
-                    e2e = end_to_end(engine, size, synthetic_out, args.e2e_iters)
-                    results["end_to_end"][f"{tag(size)}:{precision}"] = e2e
-                    row["end_to_end"] = e2e
+                profile = (1, 10) if args.profile and outputs_kind == "parsed" else None
+                row = gpu.evaluate_outputs(build(item, size, work, settings), engine, inputs, refs,
+                                           outputs=outputs_kind, parsed_check=parse_agreement, iters=args.iters,
+                                           warmup=args.warmup, batches=BATCHES, profile=profile)
             except Exception as exc:
                 row = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            if outputs_kind == "parsed" and "error" not in row:  # image to people with this engine
+                try:
+                    e2e = end_to_end(engine, size, *assembly_input(work, size, synthetic_out), args.e2e_iters)
+                except Exception as exc:  # the engine's row stays
+                    e2e = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                results["end_to_end"][f"{tag(size)}:{precision}"] = row["end_to_end"] = e2e
             row.update(size=tag(size), precision=precision, path=path, outputs=outputs_kind,
                        opt_level=args.opt_level, wall_s=round(time.perf_counter() - t0, 1))
             results["rows"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "profile_b1"}), flush=True)
-            out_path.write_text(json.dumps(results, indent=1))
+            write()
+    write()
     print(table(results))
     return 0
 
@@ -363,6 +382,9 @@ def table(results: dict) -> str:
                          f"{_f(acc, '.1e')} / {_f(found, '.3f')}"]
                 lines.append(" | ".join(cells))
     for key, e in results["end_to_end"].items():
+        if "error" in e:
+            lines.append(f"image->people {key}: FAILED: {e['error'][:200]}")
+            continue
         size = key.split(":")[0]
         ref = results["torch"].get("sizes", {}).get(size, {})
         same, default = ref.get("reference_same_resolution_ms"), ref.get("reference_defaults_ms")
@@ -370,20 +392,53 @@ def table(results: dict) -> str:
                      f"{e['engine_ms']:.2f}, assembly {e['assembly_ms']:.2f}; {e['people']} people) | reference "
                      f"pipeline same resolution {_f(same)} ms = {_f(same / e['total_ms'] if same else None, '.1f')}x, "
                      f"its defaults (0.5 x 368) {_f(default)} ms = "
-                     f"{_f(default / e['total_ms'] if default else None, '.1f')}x")
+                     f"{_f(default / e['total_ms'] if default else None, '.1f')}x; assembled: "
+                     f"{e.get('assembled', 'parse engine on the synthetic maps')}")
     for size, check in results["parse"].items():
         lines.append(f"parse alone {size} (synthetic people): {json.dumps(check)}")
+    unmeasured: dict[str, list[str]] = {}  # why -> rows
+    for r in results["rows"]:
+        if r.get("skipped") or r.get("error"):
+            why = r.get("skipped") or r["error"][:100]
+            unmeasured.setdefault(why, []).append(f"{r['size']} {r['precision']}:{r['path']}:{r['outputs']}")
+    for why, items in unmeasured.items():
+        lines.append(f"not measured ({why}): {', '.join(items)}")
+    for note in results.get("missing", []):
+        lines.append(f"no results: {note}")
     return "\n".join(lines)
 
 
-def merge(parts: list[dict]) -> dict:
-    """Lanes' result files as one (rows, torch sizes, parse checks and end-to-end runs side by side)."""
-    merged = dict(parts[0])
+def merge(parts: list[dict], missing: list[str] = ()) -> dict:
+    """Lanes' result files as one (rows, torch sizes, parse checks and end-to-end runs side by side); `missing`:
+    why a lane has no result file."""
+    merged = dict(parts[0]) if parts else {"trt": "TensorRT (no results)", "opt_level": "-"}
     merged["torch"] = {"sizes": {k: v for p in parts for k, v in p["torch"].get("sizes", {}).items()}}
     for key in ("parse", "end_to_end"):
         merged[key] = {k: v for p in parts for k, v in p[key].items()}
     merged["rows"] = [r for p in parts for r in p["rows"]]
+    merged["missing"] = list(missing)
     return merged
+
+
+def why_missing(result: Path) -> str:
+    """Why a lane wrote no result file, from the logs beside it (bench/gpu_openpose.sh's layout)."""
+    def last_line(log: Path) -> str:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:200] if lines else "(empty)"
+
+    bench_log, prepare_log = result.parent / "bench.log", result.parent / "prepare.log"
+    if bench_log.exists():
+        return f"{result}: its TensorRT stage wrote none; bench.log ends: {last_line(bench_log)}"
+    if prepare_log.exists():
+        return f"{result}: its TensorRT stage never ran; prepare.log ends: {last_line(prepare_log)}"
+    return f"{result}: the lane never started"
+
+
+def read_results(paths: list[str]) -> dict:
+    """The lanes' result files merged; a missing one is named with the reason its logs give."""
+    found = [Path(p) for p in paths if Path(p).exists()]
+    return merge([json.loads(p.read_text()) for p in found],
+                 [why_missing(Path(p)) for p in paths if not Path(p).exists()])
 
 
 def _f(v: float | None, spec: str = ".3f") -> str:
@@ -414,7 +469,7 @@ def main() -> int:
     if args.step == "prepare":
         return prepare(args)
     if args.step == "table":  # --out: one or more result files, comma-separated (one per lane)
-        print(table(merge([json.loads(Path(p).read_text()) for p in args.out.split(",")])))
+        print(table(read_results(args.out.split(","))))
         return 0
     return bench(args)
 

@@ -2,9 +2,10 @@
 after `bench/gpu_pose_prepare.py --stage files`. Reuses bench/gpu.py's ONNX-path build, timing and comparison.
 
 Each plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] (path netdef or onnx; outputs raw or parsed; the ONNX model is
-the raw one) is built with batch 1..8 (opt 8) at one optimization level with a shared timing cache (netdef and
-ONNX path alike), checked against the float64 references and timed at batch 1 and 8 with device-resident I/O.
-Items are run in order until --deadline-s has passed since the start (later ones are recorded as skipped).
+the raw one) is built with batch 1..8 (opt 8) at one optimization level (netdef and ONNX path alike; one timing
+cache per engine), saved, checked against the float64 references and timed at batch 1 and 8 with device-resident
+I/O (bench/gpu.py's evaluate). Items are run in order until --deadline-s has passed since the start or the clock
+passes --deadline-at (later ones are recorded as skipped, and the result file is written after every item).
 `--table` prints the merged markdown table from result files (no GPU needed).
 
     PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_pose.py --work /tmp/ndpose --sizes 512 --out /tmp/ndpose/trt_512.json
@@ -26,13 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARCH = "higherhrnet-w32"
 BATCHES = (1, 8)
-# FP16 first (the headline ratios), at the default level; FP32 and INT8 after it at level 1 (builds are slow).
-DEFAULT_ITEMS = ("fp16:netdef:raw", "fp16:onnx:raw", "fp16:netdef:parsed", "fp32:netdef:raw:1", "fp32:onnx:raw:1",
-                 "int8:netdef:raw:1", "int8:netdef:parsed:1", "fp16:netdef:raw:1", "fp16:onnx:raw:1")
+# FP16 first (the headline ratios), then INT8 and FP32; one level for all (--opt-level, default 1: a level-3 FP16
+# build at 512 took 377 s on the H200).
+DEFAULT_ITEMS = ("fp16:netdef:raw", "fp16:onnx:raw", "fp16:netdef:parsed", "int8:netdef:raw", "fp32:netdef:raw",
+                 "fp32:onnx:raw", "int8:netdef:parsed")
 
 
-def default_plan(sizes: list[int]) -> str:
-    return ",".join(f"{size}:{item}" for item in DEFAULT_ITEMS for size in sizes)
+def default_plan(sizes: list[int], items: tuple[str, ...] | list[str] = DEFAULT_ITEMS) -> str:
+    """SIZE:ITEM for every size in order, each size's items in order."""
+    return ",".join(f"{size}:{item}" for size in sizes for item in items)
 
 
 def netdef_plan(work: Path, size: int, outputs: str, settings):
@@ -49,7 +52,7 @@ def netdef_plan(work: Path, size: int, outputs: str, settings):
                                                             outputs=outputs, **options)
 
 
-def parsed_check(outputs: dict, refs: dict, batch: int) -> dict:
+def parsed_check(outputs: dict, refs: dict, batch: int, order: list[str] | None = None) -> dict:
     """Candidates against the float64 parse: top-k scores (sorted, so near-ties that swap places do not count),
     the share of candidate positions the reference also has, tags at the shared positions."""
     from netdef.verify import relative_error as rel_err
@@ -71,28 +74,8 @@ def parsed_check(outputs: dict, refs: dict, batch: int) -> dict:
             "tags_rel_err": rel_err(ours, theirs)}
 
 
-def evaluate(plan, path: Path, inputs: dict, refs: dict, outputs: str, iters: int, warmup: int,
-             profile_iters: int) -> dict:
-    from gpu import compare, layer_profile, time_session
-
-    from netdef.engine import save_engine
-    from netdef.runtime.session import InferenceSession
-
-    save_engine(plan, path)
-    result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1)}
-    with InferenceSession.from_engine(path) as session:
-        for b in BATCHES:
-            x = inputs[f"b{b}"]
-            y = session.infer({session.input_names[0]: x})
-            check = compare(y, refs, b) if outputs == "raw" else parsed_check(y, refs, b)
-            result[f"b{b}"] = {**check, **time_session(session, x, iters, warmup)}
-        if profile_iters:
-            result["profile_b8"] = layer_profile(session, inputs["b8"], profile_iters)
-    return result
-
-
 def run_plan(args: argparse.Namespace) -> int:
-    from gpu import onnx_plan
+    from gpu import evaluate_outputs, onnx_plan, timing_cache_for, write_results
 
     from netdef import trt as shim
     from netdef.engine import BuildSettings
@@ -102,14 +85,14 @@ def run_plan(args: argparse.Namespace) -> int:
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}", "model": ARCH,
                "rows": []}
     out = Path(args.out)
-    plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")])
+    plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
     for item in plan_text.split(","):
         size_text, precision, path_kind, outputs, *level = item.split(":")
         size, opt_level = int(size_text), int(level[0]) if level else args.opt_level
         row: dict = {"size": size, "precision": precision, "path": path_kind, "outputs": outputs,
                      "opt_level": opt_level}
-        if time.perf_counter() - start > args.deadline_s:
-            row["skipped"] = f"deadline ({args.deadline_s} s)"
+        if time.perf_counter() - start > args.deadline_s or time.time() > args.deadline_at:
+            row["skipped"] = "deadline"
         else:
             t0 = time.perf_counter()
             try:
@@ -117,18 +100,20 @@ def run_plan(args: argparse.Namespace) -> int:
                     raise ValueError("the ONNX model has the raw outputs only")
                 inputs = dict(np.load(work / f"{ARCH}-{size}_inputs.npz"))
                 refs = dict(np.load(work / f"{ARCH}-{size}_refs.npz"))
+                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine"
                 settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
-                                         timing_cache=work / f"timing_{size}.cache", progress=False)
+                                         timing_cache=timing_cache_for(work, engine), progress=False)
                 plan = (netdef_plan(work, size, outputs, settings) if path_kind == "netdef"
                         else onnx_plan(work / f"{ARCH}-{size}.onnx", settings))
-                row.update(evaluate(plan, work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine",
-                                    inputs, refs, outputs, args.iters, args.warmup, args.profile_iters))
+                row.update(evaluate_outputs(plan, engine, inputs, refs, outputs=outputs, parsed_check=parsed_check,
+                                            iters=args.iters, warmup=args.warmup, batches=BATCHES,
+                                            profile=(8, args.profile_iters)))
             except Exception as exc:  # keep going: one failed build must not lose the other numbers
                 row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             row["wall_s"] = round(time.perf_counter() - t0, 1)
         results["rows"].append(row)
         print(json.dumps(row), flush=True)
-        out.write_text(json.dumps(results, indent=1))
+        write_results(out, results)
     return 0
 
 
@@ -137,7 +122,10 @@ def table(paths: list[str]) -> str:
     """Markdown rows per size, precision, level and batch: netdef raw vs ONNX path, parsed vs raw, vs PyTorch."""
     torch_times: dict = {}
     rows: list[dict] = []
+    missing = [p for p in paths if not Path(p).is_file()]  # a lane or stage that never wrote its file
     for p in paths:
+        if p in missing:
+            continue
         data = json.loads(Path(p).read_text())
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])
@@ -179,6 +167,7 @@ def table(paths: list[str]) -> str:
                 f"({ratio(ms(r, b, 'gpu_median_ms'), ms(onnx, b, 'gpu_median_ms'))}) | {fmt(ms(parsed, b))} | "
                 f"{ratio(ms(parsed, b), nd)} | {fmt(eager, '.2f')} | {ratio(eager, nd, 'x')} | {fmt(comp)} | "
                 f"{ratio(comp, nd)} | {accuracy} |")
+    lines += [f"\nno results in {p} (its stage did not run or did not finish: see the log beside it)" for p in missing]
     return "\n".join(lines)
 
 
@@ -188,8 +177,12 @@ def main() -> int:
     ap.add_argument("--sizes", default="512,256", help="sizes of the default plan, in order")
     ap.add_argument("--plan", default=None, help="SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] items (default: every size's "
                                                  f"{', '.join(DEFAULT_ITEMS)})")
-    ap.add_argument("--opt-level", type=int, default=3, help="builder optimization level of items without one")
+    ap.add_argument("--items", default=",".join(DEFAULT_ITEMS),
+                    help="PRECISION:PATH:OUTPUTS items of the default plan, per size, most important first")
+    ap.add_argument("--opt-level", type=int, default=1, help="builder optimization level of items without one")
     ap.add_argument("--deadline-s", type=float, default=330.0, help="start no item after this many seconds")
+    ap.add_argument("--deadline-at", type=float, default=float("inf"),
+                    help="start no item after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--profile-iters", type=int, default=0, help="per-layer profile at batch 8 (0: none)")

@@ -1,98 +1,294 @@
 #!/usr/bin/env bash
-# The whole GPU proof in one unattended session on two GPUs (nvidia-h200-x2), after TensorRT 8.6 (/tmp/gpu-trt),
-# TensorRT-RTX (/tmp/rtx/site) and the serving wheels (/tmp/serve-parts) are staged (README, "GPU benchmark").
-# One queue per GPU, so no timing ever shares a GPU; each step keeps its own deadline:
-#   GPU 0: INT8 lane y (YOLOv4 preparation, TensorRT's implicit-INT8 anchor) -> HigherHRNet W32 (512, 256)
-#   GPU 1: INT8 lane r (ResNet-50 FP16/INT8/implicit, YOLOv4 netdef FP16/INT8) -> OpenPose (480x640, 224x224)
-#   both, once the queues are done: Triton serving (bench/serve.py, reusing the lane's ResNet-50 FP16 engine)
+# The whole GPU proof in ONE 30-minute device session on two GPUs (nvidia-h200-x2), unattended, after TensorRT 8.6
+# (/tmp/gpu-trt), TensorRT-RTX (/tmp/rtx/site) and the serving wheels (/tmp/serve-parts) are staged (below). One
+# worker per GPU takes the next item of ONE list ordered by value (ITEMS), so both GPUs stay busy and no timing ever
+# shares a GPU; an item waits for the item it needs (yolo_prepare, pose_files). The session ends SESSION_S seconds
+# after the start (default 1440: 25 usable minutes less one for the last poll). No build starts with less than the
+# item's longest build (NEED) left, no item starts without its preparation on top; at the end whatever still runs is
+# stopped (its finished rows are kept: every result file is rewritten, atomically, after each row). Then the
+# tables, then serving if its 300 s are left. Seconds on the H200 (2026-11-30 run; "~": estimated, HigherHRNet has
+# no level-1 build yet):
+#   (a) yolo_prepare 50 | yolo_implicit 800 (TensorRT's implicit INT8, 3 min of it calibration; a saved engine or
+#       calibration cache from the same files is reused) | yolo_netdef 420 (netdef FP16 270 + INT8 150, level 1) |
+#       r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3)
+#   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
+#       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
+#   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
+#   (d) serve ~300 (bench/serve.py on both GPUs, ResNet-50 and YOLOv4), only after every other item
+# The dry run with these numbers (TIME_DIV_DRY=10): GPU A yolo_prepare, yolo_netdef (to 470 s), r50 (900),
+# pose512_fp16 (1350); GPU B pose_files, yolo_implicit (to 850), pose_torch, pose256_fp16 (1280), one pose256_more
+# row; then too little is left for (c) and (d): they run only where builds beat the estimates or SKIP frees time
+# (SKIP=r50: every FP16 pose row, 2-3 INT8/FP32 rows per size, part of openpose_224x224; serving still not).
 #
 #   bash bench/gpu_session.sh start          copy this tree to $W/src and start there (setsid nohup), return
-#   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS, print progress, pack every result into
-#                                            $OUT/results.tgz (call again until it prints "all done")
-# Knobs: POSE_DEADLINE / OPENPOSE_DEADLINE (s, per TensorRT stage), SERVE_ARGS, SKIP (words: pose openpose serve).
+#   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS (or the end), print one status line per item (done,
+#                                            running, waiting, skipped, failed, stopped, with the reason and its
+#                                            result files' rows), pack results and logs into $OUT/results.tgz and
+#                                            the caches a later session can reuse into $OUT/seed.tgz; call again
+#                                            until it prints "all done" (the tables follow)
+#   bash bench/gpu_session.sh dry-run        the same on this machine: fake interpreters (bench/gpu_session_fake.py),
+#                                            every duration divided by TIME_DIV_DRY (default 60: 25 s)
+# On the device (the lead; each line one `run` on nvidia-h200-x2 from the project root, carry as named; one part
+# per call, as a call carries 64 MiB):
+#   carry .gpu/parts/trt-part-XX (XX = aa..ak):  mkdir -p /tmp/gpu-trt && cp .gpu/parts/trt-part-XX /tmp/gpu-trt/
+#   carry .gpu/rtx/rtx-libs-part-XX (aa, ab):    mkdir -p /tmp/rtx && cp .gpu/rtx/rtx-libs-part-XX /tmp/rtx/
+#   carry .gpu/serve/serve-part-XX (aa, ab):     mkdir -p /tmp/serve-parts && cp .gpu/serve/serve-part-XX /tmp/serve-parts/
+#   carry .gpu/small, .gpu/rtx/small:  bash .gpu/small/setup.sh && bash .gpu/rtx/small/setup.sh && bash bench/gpu_session.sh start
+#   no carry:                          bash bench/gpu_session.sh poll 570     (again until "all done")
+# Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
+# carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
+# Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
+# SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, GPUS, RESUME=1 (keep $W's engines and caches), SEED (a folder
+# copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
-W=${W:-/tmp/gs}; OUT=${OUT:-/tmp/out}
-POSE_DEADLINE=${POSE_DEADLINE:-270}; OPENPOSE_DEADLINE=${OPENPOSE_DEADLINE:-360}; SKIP=${SKIP:-}
-# HigherHRNet: the headline FP16 rows at 512 at the default level 3, the rest at level 1 (builds are slow);
-# OpenPose at level 1 throughout (netdef and the ONNX path always share the level)
-POSE_PLAN=${POSE_PLAN:-"512:fp16:netdef:raw,512:fp16:onnx:raw,512:fp16:netdef:parsed,512:int8:netdef:raw:1,\
-512:int8:netdef:parsed:1,256:fp16:netdef:raw:1,256:fp16:onnx:raw:1,256:fp16:netdef:parsed:1,256:int8:netdef:raw:1,\
-512:fp32:netdef:raw:1,512:fp32:onnx:raw:1,256:fp32:netdef:raw:1,256:fp32:onnx:raw:1"}
-OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1}
-SERVE_ARGS=${SERVE_ARGS:-"--clients 1,16,64 --instances 1,2 --duration 2 --warmup 0.5"}
-export PYTHONUNBUFFERED=1
-stamp() { echo "$(date +%T) $*" >> "$W/progress.log"; }
+export W=${W:-/tmp/gs} OUT=${OUT:-/tmp/out} SKIP=${SKIP:-} SEED=${SEED:-.gpu/seed} SESSION_S=${SESSION_S:-1440}
+export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef r50 pose_torch pose512_fp16 pose256_fp16 \
+pose512_more pose256_more openpose_224x224 openpose_480x640 serve"}
+export NEED=${NEED:-} TIME_DIV=${TIME_DIV:-1} POLL_STEP=${POLL_STEP:-10}
+export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE_SETUP=${SERVE_SETUP:-"bash bench/serve_setup.sh"}
+export SERVE_ARGS=${SERVE_ARGS:-"--clients 1,16,64 --instances 1,2 --duration 2 --warmup 0.5"}
+export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
+export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
+export OPENPOSE_SIZES="224x224 480x640" PYTHONUNBUFFERED=1
+stamp() { echo "$(date +%T) +$(( $(date +%s) - ${T0:-$(date +%s)} )) s $*" >> "$W/progress.log"; }
 skipped() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
+queued() { case " $ITEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 
-gpu0() {
-  export CUDA_VISIBLE_DEVICES=0
-  stamp "gpu0: int8 lane y"; W="$W/int8" bash bench/gpu_int8.sh lane y > "$W/int8_y.log" 2>&1
-  stamp "gpu0: int8 lane y done"
-  if ! skipped pose; then
-    stamp "gpu0: higherhrnet"
-    W="$W/pose" GPUS=1 DEADLINE=$POSE_DEADLINE PLAN=$POSE_PLAN bash bench/gpu_pose.sh > "$W/pose.log" 2>&1
-    stamp "gpu0: higherhrnet done"
-  fi
-  touch "$W/gpu0.done"
+# --- the items: run in $W/src by `item NAME`, CUDA_VISIBLE_DEVICES and DEADLINE_AT (no build after) set ----------
+item() {
+  case "$1" in
+    yolo_prepare) W="$W/int8" bash bench/gpu_int8.sh step prepare_y ;;
+    yolo_implicit) W="$W/int8" bash bench/gpu_int8.sh step implicit ;;
+    yolo_netdef) W="$W/int8" bash bench/gpu_int8.sh step netdef_y ;;
+    yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
+    r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
+    pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
+    pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
+    pose512_fp16|pose256_fp16) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_FP16 bash bench/gpu_pose.sh trt "${1:4:3}" fp16 ;;
+    pose512_more|pose256_more) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_MORE bash bench/gpu_pose.sh trt "${1:4:3}" more ;;
+    openpose_224x224|openpose_480x640)  # PREP_S=0: NEED is the guard
+      W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} bash bench/gpu_openpose.sh ;;
+    serve)  # both GPUs; the ResNet-50 FP16 engine of r50 where it exists
+      local engine
+      engine=$(ls "$W"/int8/r/resnet50-netdef-fp16-level*.engine 2>/dev/null | head -n 1)
+      unset CUDA_VISIBLE_DEVICES
+      $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
+      PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve.json" \
+        ${engine:+--engine resnet50=$engine} $SERVE_ARGS ;;
+    *) echo "no item $1"; return 127 ;;
+  esac
 }
 
-gpu1() {
-  export CUDA_VISIBLE_DEVICES=1
-  stamp "gpu1: int8 lane r"; W="$W/int8" bash bench/gpu_int8.sh lane r > "$W/int8_r.log" 2>&1
-  stamp "gpu1: int8 lane r done"
-  if ! skipped openpose; then
-    stamp "gpu1: openpose"
-    W="$W/openpose" GPUS=1 LEVEL=$OPENPOSE_LEVEL DEADLINE=$OPENPOSE_DEADLINE bash bench/gpu_openpose.sh \
-      > "$W/openpose.log" 2>&1
-    stamp "gpu1: openpose done"
-  fi
-  touch "$W/gpu1.done"
+results_of() {  # the result files an item writes, relative to $W
+  case "$1" in
+    yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
+    yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
+    pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
+    pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
+    openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
+    serve) echo serve.json ;;
+  esac
 }
 
-serve() {
-  local engine
-  engine=$(ls "$W"/int8/r/resnet50-netdef-fp16-level*.engine 2>/dev/null | head -n 1)
-  stamp "serve (resnet50 engine: ${engine:-built anew})"
-  bash bench/serve_setup.sh > "$W/serve_setup.log" 2>&1 || { stamp "serve: setup failed"; return; }
-  PYTHONPATH=. /tmp/gpu-trt/python bench/serve.py --work "$W/serve" --out "$W/serve.json" \
-    ${engine:+--engine resnet50=$engine} $SERVE_ARGS > "$W/serve.log" 2>&1
-  stamp "serve done"
+logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/ITEM.log, the item's own output)
+  case "$1" in
+    yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
+    yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
+    r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
+    pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
+    openpose_*) echo "openpose/${1#openpose_}/prepare.log" "openpose/${1#openpose_}/bench.log" ;;
+  esac
+}
+
+needs() {  # the item whose success this one waits for
+  case "$1" in
+    yolo_implicit|yolo_netdef|yolo_onnx) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
+  esac
+}
+
+need_s() {  # seconds an item's longest build takes (no build starts later); NEED="item=seconds ..." overrides
+  local s="" kv
+  for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
+  [ -z "$s" ] && case "$1" in
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;;
+    r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
+    serve) s=300 ;; *) s=60 ;;
+  esac
+  s=$(( s / TIME_DIV )); echo $(( s > 0 ? s : 1 ))
+}
+
+prep_s() {  # seconds an item prepares before its first build (added to NEED for its start)
+  local s=0
+  case "$1" in openpose_224x224) s=30 ;; openpose_480x640) s=70 ;; r50) s=40 ;; esac
+  echo $(( s / TIME_DIV ))
+}
+
+# --- status: one JSON file per item, $W/status/NN-item.json (bench/session_status.py prints them) ---------------
+json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$(printf '%s' "$s" | tr -d '\000-\037')"; }
+
+put_status() {  # ITEM STATE WHERE [WHY] [EXTRA JSON FIELDS]
+  local pos=0 n f files="" logs="\"logs/$1.log\"," file
+  for n in $ITEMS; do pos=$((pos + 1)); [ "$n" = "$1" ] && break; done
+  for f in $(results_of "$1"); do files+="\"$f\","; done
+  for f in $(logs_of "$1"); do logs+="\"$f\","; done
+  file=$(printf '%s/status/%02d-%s.json' "$W" "$pos" "$1")
+  printf '{"item": "%s", "position": %s, "state": "%s", "where": "%s", "why": %s, "results": [%s], "logs": [%s]%s}\n' \
+    "$1" "$pos" "$2" "$3" "$(json_str "${4:-}")" "${files%,}" "${logs%,}" "${5:+, $5}" > "$file.tmp" \
+    && mv "$file.tmp" "$file"
+}
+
+finish() {  # ITEM STATE WHERE WHY [EXTRA]: the final status; what waits on it learns whether it succeeded
+  put_status "$@"
+  if [ "$2" = done ]; then touch "$W/markers/$1.ok"; else echo "$2" > "$W/markers/$1.failed"; fi
+  stamp "$3: $1 $2${4:+ ($4)}"
+}
+
+last_line() {  # ITEM: "; " + the last line of the newest of its logs that has one (a failure or the last step)
+  local f line
+  for f in $(cd "$W" && ls -t "logs/$1.log" $(logs_of "$1") 2>/dev/null); do
+    line=$(grep -v '^\s*$' "$W/$f" | tail -n 1 | cut -c1-200)
+    [ -n "$line" ] && { echo "; $line"; return; }
+  done
+}
+
+run_item() {  # WHERE ITEM
+  local where=$1 name=$2 need dep left t0 rc secs f any=""
+  need=$(need_s "$name")
+  if skipped "$name"; then finish "$name" skipped "$where" "SKIP"; return; fi
+  for dep in $(needs "$name"); do
+    queued "$dep" || continue  # not queued: prepared by an earlier session (RESUME, SEED)
+    put_status "$name" waiting "$where" "for $dep"
+    while [ ! -f "$W/markers/$dep.ok" ]; do
+      if [ -f "$W/markers/$dep.failed" ]; then
+        finish "$name" skipped "$where" "needs $dep, which $(sed 's/^stopped$/was stopped/; s/^skipped$/was skipped/' \
+          "$W/markers/$dep.failed")"
+        return
+      fi
+      if [ $(( END - $(date +%s) )) -le "$need" ]; then
+        finish "$name" skipped "$where" "deadline while waiting for $dep"; return
+      fi
+      sleep 1
+    done
+  done
+  left=$(( END - $(date +%s) ))
+  if [ "$left" -le $(( need + $(prep_s "$name") )) ]; then
+    finish "$name" skipped "$where" "deadline: needs ~$(( need + $(prep_s "$name") )) s, $left s left"; return
+  fi
+  t0=$(date +%s)
+  put_status "$name" running "$where" "" "\"since\": $t0, \"builds_until\": $(( END - need )), \"end\": $END"
+  stamp "$where: $name (needs ~$need s, $left s left)"
+  DEADLINE_AT=$(( END - need )) timeout -k 10 "$left" bash bench/gpu_session.sh item "$name" \
+    > "$W/logs/$name.log" 2>&1 < /dev/null
+  rc=$?; secs=$(( $(date +%s) - t0 ))
+  for f in $(results_of "$name"); do [ -f "$W/$f" ] && any=1; done
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    finish "$name" stopped "$where" "the session's end$(last_line "$name")" "\"seconds\": $secs"
+  elif [ $rc -ne 0 ]; then
+    finish "$name" failed "$where" "exit $rc$(last_line "$name")" "\"seconds\": $secs"
+  elif [ -n "$(results_of "$name")" ] && [ -z "$any" ]; then
+    finish "$name" failed "$where" "wrote none of its results$(last_line "$name")" "\"seconds\": $secs"
+  else
+    finish "$name" done "$where" "" "\"seconds\": $secs"
+  fi
+}
+
+worker() {  # GPU: take the first unclaimed item (serving waits for all workers) until none is left
+  local name
+  export CUDA_VISIBLE_DEVICES=$1
+  while :; do
+    name=""
+    for n in $ITEMS; do
+      [ "$n" = serve ] && continue
+      mkdir "$W/claims/$n" 2>/dev/null && { name=$n; break; }
+    done
+    [ -z "$name" ] && return
+    run_item "gpu$1" "$name"
+  done
+}
+
+tables() {
+  W="$W/int8" bash bench/gpu_int8.sh summarize > "$W/logs/int8_summary.log" 2>&1
+  W="$W/pose" GPUS=1 bash bench/gpu_pose.sh table > "$W/logs/pose_table.log" 2>&1
+  W="$W/openpose" GPUS=1 SIZES="$OPENPOSE_SIZES" bash bench/gpu_openpose.sh table > "$W/logs/openpose_table.log" 2>&1
+  stamp "tables written"
 }
 
 run() {
-  mkdir -p "$W"
-  stamp "start ($(nvidia-smi -L | wc -l) GPUs)"
-  gpu0 & gpu1 &
+  mkdir -p "$W/status" "$W/markers" "$W/logs" "$W/claims" "$W/int8" "$W/pose" "$W/openpose"
+  export T0 END GPUS
+  T0=$(date +%s); END=$(( T0 + SESSION_S )); echo "$T0 $END" > "$W/clock"
+  GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
+  for n in $ITEMS; do put_status "$n" waiting "-"; done
+  stamp "start: $GPUS GPUs, items in order: $ITEMS; the end at +$SESSION_S s"
+  local g
+  for g in $(seq 0 $((GPUS - 1))); do worker "$g" & done
   wait
-  W="$W/int8" bash bench/gpu_int8.sh summarize > "$W/int8_summary.log" 2>&1
-  stamp "int8 table written"
-  skipped serve || serve
+  tables
+  queued serve && run_item "gpus" serve
   stamp "all done"; touch "$W/done"
 }
 
-pack() {  # every small result and log (engines and ONNX files stay behind) into one archive under $OUT
+pack() {  # every small result and log into $OUT/results.tgz; what a later session can reuse into $OUT/seed.tgz
   mkdir -p "$OUT"
-  (cd "$W" && find . -path ./src -prune -o -type f \( -name '*.json' -o -name '*.log' -o -name '*.txt' -o -name '*.md' \
-     -o -name '*.gz' \) -size -8M -print | tar czf "$OUT/results.tgz" -T -) 2>/dev/null
-  cp "$W/progress.log" "$OUT/" 2>/dev/null
+  local limit=15000000  # a file over 16 MiB would not come back at all
+  pack_results -o -name '*.gz'
+  [ "$(stat -c %s "$OUT/results.tgz" 2>/dev/null || echo 0)" -le $limit ] || pack_results  # without the layer lists
+  # TensorRT's calibration caches (KB) and the per-engine timing caches: unpack into .gpu/seed, carry it next time
+  (cd "$W" && find . -path ./src -prune -o -type f \( -name '*_trt_entropy.cache' -o -path '*/timing/*.cache' \) \
+     -size -8M -print | tar czf "$OUT/seed.tgz" -T - 2>/dev/null)
+  if [ "$(stat -c %s "$OUT/seed.tgz" 2>/dev/null || echo 0)" -gt $limit ]; then  # too big: calibration only
+    (cd "$W" && find . -path ./src -prune -o -type f -name '*_trt_entropy.cache' -print | tar czf "$OUT/seed.tgz" -T -)
+  fi
   return 0
 }
 
-case "${1:-}" in
-  start)
-    rm -rf "$W" && mkdir -p "$W/src"
-    tar --exclude=./.git --exclude=./.gpu -cf - . | (cd "$W/src" && tar xf -)
-    (cd "$W/src" && W="$W" setsid nohup bash bench/gpu_session.sh run > "$W/session.log" 2>&1 < /dev/null &)
-    echo "started in $W/src" ;;
-  poll)
-    limit=${2:-540}; t0=$(date +%s)
-    while [ ! -f "$W/done" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 10; done
-    cat "$W/progress.log" 2>/dev/null
-    for f in "$W"/int8/*/bench.log "$W"/pose/trt_*.log "$W"/openpose/*/bench.log "$W"/serve.log; do
-      [ -f "$f" ] && echo "--- $f" && tail -n 3 "$f" | cut -c1-300
+pack_results() {  # [MORE FIND NAME TESTS]
+  (cd "$W" && find . \( -path ./src -o -path ./claims \) -prune -o -type f -size -8M \( -name '*.json' -o -name '*.log' \
+     -o -name '*.txt' -o -name '*.md' -o -name 'clock' "$@" \) -print | tar czf "$OUT/results.tgz" -T - 2>/dev/null)
+}
+
+poll() {  # SECONDS
+  local limit=${1:-570} t0 clock
+  t0=$(date +%s)
+  [ -d "$W/status" ] || { echo "nothing started in $W"; return 1; }
+  while [ ! -f "$W/done" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep "$POLL_STEP"; done
+  tail -n 12 "$W/progress.log" 2>/dev/null
+  pack
+  if [ -f "$W/done" ]; then
+    echo "all done"
+    for f in "$W/int8/int8_table.txt" "$W/pose/table.md" "$W/openpose/table.txt"; do
+      [ -f "$f" ] && { echo "--- ${f#$W/}"; cat "$f"; }
     done
-    pack
-    if [ -f "$W/done" ]; then echo "all done"; cat "$W/int8/int8_table.txt" 2>/dev/null; else echo "not done yet"; fi ;;
+  else
+    echo "not done yet: poll again"
+  fi
+  read -r clock _ < "$W/clock" 2>/dev/null
+  echo "--- items at +$(( $(date +%s) - ${clock:-$(date +%s)} )) s of $SESSION_S s (results: $OUT/results.tgz)"
+  python3 "$W/src/bench/session_status.py" "$W"
+}
+
+start() {
+  if [ -n "${RESUME:-}" ] && [ -d "$W" ]; then  # keep engines and caches; every item runs again
+    rm -rf "$W/src" "$W/status" "$W/markers" "$W/claims" "$W/done" "$W/progress.log"
+  else
+    rm -rf "$W"
+  fi
+  mkdir -p "$W/src" "$W/status"
+  [ -d "$SEED" ] && cp -r "$SEED/." "$W/" && echo "seeded $W from $SEED"
+  tar --exclude=./.git --exclude=./.gpu -cf - . | (cd "$W/src" && tar xf -)
+  (cd "$W/src" && setsid nohup bash bench/gpu_session.sh run > "$W/session.log" 2>&1 < /dev/null &)
+  echo "started in $W/src: $ITEMS; the end at +$SESSION_S s"
+}
+
+case "${1:-}" in
+  start) start ;;
+  poll) poll "${2:-570}" ;;
   run) run ;;
-  *) echo "usage: bash bench/gpu_session.sh start | poll SECONDS | run" >&2; exit 2 ;;
+  item) item "${2:?item name}" ;;
+  dry-run)  # this tree on this machine: fake interpreters, every duration and guard divided by TIME_DIV
+    export TIME_DIV=${TIME_DIV_DRY:-60} GPUS=${GPUS:-2} POLL_STEP=1 SERVE_SETUP=true W=${DRY_W:-/tmp/gs-dry} \
+      OUT=${DRY_OUT:-/tmp/gs-dry-out} TORCH_PY="python3 bench/gpu_session_fake.py" TRT_PY="python3 bench/gpu_session_fake.py"
+    export SESSION_S=$(( SESSION_S / TIME_DIV )) FAKE_TIME_DIV=$TIME_DIV
+    start && poll $(( SESSION_S + 60 )) ;;
+  *) echo "usage: bash bench/gpu_session.sh start | poll SECONDS | dry-run | run | item NAME" >&2; exit 2 ;;
 esac

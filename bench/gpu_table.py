@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
@@ -93,7 +94,8 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         model, level = r["model"], r.get("opt_level")
         same = {(x.get("path"), x.get("precision")): x for x in gpu_rows
                 if x.get("model") == model and x.get("opt_level") == level}
-        rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")), "netdef_fp16": same.get(("netdef", "fp16"))}
+        rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")),
+                "netdef_fp16": same.get(("netdef", "fp16")), "onnx_fp16": same.get(("onnx", "fp16"))}
         gpu = {k: (v or {}).get("b32", {}).get("gpu_median_ms") for k, v in rows.items()}
         acc = {k: _accuracy(v) if v and not v.get("error") else (None, None, "-") for k, v in rows.items()}
         ratio = {"vs_implicit": gpu["netdef_int8"] / gpu["implicit_int8"] if gpu["netdef_int8"] and gpu["implicit_int8"] else None,
@@ -112,6 +114,9 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         out.append({"model": model, "level": level, "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
                     "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
                     "errors": {k: v.get("error") for k, v in rows.items() if v and v.get("error")},
+                    "skipped": {k: v["skipped"] for k, v in rows.items() if v and v.get("skipped")},
+                    "analysis_errors": {k: v["analysis_errors"] for k, v in rows.items()
+                                        if v and v.get("analysis_errors")},
                     "engine_layers": {k: (v or {}).get("engine_layers") for k, v in rows.items()},
                     "placement": r.get("placement")})
     return out
@@ -125,9 +130,13 @@ def int8_table(gpu_rows: list[dict]) -> str:
                      f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")
         lines.append(f"  netdef INT8 / implicit INT8 = {fmt(q['vs_implicit'])}   netdef INT8 / netdef FP16 = "
                      f"{fmt(q['vs_fp16'])}   implicit INT8 / netdef FP16 = {fmt(q['implicit_vs_fp16'])}")
-        for key, label in (("netdef_int8", "netdef INT8"), ("implicit_int8", "implicit INT8"), ("netdef_fp16", "netdef FP16")):
+        for key, label in (("netdef_int8", "netdef INT8"), ("implicit_int8", "implicit INT8"), ("netdef_fp16", "netdef FP16"),
+                           ("onnx_fp16", "ONNX FP16")):
+            if key == "onnx_fp16" and g[key] is None and a[key]["cosine"] is None:
+                continue  # the ONNX-path FP16 row (the accuracy cross-check) is optional
             lines.append(f"  {label:<14} vs float64 ({a[key]['on']}): rel err {fmt(a[key]['rel_err'], '.2e')}, "
-                         f"cosine {fmt(a[key]['cosine'], '.5f')}")
+                         f"cosine {fmt(a[key]['cosine'], '.5f')}" + (f"  (GPU ms {g[key]:.3f})" if key == "onnx_fp16"
+                                                                     and g[key] else ""))
         for key, counts in s["engine_layers"].items():
             if counts:
                 lines.append(f"  {key:<14} engine: {counts['layers']} layers, {counts['reformats']} reformats "
@@ -141,6 +150,10 @@ def int8_table(gpu_rows: list[dict]) -> str:
             lines.append(f"  placement: {s['placement']}")
         for key, err in s["errors"].items():
             lines.append(f"  {key} FAILED: {str(err)[:200]}")
+        for key, why in s["skipped"].items():
+            lines.append(f"  {key} not measured: skipped ({why})")
+        for key, errs in s["analysis_errors"].items():
+            lines.append(f"  {key} analysis errors (timings kept): {json.dumps(errs)[:300]}")
         lines.append(f"  targets met: {s['met']}")
     return "\n".join(lines) if lines else "no netdef INT8 rows"
 
@@ -154,8 +167,11 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="with --int8: write the summary here")
     args = ap.parse_args()
     if args.int8:
-        gpu_rows = [row for path in args.int8 for row in json.load(open(path))["rows"]]
+        found = [path for path in args.int8 if os.path.isfile(path)]
+        gpu_rows = [row for path in found for row in json.load(open(path))["rows"]]
         print(int8_table(gpu_rows))
+        for path in sorted(set(args.int8) - set(found)):
+            print(f"no results in {path} (its step did not run or did not finish: see the log beside it)")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(int8_summary(gpu_rows), f, indent=1)

@@ -202,8 +202,29 @@ class TimingCacheError(BuildError):
     """--timing-cache names a file that is not a TensorRT timing cache: it is neither read nor written."""
 
 
-def _load_timing_cache(config: Any, path: Path) -> Any:
-    """The timing cache in `path` (empty when the file does not exist or is empty); refuses any other file."""
+# What TensorRT logs when it refuses a timing cache. TensorRT 8.6 on the H200 refused every cache that another
+# network's build had written ("[myelinCache.h::deserializeFromBuffer::52] ... Myelin error from unknown graph",
+# then "The timing cache will not be used!"); TensorRT-RTX without a GPU refuses its own. The build then times
+# every layer.
+TIMING_CACHE_REFUSALS = ("the timing cache will not be used", "myelincache")
+
+
+class _TimingCacheWatch(logging.Handler):
+    """Collects TensorRT's refusals of the timing cache while it is attached to the `tensorrt` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.refusals: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(k in message.lower() for k in TIMING_CACHE_REFUSALS):
+            self.refusals.append(message)
+
+
+def _load_timing_cache(config: Any, path: Path) -> tuple[Any, int]:
+    """The timing cache in `path` (empty when the file does not exist or is empty) and its size in bytes;
+    refuses any other file."""
     if path.exists() and not path.is_file():
         raise TimingCacheError(f"timing cache {path}: not a regular file")
     data = path.read_bytes() if path.exists() else b""
@@ -213,14 +234,15 @@ def _load_timing_cache(config: Any, path: Path) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         cache = config.create_timing_cache(data)
         if data and not data.startswith(TIMING_CACHE_TAG):
-            refused = [line for line in bridge.recent if "cache" in line.lower() or "serializ" in line.lower()]
+            refused = [line for line in bridge.recent if ("cache" in line.lower() or "serializ" in line.lower())
+                       and not any(k in line.lower() for k in TIMING_CACHE_REFUSALS)]
             if refused or cache is None:
                 raise TimingCacheError(
                     f"timing cache {path}: not a TensorRT timing cache ({len(data)} bytes; TensorRT said: "
                     f"{' '.join(refused) or 'nothing'}); refusing to read or overwrite it: pass a timing cache "
                     "file or a new file name")
         config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
+    return cache, len(data)
 
 
 def _save_timing_cache(cache: Any, path: Path) -> None:
@@ -231,6 +253,23 @@ def _save_timing_cache(cache: Any, path: Path) -> None:
         tmp.write_bytes(data)
 
 
+def _settle_timing_cache(cache: Any, path: Path, loaded_bytes: int, refusals: list[str]) -> dict[str, Any]:
+    """After a build: write the cache back, unless TensorRT refused the one it was given. A refused cache is
+    never written back (every later build would refuse it again): it is moved to `<path>.rejected` and the
+    next build starts a new one. Returns what the sidecar records about it."""
+    record: dict[str, Any] = {"file": path.name, "loaded_bytes": loaded_bytes}
+    if refusals:
+        aside = path.with_name(path.name + ".rejected")
+        if path.exists():
+            os.replace(path, aside)
+        log.warning("timing cache %s: TensorRT refused it (%s), so this build timed every layer; moved to %s, the "
+                    "next build starts a new cache (TensorRT 8.6 on the H200 refused every cache another network had "
+                    "written: keep one cache per network)", path, refusals[-1], aside.name)
+        return {**record, "used": False, "refused": " | ".join(refusals)[:500]}
+    _save_timing_cache(cache, path)
+    return {**record, "used": loaded_bytes > 0}
+
+
 def build_engine(network: Any, settings: BuildSettings | None = None, builder: Any = None,
                  meta: dict[str, Any] | None = None) -> Plan:
     """Build a serialized engine from a finished definition; raise BuildError with TensorRT's log lines on failure."""
@@ -238,23 +277,29 @@ def build_engine(network: Any, settings: BuildSettings | None = None, builder: A
     builder = builder or create_builder()
     config = configure(builder, network, settings)
     cache_path = Path(settings.timing_cache) if settings.timing_cache else None
-    cache = _load_timing_cache(config, cache_path) if cache_path else None
-    bridge = shim.logger()
-    bridge.recent.clear()
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - t0
+    watch = _TimingCacheWatch()
+    trt_log = logging.getLogger("tensorrt")
+    trt_log.addHandler(watch)  # TensorRT may refuse the cache when it is loaded or during the build
+    try:
+        cache, loaded = _load_timing_cache(config, cache_path) if cache_path else (None, 0)
+        bridge = shim.logger()
+        bridge.recent.clear()
+        t0 = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        seconds = time.perf_counter() - t0
+    finally:
+        trt_log.removeHandler(watch)
     if serialized is None:
         lines = "\n".join(bridge.recent) or "(TensorRT logged no warnings or errors)"
         raise BuildError(f"TensorRT could not build network {network.name!r} "
                          f"({network.num_layers} layers, precision {settings.precision}). TensorRT said:\n{lines}")
-    if cache_path and cache is not None:
-        _save_timing_cache(cache, cache_path)
     data = bytes(serialized)
     log.info("built %s in %.2f s (%.1f MB)", network.name, seconds, len(data) / 1e6)
     full_meta = describe(network, settings)
     full_meta["definition_sha256"] = definition_digest(network)
     full_meta["build_seconds"] = round(seconds, 3)
+    if cache_path and cache is not None:
+        full_meta["timing_cache"] = _settle_timing_cache(cache, cache_path, loaded, watch.refusals)
     full_meta.update(meta or {})
     return Plan(data, full_meta)
 

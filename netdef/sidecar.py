@@ -6,7 +6,8 @@ sidecar, so a wrong field would change results silently. Every field is therefor
 - `seal` adds `sidecar_sha256`, a checksum over every other field (canonical JSON): a hand edit is refused.
 - `check_fields`: a JSON object whose known fields have the right types and agree with each other
   (batch = the inputs' profile, input_size = the input's H, W, output_order = the outputs).
-- `check_engine`: the deserialized engine's I/O names, dtypes, shapes and profile are the recorded ones.
+- `check_engine`: the deserialized engine's I/O names, dtypes, shapes and profile are the recorded ones (a
+  dynamic dim whose profile allows one value may come back as that value, as TensorRT 8.6 reports it).
 - `check_definition`: the same for a definition the executor rebuilt from weights, plus the digest of its
   layers (names, types, output dtypes and shapes) recorded at build time, which also covers precision.
 - `weights_for_engine`: the weights the executor is given must be the ones the engine was built from.
@@ -157,6 +158,16 @@ def enum_name(value: Any) -> str:
     return getattr(value, "name", str(value)).split(".")[-1]
 
 
+def _same_shape(spec: Mapping[str, Any], shape: list[int]) -> bool:
+    """`shape` is the recorded one, where a dynamic dim (-1) may come back as the one value its profile allows
+    (min == max): TensorRT 8.6 reports such a dim of a batch (1, 1, 1) engine as static."""
+    recorded = list(spec["shape"])
+    if len(recorded) != len(shape):
+        return False
+    return all(r == d or (r == -1 and spec["min"][i] == spec["max"][i] == d)
+               for i, (r, d) in enumerate(zip(recorded, shape)))
+
+
 def _compare_io(meta: Mapping[str, Any], actual: list[dict[str, Any]], what: str, origin: str) -> None:
     recorded = {s["name"]: (s, io) for io in ("inputs", "outputs") for s in meta.get(io) or []}
     if not recorded:
@@ -174,7 +185,7 @@ def _compare_io(meta: Mapping[str, Any], actual: list[dict[str, Any]], what: str
             problems.append(f"'{name}' is an {t['io'][:-1]} of the {what}, the sidecar says {io[:-1]}")
         if spec["dtype"] != t["dtype"]:
             problems.append(f"'{name}' is {t['dtype']} in the {what}, {spec['dtype']} in the sidecar")
-        if list(spec["shape"]) != list(t["shape"]):
+        if not _same_shape(spec, t["shape"]):
             problems.append(f"'{name}' has shape {list(t['shape'])} in the {what}, {spec['shape']} in the sidecar")
         for key in ("min", "opt", "max"):
             if key in t and list(spec[key]) != list(t[key]):

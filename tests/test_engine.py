@@ -123,8 +123,54 @@ def test_builder_failure_quotes_tensorrt():
 
 def test_timing_cache_is_written(tmp_path):
     cache = tmp_path / "timing.cache"
-    conv_relu_network().build(BuildSettings(progress=False, timing_cache=cache))
+    first = conv_relu_network().build(BuildSettings(progress=False, timing_cache=cache))
     assert cache.stat().st_size > 0
+    assert first.meta["timing_cache"] == {"file": "timing.cache", "loaded_bytes": 0, "used": False}
+
+
+def test_an_accepted_timing_cache_is_written_back_and_recorded_as_used(tmp_path):
+    from netdef.engine import _settle_timing_cache
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"ptrt-old")
+    grown = types.SimpleNamespace(serialize=lambda: b"ptrt-old-and-new")
+    assert _settle_timing_cache(grown, cache, 8, []) == {"file": "timing.cache", "loaded_bytes": 8, "used": True}
+    assert cache.read_bytes() == b"ptrt-old-and-new"
+
+
+class RefusingBuilder:
+    """A builder that logs what TensorRT 8.6 logged on the H200 when a build was given a cache another
+    network wrote, then builds (without the cache, as TensorRT does)."""
+
+    def __init__(self, builder) -> None:
+        self.builder = builder
+
+    def __getattr__(self, name):
+        return getattr(self.builder, name)
+
+    def build_serialized_network(self, network, config):
+        error = shim.binding().ILogger.Severity.ERROR
+        shim.logger().log(error, "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin (Myelin error "
+                                 "from unknown graph)")
+        shim.logger().log(error, "4: The timing cache will not be used!")
+        return self.builder.build_serialized_network(network, config)
+
+
+def test_a_timing_cache_tensorrt_refuses_is_recorded_and_never_written_back(tmp_path):
+    """The refused cache goes aside (every later build would refuse it again); the next build starts anew."""
+    from netdef.engine import build_engine
+
+    cache = tmp_path / "timing.cache"
+    conv_relu_network().build(BuildSettings(progress=False, timing_cache=cache))
+    written = cache.read_bytes()
+    net = conv_relu_network()
+    plan = build_engine(net.definition, BuildSettings(progress=False, timing_cache=cache), RefusingBuilder(net.builder))
+    record = plan.meta["timing_cache"]
+    assert record["used"] is False and record["loaded_bytes"] == len(written)
+    assert "The timing cache will not be used!" in record["refused"] and "Myelin error" in record["refused"]
+    assert not cache.exists() and (tmp_path / "timing.cache.rejected").read_bytes() == written
+    fresh = conv_relu_network().build(BuildSettings(progress=False, timing_cache=cache))
+    assert fresh.meta["timing_cache"]["loaded_bytes"] == 0 and cache.stat().st_size > 0
 
 
 @pytest.mark.parametrize("given,expected", [(4, (4, 4, 4)), ("1:8:32", (1, 8, 32)), ("2", (2, 2, 2)),

@@ -1,22 +1,16 @@
 """bench/gpu_pose.py's host-side parts (no GPU): the parsed-output check and the merged table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_scripts import load_bench
 
 
 def load_script():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("gpu_pose", BENCH / "gpu_pose.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_bench("gpu_pose")
 
 
 def test_parsed_check_counts_shared_positions_and_sorted_scores():
@@ -47,3 +41,29 @@ def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
     assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | "
                             "20.00 | 10.00x")
     assert "positions 0.900" in first and "BuildError: no" in text
+
+
+def test_table_names_result_files_that_were_never_written(tmp_path):
+    script = load_script()
+    (tmp_path / "trt_512.json").write_text(json.dumps({"rows": [{"size": 512, "precision": "fp16", "path": "netdef",
+                                                                  "outputs": "raw", "opt_level": 1,
+                                                                  "skipped": "deadline"}]}))
+    text = script.table([str(tmp_path / "torch_pose.json"), str(tmp_path / "trt_512.json")])
+    assert "| 512 | fp16 | 1 | 1 | - (-)" in text and "deadline" in text
+    assert f"no results in {tmp_path / 'torch_pose.json'}" in text
+
+
+def test_default_plan_is_one_level_size_by_size_and_a_past_deadline_writes_skipped_rows(tmp_path, monkeypatch):
+    """The H200 run built FP16 at 512 on level 3 (377 s) and the deadline skipped every other row: one level now
+    (the items carry none), each size's items together, most important first; skipped rows still written."""
+    script = load_script()
+    plan = script.default_plan([512, 256], ["fp16:netdef:raw", "fp16:onnx:raw"])
+    assert plan == "512:fp16:netdef:raw,512:fp16:onnx:raw,256:fp16:netdef:raw,256:fp16:onnx:raw"
+    assert all(item.count(":") == 2 for item in script.DEFAULT_ITEMS) and script.DEFAULT_ITEMS[0] == "fp16:netdef:raw"
+    out = tmp_path / "trt_512_fp16.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_pose.py", "--work", str(tmp_path), "--sizes", "512", "--items",
+                                      "fp16:netdef:raw,fp16:onnx:raw", "--deadline-at", "1", "--out", str(out)])
+    assert script.main() == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["path"], r["opt_level"], r["skipped"]) for r in rows] == [
+        (512, "netdef", 1, "deadline"), (512, "onnx", 1, "deadline")]

@@ -4,7 +4,6 @@ ONNX path with the raw heads and DETAILED profiling (TensorRT-RTX), netdef INT8 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 import types
@@ -15,21 +14,15 @@ import pytest
 
 from netdef import trt as shim
 from netdef.engine import BuildSettings, build_engine
+from tests.bench_scripts import BENCH, load_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 REFERENCE = BENCH / "results" / "yolov4-416-implicit-int8-h200-trt86-layers.json.gz"
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    return _load("gpu")  # puts bench/ on sys.path for its helpers
+    return load_bench("gpu")  # puts bench/ on sys.path for its helpers
 
 
 def test_layer_counts_of_the_implicit_int8_yolov4_engine(gpu) -> None:
@@ -102,6 +95,12 @@ def test_int8_table_ratios_accuracy_and_targets(gpu) -> None:
     assert "netdef INT8 / implicit INT8 = 0.80" in table and "placement: {'requantized': 0}" in table
     assert ("implicit_int8  engine: 200 layers, 17 reformats (0 dequantize copies, 0 no-op), 105/105 INT8 convs "
             "({'i8->f32': 4, 'i8->i8': 101}), 5 merged, 46 pointwise (0 INT8 in/out), 6 element-wise") in table
+    assert "ONNX FP16" not in table  # the cross-check row is optional
+    rows.append(_row("yolov4", "fp16", "onnx", 8.3, heads_cos=0.99995, rel=5e-4,
+                     analysis_errors={"layers": "RuntimeError: x"}))
+    table = int8_table(rows)
+    assert "ONNX FP16      vs float64 (heads): rel err 1.50e-03, cosine 0.99995  (GPU ms 8.300)" in table
+    assert "onnx_fp16 analysis errors (timings kept): {\"layers\": \"RuntimeError: x\"}" in table
 
 
 class _Config:
@@ -174,7 +173,7 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
     import implicit_int8
     import torch
 
-    prepare = _load("gpu_prepare")
+    prepare = load_bench("gpu_prepare")
     reference = _tiny_yolo(tmp_path).reference(nms="raw").eval()
     x = torch.from_numpy(np.random.default_rng().random((1, 3, 96, 96), dtype=np.float32))
     onnx = tmp_path / "yolov4_heads.onnx"
@@ -208,7 +207,7 @@ def test_prepared_references_are_the_eval_models_despite_the_onnx_exports(gpu, t
     cosine 0.28-0.35 against right engines on the H200, 2026-11-30)."""
     import torch
 
-    prepare = _load("gpu_prepare")
+    prepare = load_bench("gpu_prepare")
     yolo = _tiny_yolo(tmp_path)
     model = yolo.reference(nms="raw").eval()
     rng = np.random.default_rng()
@@ -247,3 +246,145 @@ def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatc
     assert plan.meta["placement"]["requantized"] == 0 and plan.meta["placement"]["int8_weighted_layers"] == 21
     report = json.loads(gzip.decompress(Path(f"{engine}.placement.json.gz").read_bytes()))
     assert report["summary"] == plan.meta["placement"] and len(report["activations"]) > 20
+
+
+# --- after the build: nothing lost (the H200 run's implicit YOLOv4 row died in the check after a 13-minute build) --
+
+class _EngineOrderSession:
+    """InferenceSession stand-in whose engine lists the heads model's outputs heads first (not the network's
+    order, boxes, scores, head0, head1, which the sidecar records)."""
+
+    def __init__(self, path, outputs) -> None:
+        self.meta = json.loads(Path(f"{path}.json").read_text())
+        self.outputs = outputs
+        self.input_names = ["input"]
+        self.backend = types.SimpleNamespace(engine=None, context=None)
+
+    @classmethod
+    def from_engine(cls, path):
+        return cls(path, _EngineOrderSession.values)
+
+    def infer(self, feed):
+        batch = feed["input"].shape[0]
+        return {name: value[:batch] for name, value in self.outputs.items()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _yolo_like(rng, batch=32):
+    return {"head0": rng.standard_normal((batch, 6, 4, 4)), "head1": rng.standard_normal((batch, 6, 2, 2)),
+            "boxes": rng.random((batch, 60, 4)), "scores": rng.random((batch, 60, 2))}
+
+
+def _plan(meta_outputs):
+    from netdef.engine import Plan
+
+    spec = lambda name: {"name": name, "dtype": "FLOAT", "shape": [-1, 1], "min": [1, 1], "opt": [32, 1],  # noqa: E731
+                         "max": [32, 1]}
+    return Plan(b"engine-bytes", {"trt_flavor": "tensorrt", "trt_version": "8.6.0", "precision": "int8",
+                                  "build_seconds": 771.9, "outputs": [spec(n) for n in meta_outputs],
+                                  "inputs": [{**spec("input")}]})
+
+
+def test_outputs_are_checked_in_the_networks_order_and_analysis_errors_keep_the_timings(gpu, tmp_path, monkeypatch):
+    rng = np.random.default_rng()
+    values = _yolo_like(rng)
+    refs = {}
+    for b in (1, 32):  # the reference lists the decoded outputs by position (out0 boxes, out1 scores), heads by name
+        noisy = {k: v[:b] + 1e-3 * rng.standard_normal(v[:b].shape) for k, v in values.items()}
+        refs.update({f"b{b}_out0": noisy["boxes"], f"b{b}_out1": noisy["scores"], f"b{b}_head0": noisy["head0"],
+                     f"b{b}_head1": noisy["head1"]})
+    _EngineOrderSession.values = values
+    monkeypatch.setattr(gpu, "InferenceSession", _EngineOrderSession)
+    monkeypatch.setattr(gpu, "time_session", lambda s, x, iters, warmup: {"gpu_median_ms": 6.5 + x.shape[0] / 100})
+
+    def no_inspector(engine, context):
+        raise RuntimeError("engine inspector: nothing to inspect")
+
+    monkeypatch.setattr(gpu, "engine_layers", no_inspector)
+    inputs = {f"b{b}": np.zeros((b, 3, 8, 8), np.float32) for b in (1, 32)}
+    engine = tmp_path / "yolov4-implicit-int8-level1.engine"
+    row = gpu.evaluate(_plan(["boxes", "scores", "head0", "head1"]), engine, inputs, refs, 1, 0)
+    assert engine.read_bytes() == b"engine-bytes" and row["build_s"] == 771.9  # saved first
+    assert row["b32"]["gpu_median_ms"] == pytest.approx(6.82)  # timed
+    assert set(row["b32"]["outputs"]) == {"boxes", "scores", "head0", "head1"} and "no_reference" not in row["b32"]
+    assert row["b32"]["cosine"] > 0.99 and row["b32"]["rel_err"] < 1e-2 and row["b32"]["heads_cosine"] > 0.99
+    assert row["analysis_errors"] == {"layers": "RuntimeError: engine inspector: nothing to inspect"}
+    # an output no reference covers is named, never a crash
+    check = gpu.compare({"extra": values["boxes"]}, refs, 32, ["boxes", "scores"])
+    assert check == {"outputs": {}, "no_reference": ["extra"]}
+
+
+def test_implicit_engine_is_reused_only_when_built_from_the_same_files_and_settings(gpu, tmp_path, monkeypatch):
+    from netdef.engine import save_engine
+
+    (tmp_path / "yolov4_heads.onnx").write_bytes(b"onnx-with-heads")
+    np.save(tmp_path / "yolov4_calib.npy", np.zeros((32, 3, 4, 4), np.float32))
+    settings = BuildSettings(precision="int8", batch=(1, 32, 32), optimization_level=1, progress=False)
+    engine = tmp_path / "yolov4-implicit-int8-level1.engine"
+    sources = {"onnx": gpu.sha256_file(tmp_path / "yolov4_heads.onnx"),
+               "calibration_data": gpu.sha256_file(tmp_path / "yolov4_calib.npy")}
+    monkeypatch.setattr(gpu.shim, "features", lambda: types.SimpleNamespace(flavor="tensorrt", version="8.6.0"))
+    plan = _plan(["boxes"])
+    plan.meta.update(sources=sources, optimization_level=1, batch=[1, 32, 32])
+    save_engine(plan, engine)
+
+    def would_build(path):
+        raise AssertionError(f"built {path.name} again")
+
+    monkeypatch.setattr(gpu, "parse_onnx", would_build)
+    reused = gpu.implicit_plan("yolov4", tmp_path, settings, engine)
+    assert reused.meta["reused"] is True and reused.data == b"engine-bytes" and reused.meta["build_seconds"] == 771.9
+    with pytest.raises(AssertionError, match="built yolov4_heads.onnx again"):
+        gpu.implicit_plan("yolov4", tmp_path, settings, engine, rebuild=True)
+    level3 = BuildSettings(precision="int8", batch=(1, 32, 32), optimization_level=3, progress=False)
+    with pytest.raises(AssertionError, match="built yolov4_heads.onnx again"):
+        gpu.implicit_plan("yolov4", tmp_path, level3, engine)
+    (tmp_path / "yolov4_heads.onnx").write_bytes(b"another export")
+    with pytest.raises(AssertionError, match="built yolov4_heads.onnx again"):
+        gpu.implicit_plan("yolov4", tmp_path, settings, engine)
+
+
+# --- the session's queue: deadlines, failed preparations and missing result files never crash a table ---------
+
+def _run_args(tmp_path, plan, deadline_at):
+    import argparse
+
+    return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
+                              out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
+                              yolo_heads="fp16,int8", profile_iters=0)
+
+
+def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):
+    import time
+
+    plan = "yolov4:fp16:netdef,yolov4:int8:netdef,yolov4:int8:implicit"
+    assert gpu.run(_run_args(tmp_path, plan, time.time() - 1)) == 0  # nothing prepared either: no file is read
+    rows = json.loads((tmp_path / "trt.json").read_text())["rows"]
+    assert [(r["precision"], r["path"], r["skipped"]) for r in rows] == [
+        ("fp16", "netdef", "deadline"), ("int8", "netdef", "deadline"), ("int8", "implicit", "deadline")]
+    assert "netdef_fp16 not measured: skipped (deadline)" in capsys.readouterr().out
+    assert gpu.run(_run_args(tmp_path, plan, time.time() + 600)) == 0  # the preparation failed: every row says so
+    rows = json.loads((tmp_path / "trt.json").read_text())["rows"]
+    assert len(rows) == 3 and all("yolov4_inputs.npz" in r["error"] for r in rows)
+
+
+def test_int8_table_names_result_files_never_written(gpu, tmp_path, monkeypatch, capsys):
+    import gpu_table
+
+    written = tmp_path / "trt_yolo_netdef.json"
+    written.write_text(json.dumps({"rows": [
+        _row("yolov4", "fp16", "netdef", 8.4, heads_cos=0.9999), _row("yolov4", "int8", "netdef", 5.2, heads_cos=0.996),
+        {"model": "yolov4", "precision": "int8", "path": "implicit", "opt_level": 1, "skipped": "deadline"}]}))
+    never = tmp_path / "trt_r50.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_table.py", "--int8", str(written), str(never), "--json",
+                                      str(tmp_path / "summary.json")])
+    assert gpu_table.main() == 0
+    out = capsys.readouterr().out
+    assert "netdef INT8 / netdef FP16 = 0.62" in out and "implicit_int8 not measured: skipped (deadline)" in out
+    assert f"no results in {never} (its step did not run or did not finish" in out
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["skipped"] == {"implicit_int8": "deadline"}

@@ -105,6 +105,30 @@ def test_engine_must_be_what_the_sidecar_describes():
         check_loaded_engine(half, FakeEngine(net, (1, 2, 5), None), "fake.engine")
 
 
+class FixedProfileEngine(FakeEngine):
+    """As TensorRT 8.6 reports an engine built with a fixed batch profile (min == max): every dim static."""
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        lo, _, hi = self.batch
+        return tuple(lo if d < 0 and lo == hi else d for d in super().get_tensor_shape(name))
+
+
+def test_a_fixed_batch_profile_may_come_back_static_and_nothing_looser():
+    """A dynamic dim whose profile allows one value may read as that value (OpenPose's parse engine, batch
+    (1, 1, 1), on TensorRT 8.6); any other value, or a static dim where the profile is a range, is refused."""
+    net = tiny_network(tiny_weights())
+    fixed = describe(net.definition, BuildSettings(batch=(1, 1, 1), progress=False))
+    assert fixed["inputs"][0]["shape"] == [-1, 3, 8, 8] and fixed["outputs"][1]["shape"] == [-1, 4]
+    check_loaded_engine(fixed, FixedProfileEngine(net, (1, 1, 1), None), "fake.engine")
+    check_loaded_engine(fixed, FakeEngine(net, (1, 1, 1), None), "fake.engine")  # reported dynamic: fine too
+    other = describe(net.definition, BuildSettings(batch=(2, 2, 2), progress=False))
+    with pytest.raises(EngineFileError, match="'x' has shape \\[1, 3, 8, 8\\] in the engine, \\[-1, 3, 8, 8\\] in"):
+        check_loaded_engine(other, FixedProfileEngine(net, (1, 1, 1), None), "fake.engine")
+    ranged = describe(net.definition, BuildSettings(batch=(1, 1, 2), progress=False))
+    with pytest.raises(EngineFileError, match="'pooled' has shape \\[1, 4\\] in the engine, \\[-1, 4\\] in the sidecar"):
+        check_loaded_engine(ranged, FixedProfileEngine(net, (1, 1, 1), None), "fake.engine")
+
+
 def open_session(engine, executor, weights=None):
     """What `netdef infer ENGINE --executor netdef [--weights W]` opens."""
     args = argparse.Namespace(engine=engine, weights=weights, arch=None, precision=None)
