@@ -73,7 +73,8 @@ item() {
       engine=$(ls "$W"/int8/r/resnet50-netdef-fp16-level*.engine 2>/dev/null | head -n 1)
       unset CUDA_VISIBLE_DEVICES
       $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
-      PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve.json" \
+      local left=$(( END - $(date +%s) - 30 ))  # serve.py starts no model or row after this
+      PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve.json" --deadline "$left" \
         ${engine:+--engine resnet50=$engine} $SERVE_ARGS ;;
     *) echo "no item $1"; return 127 ;;
   esac
