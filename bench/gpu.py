@@ -352,7 +352,8 @@ def run(args: argparse.Namespace) -> int:
     for item in args.plan.split(","):
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
-        engine_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
+        variant = f"-float-{'+'.join(s for s in INT8_SKIP if s)}" if precision == "int8" and any(INT8_SKIP) else ""
+        engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
             row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
                    "opt_level": opt_level}
@@ -384,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
                            saved=engine_path.exists())
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,
                    wall_s=round(time.perf_counter() - t0, 1))
+        if variant:
+            row["int8_skip"] = [s for s in INT8_SKIP if s]
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         write_results(out_path, results)

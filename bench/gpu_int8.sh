@@ -15,6 +15,8 @@
 #                    at level 1, 3 of them TensorRT's calibration); an engine saved from the same ONNX file,
 #                    calibration array and settings is reused, and so is TensorRT's calibration cache
 #        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
+#        variants_y  YOLOv4 netdef INT8 with the stem in FP16 (level Y_LEVEL), then INT8 at level 3
+#                    -> y/trt_yolo_variant_stem.json, y/trt_yolo_variant_level3.json (~3 + ~8 min)
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
 #   bash bench/gpu_int8.sh summarize       the table of the steps' result files (missing ones named)
@@ -61,6 +63,15 @@ netdef_y() {
     --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/y/bench_netdef.log" 2>&1
 }
 
+variants_y() {  # what docs/int8.md section 4 leaves open: the stem in FP16 (level 1), the same INT8 at level 3
+  wait_prepared || return 1
+  stamp "y: yolov4 netdef int8 variants (stem float, level $Y_LEVEL; level 3)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_stem.json" --plan yolov4:int8:netdef \
+    --int8-skip layers.0 >> "$W/y/bench_variants.log" 2>&1
+  bench --work "$W/y" --opt-level 3 --out "$W/y/trt_yolo_variant_level3.json" --plan yolov4:int8:netdef \
+    >> "$W/y/bench_variants.log" 2>&1
+}
+
 onnx_y() {
   wait_prepared || return 1
   stamp "y: yolov4 onnx fp16 (level $Y_LEVEL)"
@@ -77,7 +88,8 @@ r50() {
 }
 
 summarize() {  # the table of the result files (those never written are named as missing)
-  python3 bench/gpu_table.py --int8 "$W"/y/trt_yolo_{netdef,implicit}.json $(ls "$W"/y/trt_yolo_onnx.json 2>/dev/null) \
+  python3 bench/gpu_table.py --int8 "$W"/y/trt_yolo_{netdef,implicit}.json \
+    $(ls "$W"/y/trt_yolo_onnx.json "$W"/y/trt_yolo_variant_*.json 2>/dev/null) \
     "$W"/r/trt_r50.json --json "$W/int8_summary.json" > "$W/int8_table.txt" 2>&1
 }
 
@@ -133,8 +145,8 @@ case "${1:-}" in
   step)
     mkdir -p "$W/y" "$W/r"
     case "${2:-}" in
-      prepare_y|implicit|netdef_y|onnx_y|r50) "$2" ;;
-      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|onnx_y|r50" >&2; exit 2 ;;
+      prepare_y|implicit|netdef_y|variants_y|onnx_y|r50) "$2" ;;
+      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|onnx_y|r50" >&2; exit 2 ;;
     esac ;;
   summarize) summarize; touch "$W/done" ;;
   *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run | lane y|r | step NAME | summarize" >&2; exit 2 ;;

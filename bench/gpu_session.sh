@@ -10,15 +10,15 @@
 # no level-1 build yet):
 #   (a) yolo_prepare 50 | yolo_implicit 800 (TensorRT's implicit INT8, 3 min of it calibration; a saved engine or
 #       calibration cache from the same files is reused) | yolo_netdef 420 (netdef FP16 270 + INT8 150, level 1) |
-#       r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3)
+#       yolo_variants ~750 (netdef INT8 with the stem in FP16 at level 1 150, INT8 at level 3 ~600: docs/int8.md 4)
+#       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
 #   (d) serve ~300 (bench/serve.py on both GPUs, ResNet-50 and YOLOv4), only after every other item
-# The dry run with these numbers (TIME_DIV_DRY=10): GPU A yolo_prepare, yolo_netdef (to 470 s), r50 (900),
-# pose512_fp16 (1350); GPU B pose_files, yolo_implicit (to 850), pose_torch, pose256_fp16 (1280), one pose256_more
-# row; then too little is left for (c) and (d): they run only where builds beat the estimates or SKIP frees time
-# (SKIP=r50: every FP16 pose row, 2-3 INT8/FP32 rows per size, part of openpose_224x224; serving still not).
+# With these numbers one session holds (a) without r50 and part of (b); (c), r50 and (d) run only where builds beat
+# the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
+# implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
 #
 #   bash bench/gpu_session.sh start          copy this tree to $W/src and start there (setsid nohup), return
 #   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS (or the end), print one status line per item (done,
@@ -42,8 +42,8 @@
 # copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
 export W=${W:-/tmp/gs} OUT=${OUT:-/tmp/out} SKIP=${SKIP:-} SEED=${SEED:-.gpu/seed} SESSION_S=${SESSION_S:-1440}
-export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef r50 pose_torch pose512_fp16 pose256_fp16 \
-pose512_more pose256_more openpose_224x224 openpose_480x640 serve"}
+export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef yolo_variants pose_torch pose512_fp16 \
+pose256_fp16 pose512_more pose256_more openpose_224x224 openpose_480x640 r50 serve"}
 export NEED=${NEED:-} TIME_DIV=${TIME_DIV:-1} POLL_STEP=${POLL_STEP:-10}
 export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE_SETUP=${SERVE_SETUP:-"bash bench/serve_setup.sh"}
 export SERVE_ARGS=${SERVE_ARGS:-"--clients 1,16,64 --instances 1,2 --duration 2 --warmup 0.5"}
@@ -61,6 +61,7 @@ item() {
     yolo_implicit) W="$W/int8" bash bench/gpu_int8.sh step implicit ;;
     yolo_netdef) W="$W/int8" bash bench/gpu_int8.sh step netdef_y ;;
     yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
+    yolo_variants) W="$W/int8" bash bench/gpu_int8.sh step variants_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
@@ -84,6 +85,7 @@ results_of() {  # the result files an item writes, relative to $W
   case "$1" in
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
+    yolo_variants) echo int8/y/trt_yolo_variant_stem.json int8/y/trt_yolo_variant_level3.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
@@ -95,6 +97,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
   case "$1" in
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
+    yolo_variants) echo int8/y/bench_variants.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
     openpose_*) echo "openpose/${1#openpose_}/prepare.log" "openpose/${1#openpose_}/bench.log" ;;
@@ -103,7 +106,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
   esac
 }
 
@@ -111,7 +114,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
-    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;;
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;; yolo_variants) s=600 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

@@ -388,3 +388,18 @@ def test_int8_table_names_result_files_never_written(gpu, tmp_path, monkeypatch,
     assert "netdef INT8 / netdef FP16 = 0.62" in out and "implicit_int8 not measured: skipped (deadline)" in out
     assert f"no results in {never} (its step did not run or did not finish" in out
     assert json.loads((tmp_path / "summary.json").read_text())[0]["skipped"] == {"implicit_int8": "deadline"}
+
+
+def test_int8_variant_rows_are_labelled_against_the_same_fp16_and_implicit(gpu) -> None:
+    """A netdef INT8 row built with --int8-skip (docs/int8.md section 4: the stem in FP16) gets its own table
+    entry, named, and is compared with the same level's FP16 and implicit rows."""
+    from gpu_table import int8_summary, int8_table
+
+    rows = [_row("yolov4", "fp16", "netdef", 8.0, heads_cos=0.9999), _row("yolov4", "int8", "implicit", 6.4, heads_cos=0.99),
+            _row("yolov4", "int8", "netdef", 10.0, heads_cos=0.996),
+            _row("yolov4", "int8", "netdef", 7.2, heads_cos=0.996, int8_skip=["layers.0"])]
+    plain, stem = int8_summary(rows)
+    assert plain["int8_skip"] == [] and stem["int8_skip"] == ["layers.0"]
+    assert abs(stem["ratios"]["vs_fp16"] - 0.9) < 1e-12 and abs(plain["ratios"]["vs_implicit"] - 10.0 / 6.4) < 1e-12
+    table = int8_table(rows)
+    assert "yolov4 (level 1), batch 32" in table and "yolov4 (level 1, INT8 with layers.0 float), batch 32" in table
