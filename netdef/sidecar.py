@@ -202,12 +202,13 @@ def check_engine(meta: Mapping[str, Any], engine: Any, origin: str) -> None:
     _compare_io(meta, actual, "engine", origin)
 
 
-def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and_dtypes: bool = True) -> str:
+def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and_dtypes: bool = True,
+                      skip_names: Iterable[str] = ()) -> str:
     """sha256 over the definition's inputs and layers: layer name, type, and its outputs' names, dtypes and shapes.
 
-    `skip_types`: layer types left out; `names_and_dtypes=False`: output shapes only (the calibration cache
+    `skip_types`, `skip_names`: layer types and layers left out; `names_and_dtypes=False`: output shapes only (the calibration cache
     compares the FP32 definition it was made on with the INT8 one being built: netdef.quantize.cache)."""
-    skip = set(skip_types)
+    skip, skip_layers = set(skip_types), set(skip_names)
 
     def tensor(t: Any) -> str:
         return f"{t.name} {enum_name(t.dtype)} {tuple(t.shape)}" if names_and_dtypes else str(tuple(t.shape))
@@ -218,7 +219,7 @@ def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and
         h.update(f"input {t.name} {tensor(t)}\n".encode())
     for i in range(definition.num_layers):
         layer = definition.get_layer(i)
-        if layer.type not in skip:
+        if layer.type not in skip and layer.name not in skip_layers:
             outs = [tensor(layer.get_output(k)) for k in range(layer.num_outputs)]
             h.update(f"{layer.name} {enum_name(layer.type)} {outs}\n".encode())
     return h.hexdigest()

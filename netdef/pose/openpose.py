@@ -28,7 +28,7 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
     The image keeps its aspect ratio (Pillow's bicubic where it must be resized; the reference uses cv2's),
     centred on the reference's 128 grey, which normalises to 0."""
     from netdef.detect import Letterbox, letterbox_geometry
-    from netdef.preprocess import load_image
+    from netdef.preprocess import OPENPOSE, load_image
 
     rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
         else np.asarray(load_image(image), dtype=np.uint8)
@@ -38,11 +38,9 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
 
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
     top, left = int(info.pad_y), int(info.pad_x)
-    x = np.zeros((3, *info.input_size), np.float32)
-    x[:, top:top + new_h, left:left + new_w] = rgb[:, :, ::-1].transpose(2, 0, 1)
-    x[:, top:top + new_h, left:left + new_w] *= 1.0 / 256
-    x[:, top:top + new_h, left:left + new_w] -= 0.5
-    return x, Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
+    canvas = np.full((3, *info.input_size), 128, np.uint8)  # normalizes to 0
+    canvas[:, top:top + new_h, left:left + new_w] = rgb.transpose(2, 0, 1)
+    return OPENPOSE.normalize(canvas), Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
 
 
 def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:
