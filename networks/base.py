@@ -27,10 +27,10 @@ import numpy as np
 from netdef.engine import BuildSettings, Plan
 from netdef.module import Module
 from netdef.network import Network
+from netdef.sidecar import INPUT_DTYPES
 
 
 DEFINE_OPTIONS = "define_options"  # net.meta key: {define() option: value} (JSON values)
-INPUT_DTYPES = ("float32", "uint8")
 
 
 def side_class(name: str, layers: type, base: type, module: str, **attrs: Any) -> type:
@@ -120,10 +120,11 @@ class NetworkModel:
         normalize (recorded in the sidecar: `input_dtype`, `pixels`, and the define option)."""
         if input_dtype not in INPUT_DTYPES:
             raise ValueError(f"{self.arch}: input_dtype={input_dtype!r}: expected one of {', '.join(INPUT_DTYPES)}")
+        net.meta["input_dtype"] = input_dtype
         if input_dtype == "float32":
             return net.add_input(self.input_name, shape)
         norm = self.normalization()
-        net.meta.update(input_dtype=input_dtype, pixels=norm.as_meta())
+        net.meta["pixels"] = norm.as_meta()
         self.record_options(net, input_dtype=input_dtype)
         return net.add_pixel_input(self.input_name, shape, norm)
 

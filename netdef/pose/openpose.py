@@ -17,6 +17,7 @@ import numpy as np
 
 from netdef.pose.paf import PafSettings, image_people, truncated_parts
 from netdef.pose.skeleton import Person
+from netdef.preprocess import OPENPOSE, image_input
 
 log = logging.getLogger("netdef.pose")
 PARSED = ("peaks", "peak_counts", "limb_scores")
@@ -28,7 +29,7 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
     The image keeps its aspect ratio (Pillow's bicubic where it must be resized; the reference uses cv2's),
     centred on the reference's 128 grey, which normalises to 0."""
     from netdef.detect import Letterbox, letterbox_geometry
-    from netdef.preprocess import OPENPOSE, load_image
+    from netdef.preprocess import load_image
 
     rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
         else np.asarray(load_image(image), dtype=np.uint8)
@@ -75,5 +76,5 @@ def estimate(session: Any, images: Sequence[Any], settings: PafSettings | None =
     spec = session.inputs[0]
     size = (int(spec.shape[2]), int(spec.shape[3]))
     prepared = [preprocess(image, size) for image in images]
-    outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
+    outputs = session.infer({session.input_names[0]: image_input(session, np.stack([x for x, _ in prepared]))})
     return people(outputs, [info for _, info in prepared], settings or settings_from_meta(session.meta))
