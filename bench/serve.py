@@ -503,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no CUDA GPU: {exc}", flush=True)
     shm = os.statvfs("/dev/shm")
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "binding": f"{feat.flavor} {feat.version}",
-                              "gpus": gpus, "executor": args.executor, "input_dtype": args.input_dtype, "python": sys.version.split()[0],
+                              "gpus": gpus, "executor": args.executor, "input_dtype": args.input_dtype,
+                              "python": sys.version.split()[0],
                               "dev_shm_free_gb": round(shm.f_bavail * shm.f_frsize / 2**30, 1),
                               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "models": {}}
     print(f"{feat.flavor} {feat.version}, {gpus} GPU(s), /dev/shm free {report['dev_shm_free_gb']} GB", flush=True)

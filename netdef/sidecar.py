@@ -158,7 +158,8 @@ def _contradictions(meta: Mapping[str, Any]) -> list[str]:
     if "input_dtype" in meta and inputs:
         want = INPUT_DTYPES[meta["input_dtype"]]
         if inputs[0]["dtype"] not in (want, "HALF" if want == "FLOAT" else want):
-            problems.append(f"input_dtype {meta['input_dtype']} but input '{inputs[0]['name']}' is {inputs[0]['dtype']}")
+            problems.append(f"input_dtype {meta['input_dtype']} but input '{inputs[0]['name']}' is "
+                            f"{inputs[0]['dtype']}")
         if meta["input_dtype"] == "uint8" and "pixels" not in meta:
             problems.append("input_dtype uint8 without 'pixels' (the normalization the engine applies)")
     if "output_order" in meta and "outputs" in meta:
@@ -224,8 +225,9 @@ def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and
                       skip_names: Iterable[str] = ()) -> str:
     """sha256 over the definition's inputs and layers: layer name, type, and its outputs' names, dtypes and shapes.
 
-    `skip_types`, `skip_names`: layer types and layers left out; `names_and_dtypes=False`: output shapes only (the calibration cache
-    compares the FP32 definition it was made on with the INT8 one being built: netdef.quantize.cache)."""
+    `skip_types`, `skip_names`: layer types and layers left out; `names_and_dtypes=False`: output shapes only
+    (the calibration cache compares the FP32 definition it was made on with the INT8 one being built:
+    netdef.quantize.cache)."""
     skip, skip_layers = set(skip_types), set(skip_names)
 
     def tensor(t: Any) -> str:

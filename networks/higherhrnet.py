@@ -29,9 +29,9 @@ import numpy as np
 import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
+from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
 from networks.base import NetworkModel, side_class
-from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks.resnet import NETDEF as RESNET_NETDEF
 
 OUTPUTS = ("parsed", "raw")

@@ -41,7 +41,8 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
     top, left = int(info.pad_y), int(info.pad_x)
     canvas = np.full((3, *info.input_size), 128, np.uint8)  # normalizes to 0
     canvas[:, top:top + new_h, left:left + new_w] = rgb.transpose(2, 0, 1)
-    return OPENPOSE.normalize(canvas), Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
+    info = Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
+    return OPENPOSE.normalize(canvas), info
 
 
 def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:
