@@ -227,3 +227,30 @@ def test_build_option_signature_and_triton_config_are_uint8(resnet):
     config = text_format.Parse(config_text(signature, RepositoryOptions("r18u8")), pb.ModelConfig())
     assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("input", pb.TYPE_UINT8, [3, SIZE, SIZE])]
     assert [t.data_type for t in config.output] == [pb.TYPE_FP32]
+
+
+def test_weakly_typed_bindings_convert_uint8_through_an_identity_with_its_output_type(monkeypatch):
+    """TensorRT 8.6 documents an identity layer with its output type set as the way from a UINT8 input to float;
+    strongly typed bindings (RTX, 10, 11) cast."""
+    import dataclasses
+
+    from netdef import trt as shim
+
+    class Layer:
+        precision = None
+
+        def set_output_type(self, index, dtype):
+            self.output_type = (index, dtype)
+
+    class WeakNetwork:
+        def add_identity(self, tensor):
+            self.layer = Layer()
+            return self.layer
+
+        def add_cast(self, tensor, dtype):
+            raise AssertionError("8.6 converts UINT8 through an identity layer")
+
+    FLOAT = shim.binding().DataType.FLOAT
+    monkeypatch.setattr(shim, "_features", dataclasses.replace(shim.features(), strongly_typed=False))
+    layer = shim.from_uint8(WeakNetwork(), "pixels", FLOAT)
+    assert (layer.precision, layer.output_type) == (FLOAT, (0, FLOAT))
