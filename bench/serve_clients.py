@@ -41,7 +41,9 @@ def client_process(conn: Any, url: str) -> None:
 
 def _inputs(module: Any, client: Any, job: dict[str, Any]) -> tuple[list[Any], Any]:
     """The request's input (random, seeded) and a cleanup for a shared-memory region."""
-    x = np.random.default_rng(job["seed"]).standard_normal(job["shape"]).astype(job["dtype"])
+    from netdef.runtime.inputs import random_array
+
+    x = random_array(job["shape"], job["dtype"], np.random.default_rng(job["seed"]))
     inp = module.InferInput(job["input"], list(x.shape), job["triton_type"])
     if job.get("inputs", "grpc") != "shm":
         inp.set_data_from_numpy(x)  # serialized once, copied into every request

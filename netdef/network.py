@@ -248,6 +248,24 @@ class Network:
                 tensor = self.to_compute(tensor)
         return tensor
 
+    def add_pixel_input(self, name: str, shape: Sequence[int], normalization: Any) -> Any:
+        """A UINT8 input (N, 3, H, W) of RGB pixels 0..255, made into the float input the network reads by its first
+        layers, in FP32: `name/to_float`, `name/bgr` (a gather, for networks reading BGR), `name/normalize` (one
+        per-channel scale and shift from `normalization`, a netdef.preprocess.PixelNormalization)."""
+        pixels = self.add_input(name, shape, np.uint8)
+        FLOAT = self.trt.DataType.FLOAT
+        with self.scope(name), self.float32():
+            x = self.name_layer(shim.from_uint8(self.definition, pixels, FLOAT), "to_float").get_output(0)
+            if normalization.bgr:
+                order = self.constant(np.array([2, 1, 0], np.int32), op="bgr/order")
+                x = self.name_layer(self.definition.add_gather(x, order, 1), "bgr").get_output(0)
+            scale, shift = (self.weights(v, np.float32) for v in normalization.scale_shift())
+            layer = self.definition.add_scale_nd(x, self.trt.ScaleMode.CHANNEL, shift, scale,
+                                                 self.weights(None, np.float32), 1)
+            x = self.name_layer(layer, "normalize").get_output(0)
+        with self.scope(name):
+            return self.to_compute(x)
+
     def mark_output(self, tensor: Any, name: str, dtype: Any = None) -> Any:
         """Mark a network output under `name`, in the declared order; floats are cast to the I/O dtype."""
         if name in self.output_names:

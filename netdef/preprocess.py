@@ -4,17 +4,80 @@ Classification (ResNet): ImageNet preprocessing as torchvision's `Resize(256) + 
 + Normalize` does it (shorter side resized with Pillow's bilinear filter, centre crop, RGB, mean/std, CHW),
 and top-k labels. Detection (YOLOv4): letterbox and box mapping live in `netdef.detect`; this module only
 adapts an image file to them. Pillow is imported inside the functions that decode or resize images.
+
+`PixelNormalization` is what each network family does to 8-bit pixels to make its float input; a network class
+declares its own (`NetworkModel.normalization`), and an engine built with `input_dtype="uint8"` does it itself.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PixelNormalization:
+    """A network's float input from RGB pixels 0..255: (pixel / divisor - mean) / std per channel, the channels in
+    the network's order (`bgr`: reversed). Folds into one per-channel scale and shift (`scale_shift`)."""
+
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    divisor: float = 255.0
+    bgr: bool = False
+
+    def scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per network channel, float64: x = pixel * scale + shift."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        return 1.0 / (self.divisor * std), -mean / std
+
+    def _channels(self, array: np.ndarray) -> np.ndarray:
+        return array[..., ::-1, :, :] if self.bgr else array
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """(..., 3, H, W) RGB pixels -> the network's float32 input (as the float preprocessing computes it)."""
+        x = self._channels(np.asarray(pixels)).astype(np.float32) / np.float32(self.divisor)
+        shape = (-1, 1, 1)
+        x = (x - np.asarray(self.mean, np.float32).reshape(shape)) / np.asarray(self.std, np.float32).reshape(shape)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def pixels(self, x: np.ndarray) -> np.ndarray:
+        """The inverse: a float input made by the network's preprocessing -> (..., 3, H, W) uint8 RGB pixels
+        (interpolated values rounded to the nearest)."""
+        shape = (-1, 1, 1)
+        x = np.asarray(x, np.float64) * np.asarray(self.std, np.float64).reshape(shape)
+        x = (x + np.asarray(self.mean, np.float64).reshape(shape)) * self.divisor
+        return np.ascontiguousarray(self._channels(np.clip(np.rint(x), 0, 255).astype(np.uint8)))
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "divisor": float(self.divisor), "channels": "BGR" if self.bgr else "RGB"}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "PixelNormalization":
+        return cls(tuple(meta["mean"]), tuple(meta["std"]), float(meta["divisor"]), meta.get("channels") == "BGR")
+
+
+IMAGENET = PixelNormalization(IMAGENET_MEAN, IMAGENET_STD)  # ResNet, HigherHRNet: torchvision's Normalize
+UNIT = PixelNormalization()  # YOLO: RGB 0..1
+OPENPOSE = PixelNormalization((0.5, 0.5, 0.5), divisor=256.0, bgr=True)  # CMU: BGR / 256 - 0.5
+
+
+def image_input(session: Any, batch: np.ndarray) -> np.ndarray:
+    """What a session's image input takes from a float batch the network's preprocessing made: the batch itself,
+    or, for an engine built with input_dtype="uint8", its pixels (the normalization the sidecar records undone)."""
+    spec = session.inputs[0]
+    if np.dtype(spec.dtype) != np.uint8:
+        return batch
+    recorded = session.meta.get("pixels")
+    if not recorded:
+        raise ValueError(f"{session.name}: input '{spec.name}' is uint8 but the sidecar records no pixel "
+                         "normalization ('pixels'); rebuild the engine with netdef")
+    return PixelNormalization.from_meta(recorded).pixels(batch)
 
 
 def load_image(image: Any) -> Any:
@@ -85,9 +148,7 @@ def imagenet_preprocess(image: Any, size: int = 224, resize: int | None = 256,
     if resize:
         img = resize_shorter_side(img, resize)
     rgb = center_crop(np.asarray(img, dtype=np.uint8), size)
-    x = rgb.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return PixelNormalization(tuple(mean), tuple(std)).normalize(rgb.transpose(2, 0, 1))
 
 
 def imagenet_batch(images: Sequence[Any], **options: Any) -> np.ndarray:

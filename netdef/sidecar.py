@@ -80,6 +80,16 @@ def _unit(v: Any) -> bool:
     return _is_number(v) and 0 <= v <= 1
 
 
+def _pixels(v: Any) -> bool:
+    """netdef.preprocess.PixelNormalization.as_meta(): what a uint8 input's first layers compute."""
+    return (isinstance(v, dict) and all(isinstance(v.get(k), list) and len(v[k]) >= 1 for k in ("mean", "std"))
+            and all(_is_number(x) for x in v["mean"]) and all(_is_number(x) and x > 0 for x in v["std"])
+            and _is_number(v.get("divisor")) and v["divisor"] > 0 and v.get("channels") in ("RGB", "BGR"))
+
+
+INPUT_DTYPES = {"float32": "FLOAT", "uint8": "UINT8"}  # define(input_dtype=...) -> the image input's TensorRT type
+
+
 FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "plan_sha256": (lambda v: isinstance(v, str) and bool(_HEX64.match(v)), "a sha256 hex string"),
     "plan_bytes": (lambda v: _is_int(v) and v > 0, "a positive integer"),
@@ -110,6 +120,8 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "iou_threshold": (_unit, "a number in 0..1"),
     "mean": (lambda v: isinstance(v, list) and all(_is_number(x) for x in v), "a list of numbers"),
     "std": (lambda v: isinstance(v, list) and all(_is_number(x) and x > 0 for x in v), "a list of positive numbers"),
+    "input_dtype": (lambda v: v in INPUT_DTYPES, " or ".join(INPUT_DTYPES)),
+    "pixels": (_pixels, "{mean, std, divisor, channels: RGB|BGR}"),
 }
 REQUIRED = ("plan_sha256", "plan_bytes", "trt_flavor", "trt_version")
 
@@ -144,6 +156,13 @@ def _contradictions(meta: Mapping[str, Any]) -> list[str]:
         hw = inputs[0]["shape"][2:4]
         if hw != list(meta["input_size"]):
             problems.append(f"input_size {meta['input_size']} but input '{inputs[0]['name']}' is {hw}")
+    if "input_dtype" in meta and inputs:
+        want = INPUT_DTYPES[meta["input_dtype"]]
+        if inputs[0]["dtype"] not in (want, "HALF" if want == "FLOAT" else want):
+            problems.append(f"input_dtype {meta['input_dtype']} but input '{inputs[0]['name']}' is "
+                            f"{inputs[0]['dtype']}")
+        if meta["input_dtype"] == "uint8" and "pixels" not in meta:
+            problems.append("input_dtype uint8 without 'pixels' (the normalization the engine applies)")
     if "output_order" in meta and "outputs" in meta:
         names = [s["name"] for s in meta["outputs"]]
         if sorted(names) != sorted(meta["output_order"]):
@@ -213,12 +232,14 @@ def check_engine(meta: Mapping[str, Any], engine: Any, origin: str) -> None:
     _compare_io(meta, actual, "engine", origin)
 
 
-def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and_dtypes: bool = True) -> str:
+def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and_dtypes: bool = True,
+                      skip_names: Iterable[str] = ()) -> str:
     """sha256 over the definition's inputs and layers: layer name, type, and its outputs' names, dtypes and shapes.
 
-    `skip_types`: layer types left out; `names_and_dtypes=False`: output shapes only (the calibration cache
-    compares the FP32 definition it was made on with the INT8 one being built: netdef.quantize.cache)."""
-    skip = set(skip_types)
+    `skip_types`, `skip_names`: layer types and layers left out; `names_and_dtypes=False`: output shapes only
+    (the calibration cache compares the FP32 definition it was made on with the INT8 one being built:
+    netdef.quantize.cache)."""
+    skip, skip_layers = set(skip_types), set(skip_names)
 
     def tensor(t: Any) -> str:
         return f"{t.name} {enum_name(t.dtype)} {tuple(t.shape)}" if names_and_dtypes else str(tuple(t.shape))
@@ -229,7 +250,7 @@ def definition_digest(definition: Any, skip_types: Iterable[Any] = (), names_and
         h.update(f"input {t.name} {tensor(t)}\n".encode())
     for i in range(definition.num_layers):
         layer = definition.get_layer(i)
-        if layer.type not in skip:
+        if layer.type not in skip and layer.name not in skip_layers:
             outs = [tensor(layer.get_output(k)) for k in range(layer.num_outputs)]
             h.update(f"{layer.name} {enum_name(layer.type)} {outs}\n".encode())
     return h.hexdigest()

@@ -163,6 +163,23 @@ def sample_mode(name: str) -> Any:
     return getattr(getattr(trt, "SampleMode", None) or trt.SliceMode, name)
 
 
+def from_uint8(network: Any, tensor: Any, dtype: Any) -> Any:
+    """The layer turning a UINT8 tensor (8-bit pixels of a network input) into floating point `dtype`.
+
+    Strongly typed networks cast; weakly typed ones (TensorRT 8.6) convert through an identity layer with its
+    output type set, the path 8.6 documents for UINT8 network inputs."""
+    trt = binding()
+    if not hasattr(trt.DataType, "UINT8"):
+        feat = features()
+        raise NotImplementedError(f"TensorRT {feat.flavor} {feat.version} has no UINT8 data type")
+    if features().strongly_typed:
+        return network.add_cast(tensor, dtype)
+    layer = network.add_identity(tensor)
+    layer.precision = dtype
+    layer.set_output_type(0, dtype)
+    return layer
+
+
 def add_fill(network: Any, shape: Any, operation: Any, output_type: Any) -> Any:
     """network.add_fill with an output type where the binding takes one (8.6 derives it from the inputs
     start/delta, which callers must set in that type)."""

@@ -8,12 +8,18 @@ A define() records the options that shaped its definition (besides precision, in
 `record_options`, in `net.meta[DEFINE_OPTIONS]`: the engine sidecar keeps them, `netdef infer --executor netdef`
 passes them back to define() and `netdef verify` to reference() (those it takes), so both rebuild like with like.
 
+`input_dtype="uint8"` (every define()): the input holds RGB pixels 0..255, already resized / letterboxed as the
+network's preprocessing does, and the engine normalizes them itself (`image_input`), as the class declares
+(`pixels`, a netdef.preprocess.PixelNormalization; the weights file's mean/std attributes where it has them).
+Calibration always runs the float-input definition: the tensors it keys on have the same names in both.
+
 `side_class` makes one side's class of a network written once: a `...Layers` class (architecture and forward)
 on netdef's or torch's Module, with that side's namespace and ops as class attributes.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,7 @@ import numpy as np
 from netdef.engine import BuildSettings, Plan
 from netdef.module import Module
 from netdef.network import Network
+from netdef.sidecar import INPUT_DTYPES
 
 
 DEFINE_OPTIONS = "define_options"  # net.meta key: {define() option: value} (JSON values)
@@ -35,6 +42,7 @@ def side_class(name: str, layers: type, base: type, module: str, **attrs: Any) -
 class NetworkModel:
     arch: str = ""
     input_name: str = "input"
+    pixels: Any = None  # netdef.preprocess.PixelNormalization: how the float input is made from 8-bit RGB pixels
 
     def __init__(self, weights: Any, path: str | os.PathLike | None = None) -> None:
         self.weights = weights  # a mapping of dotted names -> arrays (weights_export's WeightsFile)
@@ -96,7 +104,29 @@ class NetworkModel:
     @staticmethod
     def record_options(net: Network, **options: Any) -> None:
         """Record the define() options that shaped `net` (module docstring): what a rebuild passes back."""
-        net.meta[DEFINE_OPTIONS] = dict(options)
+        net.meta.setdefault(DEFINE_OPTIONS, {}).update(options)
+
+    def normalization(self) -> Any:
+        """The network's PixelNormalization: the class's `pixels`, with the weights file's mean/std where present."""
+        if self.pixels is None:
+            raise NotImplementedError(f"{self.arch or type(self).__name__}: declares no pixel normalization, so it "
+                                      "cannot take uint8 input")
+        attrs = getattr(self.weights, "attrs", None) or {}
+        found = {k: tuple(float(v) for v in np.ravel(attrs[k])) for k in ("mean", "std") if attrs.get(k) is not None}
+        return replace(self.pixels, **found)
+
+    def image_input(self, net: Network, shape: tuple[int, ...], input_dtype: str = "float32") -> Any:
+        """The network's image input: float32 as its preprocessing makes it, or uint8 RGB pixels the first layers
+        normalize (recorded in the sidecar: `input_dtype`, `pixels`, and the define option)."""
+        if input_dtype not in INPUT_DTYPES:
+            raise ValueError(f"{self.arch}: input_dtype={input_dtype!r}: expected one of {', '.join(INPUT_DTYPES)}")
+        net.meta["input_dtype"] = input_dtype
+        if input_dtype == "float32":
+            return net.add_input(self.input_name, shape)
+        norm = self.normalization()
+        net.meta["pixels"] = norm.as_meta()
+        self.record_options(net, input_dtype=input_dtype)
+        return net.add_pixel_input(self.input_name, shape, norm)
 
     def int8_settings(self, precision: str, calibration: Any, skip: tuple[str, ...] = (),
                       input_size: Any = None) -> Any:

@@ -29,9 +29,9 @@ import numpy as np
 import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
+from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
 from networks.base import NetworkModel, side_class
-from networks.resnet import IMAGENET_MEAN, IMAGENET_STD
 from networks.resnet import NETDEF as RESNET_NETDEF
 
 OUTPUTS = ("parsed", "raw")
@@ -340,7 +340,8 @@ class HigherHRNet(NetworkModel):
 
     arch = "higherhrnet"
     default_input_shape = (1, 3, 512, 512)  # what `netdef export` records and samples with
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # what `netdef export` records
+    pixels = IMAGENET
 
     def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
                  config: HigherHRNetConfig | None = None) -> None:
@@ -361,7 +362,7 @@ class HigherHRNet(NetworkModel):
 
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
                outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
-               skip: tuple[str, ...] = (), **options: Any) -> Network:
+               skip: tuple[str, ...] = (), input_dtype: str = "float32", **options: Any) -> Network:
         """The definition for one input size (H, W multiples of 32) with a dynamic batch.
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point) go
@@ -377,9 +378,10 @@ class HigherHRNet(NetworkModel):
             raise ValueError(f"topk={topk}: expected 1..{h * w} candidates per joint")
         model = self.module()
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
+        norm = self.normalization()
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.keep_float("final_layers", *(f"deconv_layers.{i}.0.0" for i in range(len(model.deconv_layers))))
-            x = net.add_input(self.input_name, (-1, 3, h, w))
+            x = self.image_input(net, (-1, 3, h, w), input_dtype)
             output0, output1 = model(x)
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
@@ -389,7 +391,7 @@ class HigherHRNet(NetworkModel):
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
-                        mean=list(self.mean), std=list(self.std), preprocess="letterbox RGB, ImageNet mean/std")
+                        mean=list(norm.mean), std=list(norm.std), preprocess="letterbox RGB, ImageNet mean/std")
         settings: dict[str, Any] = {"outputs": outputs}
         if outputs == "parsed":
             settings.update(topk=int(topk), nms_kernel=int(nms_kernel))
@@ -413,7 +415,8 @@ class HigherHRNet(NetworkModel):
         """One image as the engine's input (3, H, W): letterboxed, normalized (INT8 calibration on image folders)."""
         from netdef.pose.higherhrnet import preprocess
 
-        return preprocess(image, input_size, self.mean, self.std)[0]
+        norm = self.normalization()
+        return preprocess(image, input_size, norm.mean, norm.std)[0]
 
     def sample_input(self, batch: int = 1, input_size: Any = None, seed: int = 0) -> np.ndarray:
         """A normalized random image batch (N, 3, H, W), float32."""

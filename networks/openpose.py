@@ -33,6 +33,7 @@ import numpy as np
 import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
+from netdef.preprocess import OPENPOSE
 from netdef.pose.paf import NO_LIMB, PafSettings, gaussian_kernel
 from netdef.pose.skeleton import CMU18_HEATMAPS, CMU18_PAF_LIMBS, CMU18_PAFS
 from networks import register
@@ -179,6 +180,7 @@ class OpenPose(NetworkModel):
     """The CMU body model rebuilt with netdef; outputs per `outputs` (module docstring)."""
 
     arch = ARCH
+    pixels = OPENPOSE
     default_input_shape = (1, 3, *DEFAULT_INPUT_SIZE)  # what `netdef export` records and samples with
 
     def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
@@ -214,7 +216,7 @@ class OpenPose(NetworkModel):
 
     def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
                outputs: str = "parsed", max_peaks: int | None = None, calibration: Any = None,
-               skip: tuple[str, ...] = (), **options: Any) -> Network:
+               skip: tuple[str, ...] = (), input_dtype: str = "float32", **options: Any) -> Network:
         """The definition; `max_peaks` (K, default 32) bounds the peaks per part of the parsed outputs.
 
         int8: `calibration` and `skip` (module paths kept in floating point) go to netdef.quantize.settings; the
@@ -230,7 +232,7 @@ class OpenPose(NetworkModel):
         int8 = self.int8_settings(precision, calibration, skip, (height, width))
         with Network(f"{self.arch}-{height}x{width}", precision, fp16_io, int8=int8) as net:
             net.quant.keep_float(*output_convs(self.config))
-            x = net.add_input(self.input_name, (-1, 3, height, width))
+            x = self.image_input(net, (-1, 3, height, width), input_dtype)
             paf, heatmap = model(x)
             if outputs == "raw":
                 net.mark_output(paf, "paf")

@@ -19,6 +19,7 @@ import numpy as np
 import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network
+from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
 from networks.base import NetworkModel, side_class
 
@@ -32,8 +33,6 @@ ARCHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 }
 EXPANSION = {"basic": 1, "bottleneck": 4}
 DEFAULT_INPUT_SIZE = (224, 224)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --- architecture and forwards, written once: each side adds its module base and `ns` (netdef.nn / torch.nn) ----
@@ -244,7 +243,8 @@ class ResNet(NetworkModel):
     """A torchvision ResNet rebuilt with netdef: input "input" (N,3,H,W), output "logits" (N, classes)."""
 
     default_input_shape = (1, 3, *DEFAULT_INPUT_SIZE)  # what `netdef export` records and samples with
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # what `netdef export` records
+    pixels = IMAGENET
 
     def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None,
                  arch: str | None = None) -> None:
@@ -268,14 +268,15 @@ class ResNet(NetworkModel):
         return ResNetModule(self.kind, self.layers, self.num_classes)
 
     def define(self, precision: str = "fp32", input_size: tuple[int, int] | None = None, fp16_io: bool = False,
-               calibration: Any = None, skip: tuple[str, ...] = (), **options: Any) -> Network:
+               calibration: Any = None, skip: tuple[str, ...] = (), input_dtype: str = "float32",
+               **options: Any) -> Network:
         if options:
             raise TypeError(f"{self.arch}: unknown options {', '.join(options)}")
         height, width = input_size or DEFAULT_INPUT_SIZE
         model = self.module()
         int8 = self.int8_settings(precision, calibration, skip, (height, width))
         with Network(self.arch, precision, fp16_io, int8=int8) as net:
-            x = net.add_input(self.input_name, (-1, 3, height, width))
+            x = self.image_input(net, (-1, 3, height, width), input_dtype)
             net.mark_output(model(x), "logits")
         net.meta.update({"arch": self.arch, "input_size": [height, width], "num_classes": self.num_classes})
         return net

@@ -26,6 +26,7 @@ from netdef.darknet_cfg import parse_cfg
 from netdef.detect import TRT_TOPK_LIMIT, check_nms_options, engine_nms
 from netdef.engine import BuildError, BuildSettings, Plan
 from netdef.network import Network
+from netdef.preprocess import UNIT
 from networks import register
 from networks.base import NetworkModel
 from networks.darknet import Darknet, DarknetPlan, plan, reference_module
@@ -52,6 +53,7 @@ def resolve_nms(nms: str) -> str:
 class YOLOv4(NetworkModel):
     arch = "yolov4"
     input_name = "input"
+    pixels = UNIT
 
     def __init__(self, weights: Mapping[str, Any], path: str | os.PathLike | None = None, cfg: Any = None) -> None:
         from weights_export.darknet import guess_arch
@@ -106,7 +108,7 @@ class YOLOv4(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False, nms: str = "auto",
                max_detections: int = 100, score_threshold: float = 0.25, iou_threshold: float = 0.45,
                topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (), heads: bool = False,
-               **options: Any) -> Network:
+               input_dtype: str = "float32", **options: Any) -> Network:
         """The definition: input `input` (B, C, H, W) letterboxed RGB 0..1; outputs per `nms` (module docstring).
 
         heads=True adds outputs `head0`.. (the raw [yolo] inputs, cfg order) after those, for accuracy checks
@@ -129,7 +131,7 @@ class YOLOv4(NetworkModel):
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
-            x = net.add_input(self.input_name, (-1, self.plan.in_channels, h, w))
+            x = self.image_input(net, (-1, self.plan.in_channels, h, w), input_dtype)
             boxes, scores, raw_heads = model(x)
             if nms == "raw":
                 names, outputs = RAW_OUTPUTS, (boxes, scores)

@@ -35,15 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def random_inputs(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs of the session's dtypes and shapes at `batch` (dynamic dims take the batch)."""
+    from netdef.runtime.inputs import random_array
+
     rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in session.inputs:
-        shape = tuple(batch if d < 0 else d for d in spec.shape)
-        if spec.dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        else:
-            feeds[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
-    return feeds
+    return {spec.name: random_array([batch if d < 0 else d for d in spec.shape], spec.dtype, rng)
+            for spec in session.inputs}
 
 
 def device_memory(session: Any) -> dict[str, int]:

@@ -123,15 +123,16 @@ def input_hw(session: Any) -> tuple[int, int]:
 
 
 def classify(session: Any, images: list[str], topk_n: int, labels: list[str] | None) -> list[dict[str, Any]]:
-    from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess, topk
+    from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input, imagenet_preprocess, topk
 
     h, w = input_hw(session)
     if h != w:
         raise ValueError(f"{session.name}: ImageNet preprocessing needs a square input, the engine takes {h}x{w}")
-    mean, std = session.meta.get("mean") or IMAGENET_MEAN, session.meta.get("std") or IMAGENET_STD
+    recorded = session.meta.get("pixels") or session.meta  # a uint8 engine's own normalization
+    mean, std = recorded.get("mean") or IMAGENET_MEAN, recorded.get("std") or IMAGENET_STD
     batch = np.stack([imagenet_preprocess(im, size=h, resize=round(h * 256 / 224), mean=mean, std=std)
                       for im in images])
-    outputs = session.infer({session.input_names[0]: batch})
+    outputs = session.infer({session.input_names[0]: image_input(session, batch)})
     logits = outputs.get("logits", next(iter(outputs.values())))
     results = []
     for image, row in zip(images, topk(logits, topk_n, labels)):
@@ -172,11 +173,11 @@ def decode_detections(outputs: dict[str, np.ndarray], meta: dict[str, Any],
 def detect_images(session: Any, images: list[str], labels: list[str] | None, save: str | None,
                   nms: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from netdef.detect import unletterbox_boxes
-    from netdef.preprocess import label_name, yolo_preprocess
+    from netdef.preprocess import image_input, label_name, yolo_preprocess
 
     h, w = input_hw(session)
     prepared = [yolo_preprocess(im, (h, w)) for im in images]
-    outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
+    outputs = session.infer({session.input_names[0]: image_input(session, np.stack([x for x, _ in prepared]))})
     dets = decode_detections(outputs, session.meta, nms)
     results = []
     for b, (image, (_, info)) in enumerate(zip(images, prepared)):

@@ -16,7 +16,7 @@ import numpy as np
 
 from netdef.pose.grouping import GroupingSettings, group
 from netdef.pose.skeleton import COCO17, Person
-from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input
 
 PARSED = ("scores", "keypoints", "tags")
 
@@ -64,5 +64,5 @@ def estimate(session: Any, images: Sequence[Any], settings: GroupingSettings | N
     size = (int(spec.shape[2]), int(spec.shape[3]))
     mean, std = session.meta.get("mean") or IMAGENET_MEAN, session.meta.get("std") or IMAGENET_STD
     prepared = [preprocess(image, size, mean, std) for image in images]
-    outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
+    outputs = session.infer({session.input_names[0]: image_input(session, np.stack([x for x, _ in prepared]))})
     return people(outputs, [info for _, info in prepared], settings or GroupingSettings())

@@ -17,6 +17,7 @@ import numpy as np
 
 from netdef.pose.paf import PafSettings, image_people, truncated_parts
 from netdef.pose.skeleton import Person
+from netdef.preprocess import OPENPOSE, image_input
 
 log = logging.getLogger("netdef.pose")
 PARSED = ("peaks", "peak_counts", "limb_scores")
@@ -38,11 +39,10 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
 
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
     top, left = int(info.pad_y), int(info.pad_x)
-    x = np.zeros((3, *info.input_size), np.float32)
-    x[:, top:top + new_h, left:left + new_w] = rgb[:, :, ::-1].transpose(2, 0, 1)
-    x[:, top:top + new_h, left:left + new_w] *= 1.0 / 256
-    x[:, top:top + new_h, left:left + new_w] -= 0.5
-    return x, Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
+    canvas = np.full((3, *info.input_size), 128, np.uint8)  # normalizes to 0
+    canvas[:, top:top + new_h, left:left + new_w] = rgb.transpose(2, 0, 1)
+    info = Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
+    return OPENPOSE.normalize(canvas), info
 
 
 def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:
@@ -77,5 +77,5 @@ def estimate(session: Any, images: Sequence[Any], settings: PafSettings | None =
     spec = session.inputs[0]
     size = (int(spec.shape[2]), int(spec.shape[3]))
     prepared = [preprocess(image, size) for image in images]
-    outputs = session.infer({session.input_names[0]: np.stack([x for x, _ in prepared])})
+    outputs = session.infer({session.input_names[0]: image_input(session, np.stack([x for x, _ in prepared]))})
     return people(outputs, [info for _, info in prepared], settings or settings_from_meta(session.meta))

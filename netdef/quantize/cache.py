@@ -144,13 +144,16 @@ def identity(definition_sha256: str, weights_sha256: str | None) -> str:
 
 def definition_digest(definition: Any) -> str:
     """sha256 over names and output shapes of the definition's layers; casts, identities, Q/DQ and constants (the
-    kernels and scales quantization adds, a matrix multiply's weights) left out, so the FP32 definition that was
-    calibrated and the INT8 one being built agree."""
+    kernels and scales quantization adds, a matrix multiply's weights) and a uint8 input's normalization left out,
+    so the FP32 float-input definition that was calibrated and the INT8 one being built agree."""
+    from netdef.quantize.placement import Graph
     from netdef.sidecar import definition_digest as digest
 
     trt = shim.binding()
+    graph = Graph(definition)
     return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
-                                          trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False)
+                                          trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False,
+                  skip_names={graph.layers[i].name for i in graph.pixel_layers})
 
 
 def weights_digest(weights: Any) -> str | None:

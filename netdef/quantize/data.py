@@ -49,17 +49,16 @@ def letterbox_preprocess() -> Preprocess:
 
 def preprocessing_for(model: Any) -> Preprocess:
     """The network's own preprocessing: `model.preprocess` when it has one, else by architecture
-    (YOLO/Darknet: letterbox 0..1; others: classification with the weights file's mean/std)."""
+    (YOLO/Darknet: letterbox 0..1; others: classification with the network's mean/std, the weights file's where
+    it has them: `model.normalization()`)."""
     own = getattr(model, "preprocess", None)
     if callable(own):
         return own
     arch = str(getattr(model, "arch", "") or "")
     if arch.startswith(("yolo", "darknet")):
         return letterbox_preprocess()
-    attrs = getattr(getattr(model, "weights", None), "attrs", None) or {}
-    mean, std = attrs.get("mean"), attrs.get("std")
-    return classification_preprocess(None if mean is None else tuple(np.ravel(mean)),
-                                     None if std is None else tuple(np.ravel(std)))
+    norm = model.normalization()
+    return classification_preprocess(norm.mean, norm.std)
 
 
 # --- sources -----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 WEIGHTED = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
 _PASS_THROUGH = ("CAST", "IDENTITY")  # a quantized tensor is named after what real layer produced it
 _COMMUTE_ANY_INPUT = ("CONCATENATION",)
+_PIXEL_CHAIN = ("CAST", "IDENTITY", "GATHER", "SCALE")  # what Network.add_pixel_input emits after a UINT8 input
 _COMMUTE_FIRST_INPUT = ("SLICE", "SHUFFLE", "SQUEEZE", "UNSQUEEZE") + _PASS_THROUGH
 
 
@@ -139,8 +140,25 @@ class Graph:
                     self.consumers.setdefault(t.name, []).append((i, k))
         self.inputs = {definition.get_input(i).name for i in range(definition.num_inputs)}
         self.outputs = {definition.get_output(i).name for i in range(definition.num_outputs)}
+        self.pixel_layers = self._pixel_layers(definition)
         self.live = self._live()
         self._scales: dict[int, np.ndarray] = {}
+
+    def _pixel_layers(self, definition: Any) -> set[int]:
+        """The layers turning a UINT8 network input into the float input they stand for (netdef.network's
+        add_pixel_input: cast, channel gather, scale): canonical names pass through them, and the calibration
+        cache's digest leaves them out, so a uint8-input definition uses the float-input one's calibration."""
+        found: set[int] = set()
+        for t in (definition.get_input(i) for i in range(definition.num_inputs)):
+            tensor = t.name if _name(t.dtype) == "UINT8" else None
+            while tensor is not None:
+                readers = self.consumers.get(tensor, [])
+                if len(readers) != 1 or readers[0][1] != 0 or self.types[readers[0][0]] not in _PIXEL_CHAIN:
+                    break
+                i = readers[0][0]
+                found.add(i)
+                tensor = None if self.types[i] == "SCALE" else self.layers[i].get_output(0).name
+        return found
 
     def _live(self) -> set[int]:
         live: set[int] = set()
@@ -194,7 +212,7 @@ class Graph:
         seen = 0
         while tensor in self.producer and seen < 64:
             i = self.producer[tensor]
-            if self.types[i] not in _PASS_THROUGH:
+            if self.types[i] not in _PASS_THROUGH and i not in self.pixel_layers:
                 break
             tensor = self.input_name(i, 0) or tensor
             seen += 1

@@ -29,6 +29,14 @@ def _shape_problem(spec: TensorSpec, shape: tuple[int, ...]) -> str | None:
     return None
 
 
+def _uint8_hint(spec: TensorSpec, dtype: np.dtype) -> str:
+    """Why float never goes into a uint8 input: it holds raw pixels the engine normalizes (input_dtype="uint8")."""
+    if spec.dtype != np.uint8 or dtype.kind != "f":
+        return ""
+    return (": it takes raw 8-bit pixels 0..255 that the engine normalizes itself; pass the uint8 image, not the "
+            "normalized float input")
+
+
 def _host_array(spec: TensorSpec, value: Any) -> tuple[np.ndarray | None, str | None]:
     try:
         array = np.asarray(value)
@@ -46,8 +54,8 @@ def _host_array(spec: TensorSpec, value: Any) -> tuple[np.ndarray | None, str | 
         return np.ascontiguousarray(array, dtype=want), None
     if want.kind == "b" and array.dtype.kind == "b":
         return np.ascontiguousarray(array, dtype=want), None
-    return None, (f"input '{spec.name}': dtype {array.dtype.name} cannot be fed to a {want.name} input "
-                  f"(convert it explicitly)")
+    return None, (f"input '{spec.name}': dtype {array.dtype.name} cannot be fed to a {want.name} input"
+                  + (_uint8_hint(spec, array.dtype) or " (convert it explicitly)"))
 
 
 def check_inputs(specs: Sequence[TensorSpec], inputs: Any, where: str) -> dict[str, np.ndarray | DeviceArray]:
@@ -71,7 +79,8 @@ def check_inputs(specs: Sequence[TensorSpec], inputs: Any, where: str) -> dict[s
         if device is not None:
             if device.dtype != spec.dtype:
                 problems.append(f"input '{spec.name}': device array dtype {device.dtype.name}, expected "
-                                f"{spec.dtype.name} (device arrays are used in place, never converted)")
+                                f"{spec.dtype.name} (device arrays are used in place, never converted)"
+                                + _uint8_hint(spec, device.dtype))
                 continue
             shape, array = device.shape, device
         else:
@@ -88,6 +97,14 @@ def check_inputs(specs: Sequence[TensorSpec], inputs: Any, where: str) -> dict[s
     if problems:
         raise InputError(f"{where}: " + "; ".join(problems))
     return checked
+
+
+def random_array(shape: Sequence[int], dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """Benchmark data for an input: standard normal floats, pixels 0..255 for uint8 (an image input), else 0/1."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(tuple(shape)).astype(dtype)
+    return rng.integers(0, 256 if dtype == np.uint8 else 2, tuple(shape)).astype(dtype)
 
 
 def check_output_array(spec: TensorSpec, value: Any, shape: tuple[int, ...], where: str) -> Any:
