@@ -15,7 +15,7 @@
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
-#   (d) serve ~300 (bench/serve.py on both GPUs, ResNet-50 and YOLOv4), only after every other item
+#   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item
 # With these numbers one session holds (a) without r50 and part of (b); (c), r50 and (d) run only where builds beat
 # the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
 # implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
@@ -74,9 +74,15 @@ item() {
       engine=$(ls "$W"/int8/r/resnet50-netdef-fp16-level*.engine 2>/dev/null | head -n 1)
       unset CUDA_VISIBLE_DEVICES
       $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
-      local left=$(( END - $(date +%s) - 30 ))  # serve.py starts no model or row after this
-      PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve.json" --deadline "$left" \
-        ${engine:+--engine resnet50=$engine} $SERVE_ARGS ;;
+      local rc=0 one left
+      for one in resnet50:float32 resnet50:uint8 yolov4:float32; do  # uint8: 4x fewer bytes per image
+        left=$(( END - $(date +%s) - 30 / TIME_DIV ))  # serve.py starts no model or row after this
+        [ "$left" -gt $(( 60 / TIME_DIV )) ] || { echo "serving $one: not started, ${left} s left"; continue; }
+        PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve-${one/:/-}.json" --deadline "$left" \
+          --models "${one%:*}" --input-dtype "${one#*:}" \
+          $([ "$one" = resnet50:float32 ] && [ -n "$engine" ] && echo --engine "resnet50=$engine") $SERVE_ARGS || rc=$?
+      done
+      return $rc ;;
     *) echo "no item $1"; return 127 ;;
   esac
 }
@@ -89,7 +95,7 @@ results_of() {  # the result files an item writes, relative to $W
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
-    serve) echo serve.json ;;
+    serve) echo serve-resnet50-float32.json serve-resnet50-uint8.json serve-yolov4-float32.json ;;
   esac
 }
 
