@@ -15,7 +15,7 @@
 #                    at level 1, 3 of them TensorRT's calibration); an engine saved from the same ONNX file,
 #                    calibration array and settings is reused, and so is TensorRT's calibration cache
 #        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
-#        variants_y  YOLOv4 netdef INT8 with the stem in FP16 (level Y_LEVEL), then INT8 at level 3
+#        variants_y  YOLOv4 netdef INT8 with the stem in FP16 (level Y_LEVEL), then INT8 and FP16 at level 3
 #                    -> y/trt_yolo_variant_stem.json, y/trt_yolo_variant_level3.json (~3 + ~8 min)
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
@@ -63,12 +63,12 @@ netdef_y() {
     --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/y/bench_netdef.log" 2>&1
 }
 
-variants_y() {  # what docs/int8.md section 4 leaves open: the stem in FP16 (level 1), the same INT8 at level 3
+variants_y() {  # what docs/int8.md section 4 leaves open: the stem in FP16 (level 1), the same INT8 (then FP16) at level 3
   wait_prepared || return 1
   stamp "y: yolov4 netdef int8 variants (stem float, level $Y_LEVEL; level 3)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_stem.json" --plan yolov4:int8:netdef \
     --int8-skip layers.0 >> "$W/y/bench_variants.log" 2>&1
-  bench --work "$W/y" --opt-level 3 --out "$W/y/trt_yolo_variant_level3.json" --plan yolov4:int8:netdef \
+  bench --work "$W/y" --opt-level 3 --out "$W/y/trt_yolo_variant_level3.json" --plan yolov4:int8:netdef,yolov4:fp16:netdef \
     >> "$W/y/bench_variants.log" 2>&1
 }
 
