@@ -34,28 +34,42 @@ def pad_to_stride(image: np.ndarray, stride: int = 8, value: int = 128) -> tuple
     return padded, (down, right)
 
 
+def preprocess(image: np.ndarray, boxsize: int, scale: float) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """BGR image -> ((1, 3, H, W) float32 network input, its padded (H, W), the padding (down, right))."""
+    import cv2
+
+    factor = scale * boxsize / image.shape[0]
+    resized = cv2.resize(image, (0, 0), fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    padded, pad = pad_to_stride(resized)
+    x = np.ascontiguousarray(np.float32(padded.transpose(2, 0, 1)[None]) / 256 - 0.5)
+    return x, padded.shape[:2], pad
+
+
+def upsample(maps: tuple[np.ndarray, np.ndarray], padded: tuple[int, int], pad: tuple[int, int],
+             image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The network's (paf, heatmap) (1, C, H/8, W/8) -> (heatmap (H, W, 19), paf (H, W, 38)) at the image's size,
+    float64 as the reference accumulates them."""
+    import cv2
+
+    h0, w0 = image_size
+    out = []
+    for m in (maps[1], maps[0]):
+        m = cv2.resize(np.transpose(np.squeeze(m, 0), (1, 2, 0)), (0, 0), fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
+        m = m[:padded[0] - pad[0], :padded[1] - pad[1]]
+        out.append(np.zeros((h0, w0, m.shape[2])) + cv2.resize(m, (w0, h0), interpolation=cv2.INTER_CUBIC))
+    return out[0], out[1]
+
+
 def network_maps(model: Any, image: np.ndarray, boxsize: int, scale: float, device: str,
                  maps: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(heatmap (H, W, 19), paf (H, W, 38)) at the image's size, float64 as the reference accumulates them."""
-    import cv2
     import torch
 
-    h0, w0 = image.shape[:2]
-    factor = scale * boxsize / h0
-    resized = cv2.resize(image, (0, 0), fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    padded, (down, right) = pad_to_stride(resized)
-    x = np.ascontiguousarray(np.float32(padded.transpose(2, 0, 1)[None]) / 256 - 0.5)
+    x, padded, pad = preprocess(image, boxsize, scale)
     with torch.no_grad():
         paf_t, heat_t = model(torch.from_numpy(x).to(device))
     paf, heat = paf_t.cpu().numpy(), heat_t.cpu().numpy()
-    if maps is not None:
-        paf, heat = maps
-    out = []
-    for m in (heat, paf):
-        m = cv2.resize(np.transpose(np.squeeze(m, 0), (1, 2, 0)), (0, 0), fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
-        m = m[:padded.shape[0] - down, :padded.shape[1] - right]
-        out.append(np.zeros((h0, w0, m.shape[2])) + cv2.resize(m, (w0, h0), interpolation=cv2.INTER_CUBIC))
-    return out[0], out[1]
+    return upsample(maps if maps is not None else (paf, heat), padded, pad, image.shape[:2])
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float = 0.1) -> list[list[tuple]]:

@@ -1,5 +1,6 @@
-"""Synthetic OpenPose maps with known people (tests, benchmarks): heatmap blobs at the joints, unit PAF vectors
-along the limbs, at the network's output resolution (stride 8)."""
+"""Pose network outputs with known people (tests, benchmarks): OpenPose maps (heatmap blobs at the joints, unit
+PAF vectors along the limbs, at the network's output resolution, stride 8) and HigherHRNet's parsed candidates
+(top-k per joint with tags)."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,3 +47,33 @@ def people_maps(offsets: list[tuple[float, float]], size: tuple[int, int], blob:
         joints.append(np.column_stack([pts[:, 1] * 8 + 3.5, pts[:, 0] * 8 + 3.5]))
     heat[-1] = 1 - heat[:-1].max(0)
     return paf[None], heat[None], joints
+
+
+def tag_candidates(people: int, k: int = 30, size: int = 512, seed: int | None = None, joints: int = 17,
+                   missing: float = 0.1, faint: float = 0.05, strays: int = 2
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """HigherHRNet's parsed outputs for one image with known people: (scores (J, k), keypoints (J, k, 2),
+    tags (J, k), truth (people, J, 2)).
+
+    Person p puts each joint in a random slot with a score in 0.3..1 and a tag near 3p; a joint is missing with
+    probability `missing` and faint (score under the detection threshold, left to refinement) with `faint`;
+    `strays` strong candidates carry tags far from everyone; the other slots hold weak distractors."""
+    rng = np.random.default_rng(seed)
+    if people > k:
+        raise ValueError(f"tag_candidates: {people} people do not fit in {k} slots per joint")
+    scores = rng.uniform(0.0, 0.08, (joints, k))
+    keypoints = rng.uniform(0, size, (joints, k, 2))
+    tags = rng.uniform(-3 * people - 20, 3 * people + 20, (joints, k))
+    truth = rng.uniform(0, size, (people, joints, 2))
+    for j in range(joints):
+        slots = rng.permutation(k)
+        for p in range(people):
+            if rng.random() < missing:
+                continue
+            s = slots[p]
+            high = rng.random() >= faint
+            scores[j, s] = rng.uniform(0.3, 1.0) if high else rng.uniform(0.085, 0.1)
+            keypoints[j, s], tags[j, s] = truth[p, j], 3.0 * p + rng.uniform(-0.3, 0.3)
+        for s in slots[people:people + strays] if rng.random() < 0.3 else ():
+            scores[j, s], tags[j, s] = rng.uniform(0.2, 0.9), rng.choice([-1, 1]) * (3 * people + rng.uniform(5, 15))
+    return scores, keypoints, tags, truth
