@@ -52,101 +52,115 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return w / w.sum()
 
 
-def connect_limb(a: np.ndarray, b: np.ndarray, scores: np.ndarray, image_height: float) -> np.ndarray:
-    """The connections of one limb type: rows (i, j, score) with i indexing `a`, j indexing `b`.
-
-    `a` (nA, >=2) and `b` (nB, >=2) hold the two parts' peaks (x, y first) in raster order, `scores` (nA, nB)
-    the engine's mean PAF alignment (NO_LIMB where the sample criterion failed). A pair qualifies when its
-    score plus the length prior min(0.5 * image_height / length - 1, 0) is positive; pairs are taken by
-    decreasing total (ties in (i, j) order), each peak at most once, at most min(nA, nB) of them.
-    """
-    n_a, n_b = len(a), len(b)
-    if n_a == 0 or n_b == 0:
-        return np.zeros((0, 3))
-    vec = b[None, :, :2].astype(np.float64) - a[:, None, :2].astype(np.float64)
-    norm = np.maximum(np.sqrt((vec ** 2).sum(-1)), 0.001)
-    total = scores.astype(np.float64) + np.minimum(0.5 * image_height / norm - 1.0, 0.0)
-    ii, jj = np.nonzero((scores > NO_LIMB / 2) & (total > 0))  # row-major: the reference's loop order
-    order = np.argsort(-total[ii, jj], kind="stable")
-    used_a, used_b, rows = set(), set(), []
-    for k in order:
-        i, j = int(ii[k]), int(jj[k])
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        rows.append((i, j, total[i, j]))
-        if len(rows) >= min(n_a, n_b):
-            break
-    return np.array(rows, dtype=np.float64).reshape(-1, 3)
-
-
-def assemble(peaks: Sequence[np.ndarray], connections: Sequence[np.ndarray],
-             limbs: Sequence[tuple[int, int, int, int]] = CMU18_PAF_LIMBS,
-             min_parts: int = 4, min_mean_score: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """Merge limb connections into people, limb by limb, as the reference does.
-
-    `peaks[p]` (n_p, >=3: x, y, score) per part; `connections[k]` rows (i, j, score) of limb k (connect_limb).
-    Returns (candidates (N, 4): x, y, score, id over all parts in part order; people (P, parts + 2): the
-    candidate id of each part or -1, then the total score and the number of parts).
-    """
-    parts = len(peaks)
-    offsets = np.cumsum([0] + [len(p) for p in peaks])
-    candidates = np.concatenate([np.column_stack([np.asarray(p, np.float64).reshape(-1, 3)[:, :3],
-                                                  np.arange(offsets[q], offsets[q + 1])])
-                                 for q, p in enumerate(peaks)]) if offsets[-1] else np.zeros((0, 4))
-    people = np.zeros((0, parts + 2))
-    last_new_limb = len(limbs) - 2  # the shoulder-ear limbs only extend people found before
-    for k, (part_a, part_b, _, _) in enumerate(limbs):
-        if len(peaks[part_a]) == 0 or len(peaks[part_b]) == 0:
-            continue
-        for i, j, score in np.asarray(connections[k]).reshape(-1, 3):
-            id_a, id_b = offsets[part_a] + int(i), offsets[part_b] + int(j)
-            found = [r for r in range(len(people)) if people[r, part_a] == id_a or people[r, part_b] == id_b][:2]
-            if len(found) == 1:
-                row = people[found[0]]
-                if row[part_b] != id_b:
-                    row[part_b] = id_b
-                    row[-1] += 1
-                    row[-2] += candidates[id_b, 2] + score
-            elif len(found) == 2 and _overlap(people[found[0]], people[found[1]], parts):
-                row = people[found[0]]  # the reference extends the first one, without the check above
-                row[part_b] = id_b
-                row[-1] += 1
-                row[-2] += candidates[id_b, 2] + score
-            elif len(found) == 2:  # two disjoint partial people joined by this limb: merge them
-                first, second = people[found[0]], people[found[1]]
-                first[:parts] += second[:parts] + 1
-                first[-2:] += second[-2:]
-                first[-2] += score
-                people = np.delete(people, found[1], axis=0)
-            elif not found and k < last_new_limb:
-                row = np.full(parts + 2, -1.0)
-                row[part_a], row[part_b] = id_a, id_b
-                row[-1] = 2
-                row[-2] = candidates[id_a, 2] + candidates[id_b, 2] + score
-                people = np.vstack([people, row])
-    keep = (people[:, -1] >= min_parts) & (people[:, -2] / np.maximum(people[:, -1], 1) >= min_mean_score)
-    return candidates, people[keep]
-
-
-def _overlap(first: np.ndarray, second: np.ndarray, parts: int) -> bool:
-    """Whether two partial people share a part (then they are not merged)."""
-    return bool(((first[:parts] >= 0) & (second[:parts] >= 0)).any())
+def raster_order(peaks: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order (parts, K): each part's real peaks in raster order (y, then x) first, then its empty slots;
+    n (parts,): its real peaks). The engine ranks peaks by strength; the reference finds them in raster order."""
+    k_max = peaks.shape[1]
+    n = np.minimum(np.asarray(counts).astype(np.int64), k_max)
+    empty = np.arange(k_max)[None, :] >= n[:, None]
+    return np.lexsort((peaks[..., 0], peaks[..., 1], empty), axis=-1), n
 
 
 def canonical(peaks: np.ndarray, counts: np.ndarray,
               limb_scores: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One image's parsed outputs as the reference orders them: per part the real peaks (n, 3) in raster order
     (the engine ranks them by strength), per limb its (nA, nB) scores reordered alike."""
-    k_max = peaks.shape[1]
-    order = []
-    for part in range(peaks.shape[0]):
-        rows = peaks[part, :min(int(counts[part]), k_max)]
-        order.append(np.lexsort((rows[:, 0], rows[:, 1])))
-    part_peaks = [peaks[p, o] for p, o in enumerate(order)]
-    scores = [limb_scores[k][np.ix_(order[a], order[b])] for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
+    order, n = raster_order(peaks, counts)
+    part_peaks = [peaks[p, order[p, :n[p]]] for p in range(peaks.shape[0])]
+    scores = [limb_scores[k][np.ix_(order[a, :n[a]], order[b, :n[b]])] for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
     return part_peaks, scores
+
+
+def limb_totals(xy: np.ndarray, n: np.ndarray, scores: np.ndarray, image_height: float,
+                limbs: Sequence[tuple[int, int, int, int]] = CMU18_PAF_LIMBS) -> tuple[np.ndarray, np.ndarray]:
+    """Every limb's candidate pairs at once: (total (L, K, K) = PAF score + the length prior
+    min(0.5 * image_height / length - 1, 0), qualifies (L, K, K): both slots real, the sample criterion met and
+    total > 0). `xy` (parts, K, 2) and `scores` (L, K, K) in the same (raster) slot order, `n` real peaks per part."""
+    part_a, part_b = (np.array([limb[i] for limb in limbs]) for i in (0, 1))
+    vec = xy[part_b][:, None, :, :].astype(np.float64) - xy[part_a][:, :, None, :].astype(np.float64)
+    norm = np.maximum(np.sqrt((vec ** 2).sum(-1)), 0.001)
+    total = scores.astype(np.float64) + np.minimum(0.5 * image_height / norm - 1.0, 0.0)
+    k_max = xy.shape[1]
+    real = np.arange(k_max)[None, :] < n[:, None]
+    qualifies = (real[part_a][:, :, None] & real[part_b][:, None, :] & (scores > NO_LIMB / 2) & (total > 0))
+    return total, qualifies
+
+
+def connect_limb(total: np.ndarray, qualifies: np.ndarray, n_a: int, n_b: int) -> list[tuple[int, int, float]]:
+    """The connections of one limb type, rows (i, j, score): qualifying pairs by decreasing total (ties in (i, j)
+    order, the reference's loop order), each peak at most once, at most min(n_a, n_b) of them."""
+    ii, jj = np.nonzero(qualifies)  # row-major
+    if len(ii) == 0:
+        return []
+    values = total[ii, jj]
+    order = np.argsort(-values, kind="stable")
+    if len(order) == 1 or (len(set(ii.tolist())) == len(ii) and len(set(jj.tolist())) == len(jj)):
+        order = order[:min(n_a, n_b)]  # no peak in two pairs: every pair is taken (the greedy loop's result)
+        return list(zip(ii[order].tolist(), jj[order].tolist(), values[order].tolist()))
+    used_a, used_b, rows = set(), set(), []
+    for i, j, v in zip(ii[order].tolist(), jj[order].tolist(), values[order].tolist()):
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        rows.append((i, j, v))
+        if len(rows) >= min(n_a, n_b):
+            break
+    return rows
+
+
+def assemble(n: Sequence[int], part_scores: Sequence[Sequence[float]],
+             connections: Sequence[Sequence[tuple[int, int, float]]],
+             limbs: Sequence[tuple[int, int, int, int]] = CMU18_PAF_LIMBS,
+             min_parts: int = 4, min_mean_score: float = 0.4) -> list[list[float]]:
+    """Merge limb connections into people, limb by limb, as the reference does.
+
+    `n[p]` real peaks of part p, `part_scores[p]` their scores; `connections[k]` rows (i, j, score) of limb k
+    (connect_limb). Candidate ids count the peaks over all parts in part order. Returns the people kept, each
+    [candidate id of each part or -1, ..., total score, number of parts] (the reference's rows; plain lists,
+    which the per-connection search over people reads far faster than numpy rows).
+    """
+    parts = len(n)
+    offsets = np.cumsum([0] + list(n)).tolist()
+    score_of = [s for p in range(parts) for s in part_scores[p][:n[p]]]
+    people: list[list[float]] = []
+    last_new_limb = len(limbs) - 2  # the shoulder-ear limbs only extend people found before
+    for k, (part_a, part_b, _, _) in enumerate(limbs):
+        if n[part_a] == 0 or n[part_b] == 0:
+            continue
+        for i, j, score in connections[k]:
+            id_a, id_b = offsets[part_a] + i, offsets[part_b] + j
+            found = [r for r, row in enumerate(people) if row[part_a] == id_a or row[part_b] == id_b][:2]
+            if len(found) == 1:
+                row = people[found[0]]
+                if row[part_b] != id_b:
+                    row[part_b] = id_b
+                    row[-1] += 1
+                    row[-2] += score_of[id_b] + score
+            elif len(found) == 2 and _overlap(people[found[0]], people[found[1]], parts):
+                row = people[found[0]]  # the reference extends the first one, without the check above
+                row[part_b] = id_b
+                row[-1] += 1
+                row[-2] += score_of[id_b] + score
+            elif len(found) == 2:  # two disjoint partial people joined by this limb: merge them
+                first, second = people[found[0]], people.pop(found[1])
+                for q in range(parts):
+                    first[q] += second[q] + 1
+                first[-2] += second[-2]
+                first[-1] += second[-1]
+                first[-2] += score
+            elif not found and k < last_new_limb:
+                row = [-1.0] * (parts + 2)
+                row[part_a], row[part_b] = id_a, id_b
+                row[-1] = 2
+                row[-2] = score_of[id_a] + score_of[id_b] + score
+                people.append(row)
+    return [row for row in people if row[-1] >= min_parts and row[-2] / max(row[-1], 1) >= min_mean_score]
+
+
+def _overlap(first: list[float], second: list[float], parts: int) -> bool:
+    """Whether two partial people share a part (then they are not merged)."""
+    return any(a >= 0 and b >= 0 for a, b in zip(first[:parts], second[:parts]))
 
 
 def image_people(peaks: np.ndarray, counts: np.ndarray, limb_scores: np.ndarray, image_height: float,
@@ -155,20 +169,28 @@ def image_people(peaks: np.ndarray, counts: np.ndarray, limb_scores: np.ndarray,
     """People in one image from its parsed engine outputs (`peaks` (18, K, 3), `counts` (18,),
     `limb_scores` (19, K, K)). `image_height` is the image's height in input pixels (the length prior);
     keypoints map back to image pixels as (xy - offset) / scale."""
-    part_peaks, scores = canonical(peaks, counts, limb_scores)
-    connections = [connect_limb(part_peaks[a], part_peaks[b], scores[k], image_height)
+    order, n = raster_order(peaks, counts)
+    order = order[:, :max(int(n.max()), 1)]  # slots past every part's count never qualify
+    ranked = np.take_along_axis(np.asarray(peaks), order[..., None], axis=1)  # (parts, m, 3) in raster order
+    part_a, part_b = (np.array([limb[i] for limb in CMU18_PAF_LIMBS]) for i in (0, 1))
+    scores = np.asarray(limb_scores)[np.arange(len(CMU18_PAF_LIMBS))[:, None, None], order[part_a][:, :, None],
+                                     order[part_b][:, None, :]]
+    total, qualifies = limb_totals(ranked[..., :2], n, scores, image_height)
+    n = n.tolist()
+    connections = [connect_limb(total[k], qualifies[k], n[a], n[b]) if qualifies[k].any() else []
                    for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
-    candidates, people = assemble(part_peaks, connections, CMU18_PAF_LIMBS, settings.min_parts,
-                                  settings.min_mean_score)
-    result = []
-    for row in people:
-        keypoints = np.zeros((len(part_peaks), 3))
-        for part, cid in enumerate(row[:len(part_peaks)]):
-            if cid >= 0:
-                x, y, score = candidates[int(cid), :3]
-                keypoints[part] = ((x - offset[0]) / scale, (y - offset[1]) / scale, score)
-        result.append(Person(keypoints, float(row[-2]), CMU18))
-    return result
+    people = assemble(n, ranked[..., 2].astype(np.float64).tolist(), connections, CMU18_PAF_LIMBS,
+                      settings.min_parts, settings.min_mean_score)
+    if not people:
+        return []
+    rows = np.array(people)
+    ids = rows[:, :len(n)].astype(np.int64)
+    candidates = np.concatenate([ranked[p, :n[p], :3] for p in range(len(n))]).astype(np.float64)
+    found = ids >= 0
+    keypoints = np.zeros((*ids.shape, 3))
+    hit = candidates[ids[found]]
+    keypoints[found] = np.column_stack([(hit[:, 0] - offset[0]) / scale, (hit[:, 1] - offset[1]) / scale, hit[:, 2]])
+    return [Person(kp, float(total_score), CMU18) for kp, total_score in zip(keypoints, rows[:, -2])]
 
 
 def truncated_parts(counts: np.ndarray, max_peaks: int) -> list[int]:
