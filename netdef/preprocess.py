@@ -38,12 +38,17 @@ class PixelNormalization:
     def _channels(self, array: np.ndarray) -> np.ndarray:
         return array[..., ::-1, :, :] if self.bgr else array
 
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """(..., 3, H, W) RGB pixels -> the network's float32 input (as the float preprocessing computes it)."""
-        x = self._channels(np.asarray(pixels)).astype(np.float32) / np.float32(self.divisor)
+    def normalize(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(..., 3, H, W) RGB pixels -> the network's float32 input (as the float preprocessing computes it), in
+        place into `out` where given (a float32 view, e.g. the image's window of a letterbox canvas). The same
+        float32 operations either way, with no temporaries (large ones cost page faults on every image)."""
+        src = self._channels(np.asarray(pixels))
+        x = np.empty(src.shape, np.float32) if out is None else out
         shape = (-1, 1, 1)
-        x = (x - np.asarray(self.mean, np.float32).reshape(shape)) / np.asarray(self.std, np.float32).reshape(shape)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        np.divide(src, np.float32(self.divisor), out=x, dtype=np.float32)
+        np.subtract(x, np.asarray(self.mean, np.float32).reshape(shape), out=x)
+        np.divide(x, np.asarray(self.std, np.float32).reshape(shape), out=x)
+        return x
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
         """The inverse: a float input made by the network's preprocessing -> (..., 3, H, W) uint8 RGB pixels

@@ -39,10 +39,12 @@ def preprocess(image: Any, input_size: tuple[int, int]) -> tuple[np.ndarray, Any
 
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
     top, left = int(info.pad_y), int(info.pad_x)
-    canvas = np.full((3, *info.input_size), 128, np.uint8)  # normalizes to 0
-    canvas[:, top:top + new_h, left:left + new_w] = rgb.transpose(2, 0, 1)
+    x = np.empty((3, *info.input_size), np.float32)
+    if (new_h, new_w) != tuple(info.input_size):
+        x[:] = OPENPOSE.normalize(np.full((3, 1, 1), 128, np.uint8))  # the grey border (0)
+    OPENPOSE.normalize(rgb.transpose(2, 0, 1), out=x[:, top:top + new_h, left:left + new_w])
     info = Letterbox(info.scale, float(left), float(top), info.original_size, info.input_size)
-    return OPENPOSE.normalize(canvas), info
+    return x, info
 
 
 def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:
