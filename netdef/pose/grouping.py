@@ -36,42 +36,74 @@ class GroupingSettings:
 def min_cost_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
     """Rows matched to distinct columns at minimum total cost (rows <= columns): (row, column) pairs by row.
 
-    The Hungarian method with potentials (shortest augmenting paths), inner loops over columns in numpy.
+    The grouping's costs tie often (whole hundreds per rounded tag distance, one score per row), and which of
+    several optimal assignments comes out decides who gets a joint; so ties are broken as the reference's solver
+    (the `munkres` package's Munkres method) breaks them: its steps, scan orders and float operations, each
+    step on whole rows and columns in numpy. Where every row has a distinct column of strictly least cost, that
+    is the only optimum and is returned at once.
     """
     cost = np.asarray(cost, dtype=np.float64)
-    n, m = cost.shape
-    if n > m:
-        raise ValueError(f"min_cost_assignment: {n} rows cannot all be matched to {m} columns")
-    u, v = np.zeros(n + 1), np.zeros(m + 1)
-    owner = np.zeros(m + 1, dtype=np.int64)  # owner[j]: row (1-based) holding column j, 0 = free; column 0 is virtual
-    way = np.zeros(m + 1, dtype=np.int64)
-    for row in range(1, n + 1):
-        owner[0], col = row, 0
-        slack = np.full(m + 1, np.inf)
-        used = np.zeros(m + 1, dtype=bool)
-        while True:
-            used[col] = True
-            i = owner[col]
-            free = ~used
-            free[0] = False
-            reduced = cost[i - 1] - u[i] - v[1:]
-            better = free[1:] & (reduced < slack[1:])
-            slack[1:][better] = reduced[better]
-            way[1:][better] = col
-            candidates = np.flatnonzero(free)
-            nxt = candidates[np.argmin(slack[candidates])]
-            delta = slack[nxt]
-            u[owner[used]] += delta
-            v[used] -= delta
-            slack[free] -= delta
-            col = nxt
-            if owner[col] == 0:
+    n_rows, n = cost.shape
+    if n_rows > n:
+        raise ValueError(f"min_cost_assignment: {n_rows} rows cannot all be matched to {n} columns")
+    if n_rows == 0:
+        return []
+    best = cost.argmin(axis=1)
+    least = cost[np.arange(n_rows), best]
+    if len(set(best.tolist())) == n_rows and ((cost > least[:, None]).sum(axis=1) == n - 1).all():
+        return [(r, int(c)) for r, c in enumerate(best)]
+    return _munkres(cost)
+
+
+def _munkres(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Munkres' method as the `munkres` package runs it (zero rows pad the matrix to square)."""
+    n_rows, n = cost.shape
+    c = np.zeros((n, n))
+    c[:n_rows] = cost
+    c -= c.min(axis=1, keepdims=True)  # step 1
+    star_of_row, star_of_col = np.full(n, -1), np.full(n, -1)
+    for i in range(n):  # step 2: star the first free zero of each row
+        free = np.flatnonzero((c[i] == 0) & (star_of_col < 0))
+        if len(free):
+            star_of_row[i], star_of_col[free[0]] = free[0], i
+    while (star_of_col >= 0).sum() < n:  # step 3
+        row_cov, col_cov = np.zeros(n, bool), star_of_col >= 0
+        prime_of_row = np.full(n, -1)
+        row, col = 0, 0
+        while True:  # step 4 (step 6 returns here with the scan restarted)
+            zero = _find_a_zero(c, row_cov, col_cov, row, col)
+            if zero is None:  # step 6
+                m = c[~row_cov][:, ~col_cov].min()
+                c[row_cov] += m
+                c[:, ~col_cov] -= m
+                row, col = 0, 0
+                continue
+            row, col = zero
+            prime_of_row[row] = col
+            if star_of_row[row] < 0:
                 break
-        while col:  # flip the augmenting path
-            prev = way[col]
-            owner[col] = owner[prev]
-            col = prev
-    return sorted((int(owner[j]) - 1, j - 1) for j in range(1, m + 1) if owner[j])
+            col = star_of_row[row]
+            row_cov[row], col_cov[col] = True, False
+        while True:  # step 5: along the alternating path, primes become stars
+            r = star_of_col[col]
+            star_of_row[row], star_of_col[col] = col, row
+            if r < 0:
+                break
+            row, col = r, prime_of_row[r]
+    return [(i, int(star_of_row[i])) for i in range(n_rows)]
+
+
+def _find_a_zero(c: np.ndarray, row_cov: np.ndarray, col_cov: np.ndarray, i0: int, j0: int) -> tuple[int, int] | None:
+    """An uncovered zero as munkres' scan finds it: the first row from i0 on (wrapping) that has one, and in it
+    the last one in column order from j0 on (wrapping), as its loop overwrites earlier hits."""
+    zero = (c == 0) & ~row_cov[:, None] & ~col_cov[None, :]
+    rows = np.flatnonzero(zero.any(axis=1))
+    if len(rows) == 0:
+        return None
+    n = len(c)
+    i = int(rows[np.argmin((rows - i0) % n)])
+    cols = np.flatnonzero(zero[i])
+    return i, int(cols[np.argmax((cols - j0) % n)])
 
 
 def _candidates(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray) -> np.ndarray:
@@ -83,16 +115,22 @@ def _candidates(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray) -> 
 def match_by_tag(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray,
                  settings: GroupingSettings = GroupingSettings()) -> np.ndarray:
     """People (P, J, 3 + D) from one image's candidates; a joint nobody claimed stays all zeros."""
-    candidates = _candidates(np.asarray(scores), np.asarray(keypoints), np.asarray(tags))
+    return _match(_candidates(np.asarray(scores), np.asarray(keypoints), np.asarray(tags)), settings)
+
+
+def _match(candidates: np.ndarray, settings: GroupingSettings) -> np.ndarray:
     num_joints, _, width = candidates.shape
     people: list[np.ndarray] = []  # (J, 3 + D) per person, in creation order (the reference's dict order)
-    person_tags: list[list[np.ndarray]] = []
+    person_tags: list[np.ndarray] = []  # (J, D) per person: its tags in the order they came, `counts` of them
+    counts: list[int] = []
 
     def new_person(joint: int, row: np.ndarray) -> None:
         person = np.zeros((num_joints, width))
         person[joint] = row
         people.append(person)
-        person_tags.append([row[3:]])
+        person_tags.append(np.zeros((num_joints, width - 3)))
+        person_tags[-1][0] = row[3:]
+        counts.append(1)
 
     for step, joint in enumerate(settings.joint_order):
         rows = candidates[joint][candidates[joint][:, 2] > settings.detection_threshold]
@@ -105,7 +143,8 @@ def match_by_tag(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray,
         grouped = min(len(people), settings.max_people)
         if settings.ignore_too_much and grouped == settings.max_people:
             continue
-        means = np.array([np.mean(person_tags[p], axis=0) for p in range(grouped)])
+        # np.mean(tags, axis=0) as the reference, without its per-call overhead: the same sum, then / count
+        means = np.array([np.add.reduce(person_tags[p][:counts[p]], axis=0) / counts[p] for p in range(grouped)])
         distance = np.linalg.norm(rows[:, None, 3:] - means[None], axis=2)
         cost = np.round(distance) * 100 - rows[:, 2:3] if settings.use_detection_val else distance.copy()
         if len(rows) > grouped:
@@ -113,7 +152,8 @@ def match_by_tag(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray,
         for r, c in min_cost_assignment(cost):
             if c < grouped and distance[r, c] < settings.tag_threshold:
                 people[c][joint] = rows[r]
-                person_tags[c].append(rows[r, 3:])
+                person_tags[c][counts[c]] = rows[r, 3:]
+                counts[c] += 1
             else:
                 new_person(joint, rows[r])
     return np.array(people).reshape(-1, num_joints, width)
@@ -121,18 +161,21 @@ def match_by_tag(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray,
 
 def refine(person: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray) -> np.ndarray:
     """Fill a person's missing joints from the candidates closest to its mean tag (see the module docstring)."""
-    candidates = _candidates(np.asarray(scores), np.asarray(keypoints), np.asarray(tags))
+    return _refine(person, _candidates(np.asarray(scores), np.asarray(keypoints), np.asarray(tags)))
+
+
+def _refine(person: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     found = person[:, 2] > 0
-    if not found.any():
+    if not found.any() or found.all():
         return person
     mean_tag = person[found, 3:].mean(axis=0)
     person = person.copy()
-    for joint in np.flatnonzero(~found):
-        rows = candidates[joint]
-        value = rows[:, 2] - np.round(np.linalg.norm(rows[:, 3:] - mean_tag, axis=1))
-        best = rows[int(np.argmax(value))]
-        if best[2] > 0:
-            person[joint, :3] = best[:3]
+    missing = np.flatnonzero(~found)
+    rows = candidates[missing]  # (missing joints, k, 3 + D)
+    value = rows[:, :, 2] - np.round(np.linalg.norm(rows[:, :, 3:] - mean_tag, axis=2))
+    best = rows[np.arange(len(missing)), value.argmax(axis=1)]
+    take = best[:, 2] > 0
+    person[missing[take], :3] = best[take, :3]
     return person
 
 
@@ -144,12 +187,12 @@ def group(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray,
     """
     scores, keypoints, tags = np.asarray(scores), np.asarray(keypoints), np.asarray(tags)
     _check_shapes(scores, keypoints, tags)
-    people = match_by_tag(scores, keypoints, tags, settings)
+    candidates = _candidates(scores, keypoints, tags)
     result = []
-    for person in people:
+    for person in _match(candidates, settings):
         score = float(person[:, 2].mean())
         if settings.refine:
-            person = refine(person, scores, keypoints, tags)
+            person = _refine(person, candidates)
         result.append((person[:, :3].astype(np.float32), score))
     return result
 
