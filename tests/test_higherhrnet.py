@@ -167,6 +167,56 @@ def test_grouping_by_tags_refinement_and_strays() -> None:
     assert sorted(int((j[:, 2] > 0).sum()) for j, _ in unrefined) == [1, 16, 17, 17]
 
 
+def tie_heavy_costs(rng: np.random.Generator) -> np.ndarray:
+    """Costs like the grouping's: whole hundreds per rounded tag distance minus one score per row (ties
+    everywhere), some with fewer rows than columns."""
+    rows = int(rng.integers(1, 12))
+    return np.round(rng.uniform(0, 6, (rows, rows + int(rng.integers(0, 4))))) * 100 - rng.uniform(0, 1, (rows, 1))
+
+
+def test_assignment_is_optimal_and_breaks_ties_as_munkres() -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    from netdef.pose.grouping import min_cost_assignment
+
+    rng = np.random.default_rng()
+    for _ in range(200):
+        cost = tie_heavy_costs(rng)
+        pairs = min_cost_assignment(cost)
+        r, c = linear_sum_assignment(cost)
+        assert [p[0] for p in pairs] == list(range(len(cost))) and len({p[1] for p in pairs}) == len(cost)
+        assert sum(cost[i, j] for i, j in pairs) == pytest.approx(cost[r, c].sum(), abs=1e-9)
+    munkres = pytest.importorskip("munkres", reason="the reference's solver (pip install 'munkres<2')")
+    for _ in range(200):  # which optimum: the reference's
+        cost = tie_heavy_costs(rng)
+        assert min_cost_assignment(cost) == [tuple(p) for p in munkres.Munkres().compute(cost.tolist())]
+
+
+def test_grouping_equals_the_reference_on_random_scenes() -> None:
+    """group() against the reference's match_by_tag + refine as written (bench/higherhrnet_reference.py: people in
+    a dict keyed by tag, np.mean of tag lists, joint by joint loops) with the same assignment solver, on fresh
+    scenes with missing, faint and stray joints."""
+    from tests.bench_scripts import load_bench
+
+    from netdef.pose.grouping import min_cost_assignment
+    from netdef.pose.synthetic import tag_candidates
+
+    ref = load_bench("higherhrnet_reference")
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    solve = lambda cost: np.array(min_cost_assignment(cost))  # noqa: E731
+    for _ in range(6):
+        people = int(rng.integers(1, 16))
+        scores, keypoints, tags, truth = tag_candidates(people, 30, 512, seed=int(rng.integers(2**32)),
+                                                        strays=int(rng.integers(0, 3)))
+        ours = group(scores, keypoints, tags)
+        theirs = ref.group(scores, keypoints, tags, solve=solve)
+        assert len(ours) == len(theirs) >= people, f"seed {seed}"
+        for (a, score_a), (b, score_b) in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, atol=1e-4, err_msg=f"seed {seed}")  # the reference's float32 people
+            assert score_a == pytest.approx(score_b, abs=1e-6), f"seed {seed}"
+
+
 # --- engines, INT8, export ----------------------------------------------------------------------------------
 def test_engines_build_raw_and_parsed(small: HigherHRNet) -> None:
     for outputs, shapes in (("raw", [[4, 34, 16, 24], [4, 17, 32, 48]]), ("parsed", [[4, 17, 30], [4, 17, 30, 2],

@@ -248,6 +248,56 @@ def test_people_from_the_engine_parse(people_parse) -> None:
         assert error < 1.5
 
 
+def random_scene(rng: np.random.Generator, low: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Maps of 2-7 people at random places and scales (neighbours overlap: their blobs merge, the later one's
+    PAF overwrites the earlier one's), about a third of them with random parts missing."""
+    h, w = low
+    count = int(rng.integers(2, 8))
+    offsets = [(rng.uniform(-4, h - 12), rng.uniform(-3, w - 6)) for _ in range(count)]
+    partial = {p: sorted(rng.choice(18, int(rng.integers(2, 17)), replace=False).tolist())
+               for p in range(count) if rng.random() < 0.35}
+    paf, heat, _ = people_maps(offsets, low, joints_of=partial, scale=float(rng.uniform(0.6, 1.0)))
+    return paf, heat, count
+
+
+def test_assembly_equals_the_reference_on_random_scenes() -> None:
+    """People from the parsed outputs (netdef.pose.paf) equal those of the reference's own PAF line integrals and
+    assembly (bench/openpose_reference.py: Python loops over every candidate pair) on the same peaks and the same
+    upsampled PAF, on fresh random scenes."""
+    from tests.bench_scripts import load_bench
+
+    ref = load_bench("openpose_reference")
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    settings = PafSettings(max_peaks=24)
+    people_total = 0
+    for _ in range(3):
+        paf, heat, count = random_scene(rng, (30, 40))
+        peaks, counts, limb_scores = (t.numpy() for t in torch_parse(torch.from_numpy(paf), torch.from_numpy(heat),
+                                                                     settings))
+        assert counts.max() <= settings.max_peaks, f"seed {seed}: peaks truncated"
+        height = heat.shape[2] * 8
+        ours = image_people(peaks[0].astype(np.float32), counts[0], limb_scores[0].astype(np.float32), height)
+        # the reference's inputs: every part's peaks (x, y, score, id) in raster order, the PAF at input size
+        part_peaks, _ = canonical(peaks[0].astype(np.float32), counts[0], limb_scores[0])
+        ids = np.cumsum([0] + [len(p) for p in part_peaks])
+        listed = [[(int(x), int(y), float(v), int(ids[q] + i)) for i, (x, y, v) in enumerate(p)]
+                  for q, p in enumerate(part_peaks)]
+        paf_up = torch.nn.functional.interpolate(torch.from_numpy(paf), scale_factor=8, mode="bicubic",
+                                                 align_corners=False)[0].permute(1, 2, 0).numpy()
+        candidates, rows = ref.assemble(listed, *ref.connect(listed, paf_up, height))
+        theirs = ref.keypoints(candidates, rows)
+        assert len(ours) == len(theirs), f"seed {seed}"
+        people_total += len(ours)
+        by_position = lambda kp: kp[:, :2].tolist()  # noqa: E731  found parts first differ, misses are zeros
+        for a, b in zip(sorted((p.keypoints for p in ours), key=by_position), sorted(theirs, key=by_position)):
+            np.testing.assert_array_equal(a, b, err_msg=f"seed {seed}")
+        # person scores: sums of FP32 limb scores (the engine's) against the reference's float64 line integrals
+        np.testing.assert_allclose(sorted(p.score for p in ours), sorted(rows[:, -2]), rtol=1e-6,
+                                   err_msg=f"seed {seed}")
+    assert people_total >= 2, f"seed {seed}: the scenes must hold people"
+
+
 def test_people_map_back_to_the_image_and_draw(people_parse, tmp_path) -> None:
     from PIL import Image
 
