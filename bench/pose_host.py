@@ -16,17 +16,21 @@ here, on synthetic outputs with known people at the real sizes, median of --iter
   assignments: then netdef's Hungarian and Munkres pick different optima, as the row says).
 
     python bench/pose_host.py [--iters 50] [--seeds 20] [--out bench/results/pose_host_cpu.json]
-Needs cv2, scipy and torch (the reference pipelines and the float64 parse); munkres for the reference's
-assignment (scipy's otherwise).
+Times in brackets: netdef's host code as it was before it was optimized (--before, a git revision: its
+netdef/preprocess.py, netdef/pose/{paf,openpose,grouping}.py loaded from git), timed in the same run.
+Needs cv2, scipy and torch (the reference pipelines and the float64 parse) and, for the reference's assignment,
+munkres 1.1.x as the reference used it (`pip install 'munkres<2'`; scipy's solver otherwise, whose tie-breaks differ).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -37,6 +41,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 OPENPOSE_SIZES = ((480, 640), (224, 224))
 MAX_PEAKS = 32  # the GPU bench's K
 HRNET_SIZE, HRNET_K = 512, 30
+BEFORE_REV = "c0774d3"  # main before the host code was optimized
+
+
+def before_modules(rev: str) -> dict[str, ModuleType] | None:
+    """netdef's host code as it was at `rev` (read with git show, run beside today's), or None without git."""
+    root = Path(__file__).resolve().parents[1]
+    modules: dict[str, ModuleType] = {}
+    try:
+        for name in ("preprocess", "pose/paf", "pose/openpose", "pose/grouping"):
+            text = subprocess.run(["git", "-C", str(root), "show", f"{rev}:netdef/{name}.py"], capture_output=True,
+                                  text=True, check=True).stdout
+            module = ModuleType(f"before_{name.split('/')[-1]}")
+            sys.modules[module.__name__] = module  # dataclasses look their module up
+            exec(compile(text, f"{rev}:netdef/{name}.py", "exec"), module.__dict__)
+            modules[name.split("/")[-1]] = module
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"no 'before' times: {exc}", file=sys.stderr)
+        return None
+    modules["openpose"].OPENPOSE = modules["preprocess"].OPENPOSE  # its imports bound today's modules
+    modules["openpose"].image_people = modules["paf"].image_people
+    return modules
 
 
 def median_ms(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
@@ -104,7 +129,7 @@ def same_people(ours: list[np.ndarray], theirs: list[np.ndarray]) -> float | Non
     return worst
 
 
-def openpose_rows(iters: int) -> list[dict]:
+def openpose_rows(iters: int, before: dict[str, ModuleType] | None) -> list[dict]:
     import openpose_reference as ref
     from gpu_openpose import synthetic_people
 
@@ -120,6 +145,15 @@ def openpose_rows(iters: int) -> list[dict]:
             row: dict = {"size": f"{size[0]}x{size[1]}", "scene": scene, "people_planted": len(joints)}
             row["netdef_preprocess_ms"], (_, info) = median_ms(lambda: preprocess(image, size), iters)
             row["netdef_assembly_ms"], found = median_ms(lambda: people(parsed, [info]), iters)
+            if before:
+                row["before_preprocess_ms"], (x_before, _) = median_ms(
+                    lambda: before["openpose"].preprocess(image, size), iters)
+                row["before_assembly_ms"], found_before = median_ms(lambda: before["openpose"].people(parsed, [info]),
+                                                                    iters)
+                row["before_host_ms"] = row["before_preprocess_ms"] + row["before_assembly_ms"]
+                row["same_as_before"] = bool(np.array_equal(x_before, preprocess(image, size)[0]) and all(
+                    np.array_equal(a.keypoints, b.keypoints) and a.score == b.score
+                    for a, b in zip(found[0], found_before[0])) and len(found[0]) == len(found_before[0]))
             bgr = np.ascontiguousarray(image[:, :, ::-1])
             row["reference_preprocess_ms"], (_, padded, pad) = median_ms(
                 lambda: ref.preprocess(bgr, size[0], 1.0), iters)
@@ -148,7 +182,7 @@ def hrnet_people(result: list[tuple[np.ndarray, float]]) -> list[np.ndarray]:
     return [np.asarray(kp, np.float64) for kp, _ in result]
 
 
-def hrnet_rows(iters: int, seeds: int) -> list[dict]:
+def hrnet_rows(iters: int, seeds: int, before: dict[str, ModuleType] | None) -> list[dict]:
     import higherhrnet_reference as ref
 
     from netdef.pose.grouping import group
@@ -162,12 +196,20 @@ def hrnet_rows(iters: int, seeds: int) -> list[dict]:
         scene = tag_candidates(people, HRNET_K, HRNET_SIZE, seed=0, strays=strays)[:3]
         row["netdef_grouping_ms"], ours = median_ms(lambda: group(*scene), iters)
         row["reference_grouping_ms"], theirs = median_ms(lambda: ref.group(*scene, solve=solve), max(3, iters // 5))
-        agree, worst = 0, 0.0
+        if before:
+            row["before_grouping_ms"], _ = median_ms(lambda: before["grouping"].group(*scene), iters)
+        agree, agree_before, worst = 0, 0, 0.0
         for seed in range(seeds):
             s, k, t, _ = tag_candidates(people, HRNET_K, HRNET_SIZE, seed=1000 + seed, strays=strays)
-            diff = same_people(hrnet_people(group(s, k, t)), hrnet_people(ref.group(s, k, t, solve=solve)))
+            expected = hrnet_people(ref.group(s, k, t, solve=solve))
+            diff = same_people(hrnet_people(group(s, k, t)), expected)
             agree += diff is not None and diff <= 1.0
             worst = max(worst, diff or 0.0)
+            if before:
+                diff = same_people(hrnet_people(before["grouping"].group(s, k, t)), expected)
+                agree_before += diff is not None and diff <= 1.0
+        if before:
+            row["before_same_people_scenes"] = f"{agree_before}/{seeds}"
         row.update(people_netdef=len(ours), people_reference=len(theirs), same_people_scenes=f"{agree}/{seeds}",
                    keypoints_max_abs_px=worst)
         rows.append(row)
@@ -184,24 +226,29 @@ def _f(v: float | None, spec: str = ".2f") -> str:
 def table(results: dict) -> str:
     lines = [f"host side on the CPU ({results['machine']}), median ms per image; reference = bench/openpose_reference.py "
              "/ bench/higherhrnet_reference.py", "",
-             "OpenPose | scene | people planted/netdef/ref | preprocess netdef / ref | netdef assembly | ref maps->people "
-             "(PAF+assembly alone) | host netdef / ref = ratio | same people (max px) | D2H KB netdef / ref"]
+             "OpenPose | scene | people planted/netdef/ref | preprocess netdef (before) / ref | netdef assembly (before) | ref "
+             "maps->people (PAF+assembly alone) | host netdef (before) / ref = ratio | same people (max px) | "
+             "D2H KB netdef / ref"]
     for r in results["openpose"]:
         same = "yes" if r["keypoints_max_abs_px"] is not None and r["keypoints_max_abs_px"] <= 1 else "NO"
+        same += {True: ", = before", False: ", NOT as before", None: ""}[r.get("same_as_before")]
         lines.append(
             f"{r['size']} | {r['scene']} | {r['people_planted']}/{r['people_netdef']}/{r['people_reference']} | "
-            f"{_f(r['netdef_preprocess_ms'])} / {_f(r['reference_preprocess_ms'])} | {_f(r['netdef_assembly_ms'])} | "
+            f"{_f(r['netdef_preprocess_ms'])} ({_f(r.get('before_preprocess_ms'))}) / "
+            f"{_f(r['reference_preprocess_ms'])} | {_f(r['netdef_assembly_ms'])} ({_f(r.get('before_assembly_ms'))}) | "
             f"{_f(r['reference_post_ms'], '.1f')} ({_f(r['reference_paf_assembly_ms'], '.1f')}) | "
-            f"{_f(r['netdef_host_ms'])} / {_f(r['reference_host_ms'], '.1f')} = "
+            f"{_f(r['netdef_host_ms'])} ({_f(r.get('before_host_ms'))}) / {_f(r['reference_host_ms'], '.1f')} = "
             f"{r['reference_host_ms'] / r['netdef_host_ms']:.0f}x | {same} ({_f(r['keypoints_max_abs_px'], '.3f')}) | "
             f"{r['device_to_host_bytes_netdef'] / 1024:.0f} / {r['device_to_host_bytes_reference'] / 1024:.0f}")
-    lines += ["", "HigherHRNet | people planted (strays) | grouping netdef / ref = ratio | people netdef/ref | "
-                  "same people (scenes) | ref assignment"]
+    lines += ["", "HigherHRNet | people planted (strays) | grouping netdef (before) / ref = ratio | people netdef/ref | "
+                  "same people (scenes; before) | ref assignment"]
     for r in results["higherhrnet"]:
         lines.append(
-            f"{r['size']} k={r['k']} | {r['people_planted']} ({r['strays']}) | {_f(r['netdef_grouping_ms'])} / "
+            f"{r['size']} k={r['k']} | {r['people_planted']} ({r['strays']}) | {_f(r['netdef_grouping_ms'])} "
+            f"({_f(r.get('before_grouping_ms'))}) / "
             f"{_f(r['reference_grouping_ms'])} = {r['reference_grouping_ms'] / r['netdef_grouping_ms']:.1f}x | "
-            f"{r['people_netdef']}/{r['people_reference']} | {r['same_people_scenes']} | {r['reference_assignment']}")
+            f"{r['people_netdef']}/{r['people_reference']} | {r['same_people_scenes']}; "
+            f"{r.get('before_same_people_scenes', '-')} | {r['reference_assignment']}")
     return "\n".join(lines)
 
 
@@ -211,10 +258,14 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=20, help="fresh HigherHRNet scenes checked per row")
     ap.add_argument("--only", choices=("openpose", "higherhrnet"), default=None)
     ap.add_argument("--out", default=None, help="JSON result file (written atomically)")
+    ap.add_argument("--before", default=BEFORE_REV, help="git revision of netdef's host code to time in brackets "
+                                                         "('' for none)")
     args = ap.parse_args()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
-               "openpose": openpose_rows(args.iters) if args.only != "higherhrnet" else [],
-               "higherhrnet": hrnet_rows(args.iters, args.seeds) if args.only != "openpose" else []}
+    before = before_modules(args.before) if args.before else None
+    results = {"before_revision": args.before if before else None,
+               "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+               "openpose": openpose_rows(args.iters, before) if args.only != "higherhrnet" else [],
+               "higherhrnet": hrnet_rows(args.iters, args.seeds, before) if args.only != "openpose" else []}
     text = table(results)
     print(text)
     if args.out:
