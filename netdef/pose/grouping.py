@@ -56,26 +56,31 @@ def min_cost_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _munkres(cost: np.ndarray) -> list[tuple[int, int]]:
-    """Munkres' method as the `munkres` package runs it (zero rows pad the matrix to square)."""
+    """Munkres' method as the `munkres` package runs it (zero rows pad the matrix to square). The matrix updates
+    are numpy; the searches walk each row's few zeros in Python (kept per row, renewed when the matrix changes)."""
     n_rows, n = cost.shape
     c = np.zeros((n, n))
     c[:n_rows] = cost
     c -= c.min(axis=1, keepdims=True)  # step 1
-    star_of_row, star_of_col = np.full(n, -1), np.full(n, -1)
+    zeros = _zeros_by_row(c)
+    star_of_row, star_of_col = [-1] * n, [-1] * n
     for i in range(n):  # step 2: star the first free zero of each row
-        free = np.flatnonzero((c[i] == 0) & (star_of_col < 0))
-        if len(free):
-            star_of_row[i], star_of_col[free[0]] = free[0], i
-    while (star_of_col >= 0).sum() < n:  # step 3
-        row_cov, col_cov = np.zeros(n, bool), star_of_col >= 0
-        prime_of_row = np.full(n, -1)
+        for j in zeros[i]:
+            if star_of_col[j] < 0:
+                star_of_row[i], star_of_col[j] = j, i
+                break
+    while sum(s >= 0 for s in star_of_col) < n:  # step 3
+        row_cov, col_cov = [False] * n, [s >= 0 for s in star_of_col]
+        prime_of_row = [-1] * n
         row, col = 0, 0
         while True:  # step 4 (step 6 returns here with the scan restarted)
-            zero = _find_a_zero(c, row_cov, col_cov, row, col)
+            zero = _find_a_zero(zeros, row_cov, col_cov, row, col)
             if zero is None:  # step 6
-                m = c[~row_cov][:, ~col_cov].min()
-                c[row_cov] += m
-                c[:, ~col_cov] -= m
+                rows, cols = np.array(row_cov), np.array(col_cov)
+                m = c[~rows][:, ~cols].min()
+                c[rows] += m
+                c[:, ~cols] -= m
+                zeros = _zeros_by_row(c)
                 row, col = 0, 0
                 continue
             row, col = zero
@@ -90,20 +95,28 @@ def _munkres(cost: np.ndarray) -> list[tuple[int, int]]:
             if r < 0:
                 break
             row, col = r, prime_of_row[r]
-    return [(i, int(star_of_row[i])) for i in range(n_rows)]
+    return [(i, star_of_row[i]) for i in range(n_rows)]
 
 
-def _find_a_zero(c: np.ndarray, row_cov: np.ndarray, col_cov: np.ndarray, i0: int, j0: int) -> tuple[int, int] | None:
+def _zeros_by_row(c: np.ndarray) -> list[list[int]]:
+    rows, cols = np.nonzero(c == 0)  # row-major
+    ends = np.cumsum(np.bincount(rows, minlength=len(c))).tolist()
+    cols = cols.tolist()
+    return [cols[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def _find_a_zero(zeros: list[list[int]], row_cov: list[bool], col_cov: list[bool], i0: int,
+                 j0: int) -> tuple[int, int] | None:
     """An uncovered zero as munkres' scan finds it: the first row from i0 on (wrapping) that has one, and in it
     the last one in column order from j0 on (wrapping), as its loop overwrites earlier hits."""
-    zero = (c == 0) & ~row_cov[:, None] & ~col_cov[None, :]
-    rows = np.flatnonzero(zero.any(axis=1))
-    if len(rows) == 0:
-        return None
-    n = len(c)
-    i = int(rows[np.argmin((rows - i0) % n)])
-    cols = np.flatnonzero(zero[i])
-    return i, int(cols[np.argmax((cols - j0) % n)])
+    n = len(zeros)
+    for i in (*range(i0, n), *range(i0)):
+        if row_cov[i]:
+            continue
+        free = [j for j in zeros[i] if not col_cov[j]]
+        if free:
+            return i, max(free, key=lambda j: (j - j0) % n)
+    return None
 
 
 def _candidates(scores: np.ndarray, keypoints: np.ndarray, tags: np.ndarray) -> np.ndarray:
