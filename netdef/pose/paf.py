@@ -86,27 +86,28 @@ def limb_totals(xy: np.ndarray, n: np.ndarray, scores: np.ndarray, image_height:
     return total, qualifies
 
 
-def connect_limb(total: np.ndarray, qualifies: np.ndarray, n_a: int, n_b: int) -> list[tuple[int, int, float]]:
-    """The connections of one limb type, rows (i, j, score): qualifying pairs by decreasing total (ties in (i, j)
-    order, the reference's loop order), each peak at most once, at most min(n_a, n_b) of them."""
-    ii, jj = np.nonzero(qualifies)  # row-major
-    if len(ii) == 0:
-        return []
-    values = total[ii, jj]
-    order = np.argsort(-values, kind="stable")
-    if len(order) == 1 or (len(set(ii.tolist())) == len(ii) and len(set(jj.tolist())) == len(jj)):
-        order = order[:min(n_a, n_b)]  # no peak in two pairs: every pair is taken (the greedy loop's result)
-        return list(zip(ii[order].tolist(), jj[order].tolist(), values[order].tolist()))
-    used_a, used_b, rows = set(), set(), []
-    for i, j, v in zip(ii[order].tolist(), jj[order].tolist(), values[order].tolist()):
-        if i in used_a or j in used_b:
+def connect_limbs(total: np.ndarray, qualifies: np.ndarray, n: Sequence[int],
+                  limbs: Sequence[tuple[int, int, int, int]] = CMU18_PAF_LIMBS) -> list[list[tuple[int, int, float]]]:
+    """Per limb type its connections, rows (i, j, score): qualifying pairs by decreasing total (ties in (i, j)
+    order, the reference's loop order), each peak at most once, at most min(nA, nB) of them. One sort for all
+    limbs; the greedy picking walks the (few) qualifying pairs in Python."""
+    kk, ii, jj = np.nonzero(qualifies)  # limb, then row-major
+    values = total[kk, ii, jj]
+    order = np.lexsort((-values, kk))  # stable: equal totals keep (i, j) order
+    connections: list[list[tuple[int, int, float]]] = [[] for _ in limbs]
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    limb = -1
+    for k, i, j, v in zip(*(a[order].tolist() for a in (kk, ii, jj, values))):
+        if k != limb:
+            limb, used_a, used_b = k, set(), set()
+            room = min(n[limbs[k][0]], n[limbs[k][1]])
+        if i in used_a or j in used_b or len(connections[k]) >= room:
             continue
         used_a.add(i)
         used_b.add(j)
-        rows.append((i, j, v))
-        if len(rows) >= min(n_a, n_b):
-            break
-    return rows
+        connections[k].append((i, j, v))
+    return connections
 
 
 def assemble(n: Sequence[int], part_scores: Sequence[Sequence[float]],
@@ -116,7 +117,7 @@ def assemble(n: Sequence[int], part_scores: Sequence[Sequence[float]],
     """Merge limb connections into people, limb by limb, as the reference does.
 
     `n[p]` real peaks of part p, `part_scores[p]` their scores; `connections[k]` rows (i, j, score) of limb k
-    (connect_limb). Candidate ids count the peaks over all parts in part order. Returns the people kept, each
+    (connect_limbs). Candidate ids count the peaks over all parts in part order. Returns the people kept, each
     [candidate id of each part or -1, ..., total score, number of parts] (the reference's rows; plain lists,
     which the per-connection search over people reads far faster than numpy rows).
     """
@@ -177,8 +178,7 @@ def image_people(peaks: np.ndarray, counts: np.ndarray, limb_scores: np.ndarray,
                                      order[part_b][:, None, :]]
     total, qualifies = limb_totals(ranked[..., :2], n, scores, image_height)
     n = n.tolist()
-    connections = [connect_limb(total[k], qualifies[k], n[a], n[b]) if qualifies[k].any() else []
-                   for k, (a, b, _, _) in enumerate(CMU18_PAF_LIMBS)]
+    connections = connect_limbs(total, qualifies, n)
     people = assemble(n, ranked[..., 2].astype(np.float64).tolist(), connections, CMU18_PAF_LIMBS,
                       settings.min_parts, settings.min_mean_score)
     if not people:
