@@ -12,8 +12,8 @@ here, on synthetic outputs with known people at the real sizes, median of --iter
 - HigherHRNet 512 (k=30 candidates per joint with tags, bench's scenes of 3 / 10 / 20 people with missing and
   faint joints, some with stray detections): netdef.pose.grouping.group against bench/higherhrnet_reference.py
   (the official HeatmapParser's match_by_tag with Munkres, refinement over the same candidates); same people
-  counted over --seeds fresh scenes (tie-breaks of the assignment may differ where strays make equal-cost
-  assignments: then netdef's Hungarian and Munkres pick different optima, as the row says).
+  counted over --seeds fresh scenes (the grouping's costs tie often, where strays or people without the first
+  joint come in: only Munkres' own tie-breaks give the reference's people; "before" used another solver).
 
     python bench/pose_host.py [--iters 50] [--seeds 20] [--out bench/results/pose_host_cpu.json]
 Times in brackets: netdef's host code as it was before it was optimized (--before, a git revision: its

@@ -249,15 +249,17 @@ def test_people_from_the_engine_parse(people_parse) -> None:
 
 
 def random_scene(rng: np.random.Generator, low: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Maps of 2-7 people at random places and scales (neighbours overlap: their blobs merge, the later one's
-    PAF overwrites the earlier one's), about a third of them with random parts missing."""
+    """Maps of 2-7 people at random places and one random scale (neighbours overlap: their blobs merge, the later
+    one's PAF overwrites the earlier one's), about a third of them with random parts missing."""
     h, w = low
     count = int(rng.integers(2, 8))
     offsets = [(rng.uniform(-4, h - 12), rng.uniform(-3, w - 6)) for _ in range(count)]
     partial = {p: sorted(rng.choice(18, int(rng.integers(2, 17)), replace=False).tolist())
                for p in range(count) if rng.random() < 0.35}
     paf, heat, _ = people_maps(offsets, low, joints_of=partial, scale=float(rng.uniform(0.6, 1.0)))
-    return paf, heat, count
+    # noise: translated copies of one person give limb totals equal up to rounding, which the two summation
+    # orders (torch's mean, the reference's sum) would break differently
+    return paf + rng.normal(0, 0.02, paf.shape), heat, count
 
 
 def test_assembly_equals_the_reference_on_random_scenes() -> None:
@@ -277,9 +279,10 @@ def test_assembly_equals_the_reference_on_random_scenes() -> None:
                                                                      settings))
         assert counts.max() <= settings.max_peaks, f"seed {seed}: peaks truncated"
         height = heat.shape[2] * 8
-        ours = image_people(peaks[0].astype(np.float32), counts[0], limb_scores[0].astype(np.float32), height)
+        # float64 outputs: FP32 ones would round near-equal limb totals alike and could flip a greedy choice
+        ours = image_people(peaks[0], counts[0], limb_scores[0], height)
         # the reference's inputs: every part's peaks (x, y, score, id) in raster order, the PAF at input size
-        part_peaks, _ = canonical(peaks[0].astype(np.float32), counts[0], limb_scores[0])
+        part_peaks, _ = canonical(peaks[0], counts[0], limb_scores[0])
         ids = np.cumsum([0] + [len(p) for p in part_peaks])
         listed = [[(int(x), int(y), float(v), int(ids[q] + i)) for i, (x, y, v) in enumerate(p)]
                   for q, p in enumerate(part_peaks)]
@@ -292,8 +295,7 @@ def test_assembly_equals_the_reference_on_random_scenes() -> None:
         by_position = lambda kp: kp[:, :2].tolist()  # noqa: E731  found parts first differ, misses are zeros
         for a, b in zip(sorted((p.keypoints for p in ours), key=by_position), sorted(theirs, key=by_position)):
             np.testing.assert_array_equal(a, b, err_msg=f"seed {seed}")
-        # person scores: sums of FP32 limb scores (the engine's) against the reference's float64 line integrals
-        np.testing.assert_allclose(sorted(p.score for p in ours), sorted(rows[:, -2]), rtol=1e-6,
+        np.testing.assert_allclose(sorted(p.score for p in ours), sorted(rows[:, -2]), rtol=1e-9,
                                    err_msg=f"seed {seed}")
     assert people_total >= 2, f"seed {seed}: the scenes must hold people"
 
