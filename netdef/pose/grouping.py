@@ -4,7 +4,7 @@ Input per image: the engine's parsed candidates, `scores` (J, k), `keypoints` (J
 - `match_by_tag`: joints in the reference's order; the first joint's candidates above the detection
   threshold each start a person; every later joint's candidates are matched to the people so far by a
   minimum-cost assignment on round(tag distance) * 100 - score (distances at or beyond the tag threshold
-  start new people instead);
+  start new people instead), with the reference's Munkres tie-breaks (`min_cost_assignment`);
 - `refine`: a person's missing joints are filled with the candidate that maximises score - round(distance
   to the person's mean tag). The reference searches the whole heatmap; here the search is over the
   engine's top-k candidates of that joint (peaks after NMS), which is what the engine returns.
