@@ -50,6 +50,12 @@ class PixelNormalization:
         np.divide(x, np.asarray(self.std, np.float32).reshape(shape), out=x)
         return x
 
+    def exact(self, pixels: np.ndarray) -> np.ndarray:
+        """(..., 3, H, W) RGB pixels -> the network's input in float64, as the engine's folded scale computes it
+        (the reference side of `netdef verify` for a uint8 definition)."""
+        scale, shift = self.scale_shift()
+        return self._channels(np.asarray(pixels, np.float64)) * scale[:, None, None] + shift[:, None, None]
+
     def pixels(self, x: np.ndarray) -> np.ndarray:
         """The inverse: a float input made by the network's preprocessing -> (..., 3, H, W) uint8 RGB pixels
         (interpolated values rounded to the nearest)."""

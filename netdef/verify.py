@@ -278,21 +278,24 @@ def _tolerance(net: Any, tolerance: float | None, relative: bool = False) -> tup
 
 
 def verify_network(net: Any, reference: Any, inputs: Any, device: str = "cpu",
-                   tolerance: float | None = None) -> "VerifyReport":
+                   tolerance: float | None = None, reference_inputs: Any = None) -> "VerifyReport":
     """Compare every module output of a netdef `Network` and its marked outputs with the torch reference.
 
     FP32 without `tolerance`: each layer is judged against PyTorch float32's own error there (module docstring).
+    `reference_inputs`: what the reference reads where it differs from the definition's input (a uint8-input
+    definition's pixels, normalized: `PixelNormalization.exact`).
     """
     import torch
 
     precision, tol = _tolerance(net, tolerance, relative=True)
     relative = tolerance is None and precision == "fp32"
     feeds = _definition_inputs(net, inputs)
-    expected, ref_outputs = reference_activations(reference, feeds)
+    ref_feeds = feeds if reference_inputs is None else _definition_inputs(net, reference_inputs)
+    expected, ref_outputs = reference_activations(reference, ref_feeds)
     if len(ref_outputs) != len(net.output_names):
         raise ValueError(f"the reference returns {len(ref_outputs)} outputs, the network declares "
                          f"{len(net.output_names)} ({net.output_names})")
-    float32, f32_outputs = reference_activations(reference, feeds, torch.float32) if relative else ({}, [])
+    float32, f32_outputs = reference_activations(reference, ref_feeds, torch.float32) if relative else ({}, [])
     keep = set(net.module_outputs.values()) & _tensor_names(net) | set(net.output_names)
     produced, order = _execute(net, feeds, device, keep)
     layers, unmatched = _module_comparisons(net, produced, order, expected, tol, float32)

@@ -114,3 +114,36 @@ def test_cli_verify_exit_codes(resnet, tmp_path, capsys):
     # stored float32 activations against a float64 execution are not bit-exact
     assert main(["verify", "resnet18", "--weights", str(path), "--activations", "--tolerance", "1e-30"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_cli_verify_a_uint8_input_definition(resnet, tmp_path, capsys, monkeypatch):
+    """`netdef verify -O input_dtype=uint8`: the definition reads the sample's pixels, the float64 reference reads
+    them normalized; a wrong normalization on the reference side fails at the first layer."""
+    from netdef.cli import main
+    from netdef.preprocess import PixelNormalization
+    from networks.resnet import ResNet
+    from weights_export.pytorch import export_module
+
+    _, reference = resnet
+    path = tmp_path / "r18.h5"
+    export_module(reference, path, "resnet18", input_shape=(1, 3) + SIZE)
+    report = tmp_path / "report.json"
+    args = ["verify", "resnet18", "--weights", str(path), "--batch", "2", "-O", "input_dtype=uint8",
+            "--report", str(report)]
+    assert main(args) == 0, capsys.readouterr().out
+    layers = json.loads(report.read_text())["layers"]
+    assert len(layers) > 40 and max(layer["rel"] for layer in layers) < 1e-5
+    real = ResNet.normalization
+    monkeypatch.setattr(ResNet, "normalization", lambda self: _shifted(real(self)))
+    assert main(args) == 1 and "FAIL" in capsys.readouterr().out
+
+
+def _shifted(norm):
+    """The reference's pixels normalized with another mean; the engine's normalization (in the definition) stays."""
+    from dataclasses import replace
+
+    class Skewed(type(norm)):
+        def exact(self, pixels):
+            return replace(norm, mean=tuple(m + 0.05 for m in norm.mean)).exact(pixels)
+
+    return Skewed(norm.mean, norm.std, norm.divisor, norm.bgr)

@@ -91,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if stored is not None:
         report = verify_activations(net, stored, device=args.device, tolerance=args.tolerance)
     else:
-        inputs = model.sample_input(args.batch, size, args.seed)
+        inputs, reference_inputs = model.sample_input(args.batch, size, args.seed), None
+        if net.meta.get("input_dtype") == "uint8":  # the sample's pixels in, the reference reads them normalized
+            norm = model.normalization()
+            inputs = norm.pixels(inputs)
+            reference_inputs = norm.exact(inputs)
         report = verify_network(net, model.reference(**reference_options(model, net.meta)), inputs,
-                                device=args.device, tolerance=args.tolerance)
+                                device=args.device, tolerance=args.tolerance, reference_inputs=reference_inputs)
     print(report.table())
     if args.report:
         report.write_json(args.report)
