@@ -54,9 +54,9 @@ class NoopSession:
         if signature is None:
             shape, k = PAYLOADS[payload]
             signature = {"name": payload, "inputs": [["input", "<f4", list(shape)]], "outputs": [["logits", "<f4", [k]]],
-                         "max_batch_size": max_batch, "opt_batch": max_batch}
+                         "batch_limit": max_batch, "opt_batch": max_batch}
         sig = ModelSignature.from_dict(signature)
-        n = sig.max_batch_size
+        n = sig.batch_limit
 
         def spec(t: Any, is_input: bool) -> TensorSpec:
             return TensorSpec(t.name, is_input, t.dtype, (-1, *t.dims), (1, *t.dims), (n, *t.dims))
@@ -142,7 +142,7 @@ class Served:
 
         self.triton.bind(model_name=self.name, infer_func=[BatchedInfer(s, sig) for s in sessions],
                          inputs=tensors(sig.inputs), outputs=tensors(sig.outputs), strict=False,
-                         config=ModelConfig(batching=True, max_batch_size=sig.max_batch_size,
+                         config=ModelConfig(batching=True, max_batch_size=sig.batch_limit,
                                             batcher=DynamicBatcher(max_queue_delay_microseconds=0,
                                                                    preferred_batch_size=sig.preferred_batch_sizes())))
         self.triton.run()

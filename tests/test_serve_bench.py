@@ -15,7 +15,7 @@ def _yolo_like() -> ModelSignature:
     f32, i32 = np.dtype(np.float32), np.dtype(np.int32)
     return ModelSignature("y", (TensorSignature("input", f32, (3, 16, 16)),),
                           (TensorSignature("num_detections", i32, (1,)), TensorSignature("det_boxes", f32, (100, 4))),
-                          max_batch_size=8, opt_batch=4)
+                          batch_limit=8, opt_batch=4)
 
 
 def test_noop_model_takes_the_engines_io_and_answers_each_request_with_its_items():

@@ -52,8 +52,8 @@ def test_signature_of_a_session_drops_the_batch_dim_and_takes_the_profile(sessio
     assert [(t.name, t.triton_type, t.dims) for t in sig.inputs] == [("x", "FP32", (C_IN, SIZE, SIZE)),
                                                                     ("y", "FP32", (C_OUT, SIZE, SIZE))]
     assert [(t.name, t.dims) for t in sig.outputs] == [("sum", (C_OUT, SIZE, SIZE)), ("pooled", (C_OUT,))]
-    assert (sig.max_batch_size, sig.preferred_batch_sizes()) == (6, [4, 6])
-    assert ModelSignature.from_specs("tiny", session.inputs + session.outputs, max_batch=5).max_batch_size == 5
+    assert (sig.batch_limit, sig.preferred_batch_sizes()) == (6, [4, 6])
+    assert ModelSignature.from_specs("tiny", session.inputs + session.outputs, max_batch=5).batch_limit == 5
     assert ModelSignature.from_specs("tiny", session.inputs + session.outputs, opt_batch=1).preferred_batch_sizes() == [6]
 
 
@@ -73,9 +73,9 @@ def test_signature_refuses_what_triton_cannot_batch():
 
 def test_fixed_shapes_give_max_batch_0_and_unbounded_ranges_a_cap():
     fixed = ModelSignature.from_specs("m", [_spec("in", True, (2, 3)), _spec("out", False, (2, 10))])
-    assert (fixed.max_batch_size, fixed.inputs[0].dims, fixed.batched) == (0, (2, 3), False)
+    assert (fixed.batch_limit, fixed.inputs[0].dims, fixed.batched) == (0, (2, 3), False)
     unbounded = ModelSignature.from_specs("m", [_spec("in", True, (-1, 3), hi=2**31 - 1), _spec("o", False, (-1, 1))])
-    assert unbounded.max_batch_size == 32
+    assert unbounded.batch_limit == 32
 
 
 def test_model_names():
@@ -389,7 +389,7 @@ def test_serve_models_from_arguments(tmp_path):
     assert models[1].options == {"engine": str(b), "executor": "tensorrt", "arch": None, "weights": None,
                                  "precision": None}
     # TensorRT: the signature from the sidecar, here, without a GPU
-    assert (models[0].signature.name, models[0].signature.max_batch_size) == ("first", 16)
+    assert (models[0].signature.name, models[0].signature.batch_limit) == ("first", 16)
     assert json.loads(json.dumps(models[0].options)) == models[0].options  # travels in the Triton config
     (executor,) = build_models(_serve_args([str(a), "--executor", "netdef", "--weights", "w.h5", "--instances", "2"]))
     assert executor.signature is None and executor.devices == [None, None]  # read from a session when serving

@@ -1,8 +1,8 @@
 """One model instance's function: the requests Triton hands over in one call -> one session.infer -> responses.
 
 Triton's dynamic batcher queues requests and gives an instance several at once (their batch sizes add up to
-at most `max_batch_size`). They are concatenated along the batch dim in arrival order, run as one batch, and
-the outputs are cut back at the same offsets, so each response holds exactly its own request's items.
+at most the signature's `batch_limit`). They are concatenated along the batch dim in arrival order, run as one
+batch, and the outputs are cut back at the same offsets, so each response holds exactly its own request's items.
 """
 from __future__ import annotations
 

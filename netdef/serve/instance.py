@@ -84,9 +84,9 @@ def open_instance(setup: Mapping[str, Any], group: str) -> tuple[Any, ModelSigna
         if (mine.inputs, mine.outputs) != (signature.inputs, signature.outputs):
             raise SignatureError(f"{where} with inputs {_describe(mine.inputs)} and outputs {_describe(mine.outputs)}; "
                                  f"the model serves {_describe(signature.inputs)} and {_describe(signature.outputs)}")
-        if mine.max_batch_size < signature.max_batch_size:
-            raise SignatureError(f"{where} that takes batches up to {mine.max_batch_size}; the model serves batches "
-                                 f"up to {signature.max_batch_size}")
+        if mine.batch_limit < signature.batch_limit:
+            raise SignatureError(f"{where} that takes batches up to {mine.batch_limit}; the model serves batches "
+                                 f"up to {signature.batch_limit}")
     except BaseException:
         session.close()
         raise

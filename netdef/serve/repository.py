@@ -53,7 +53,7 @@ def _tensors(kind: str, tensors: Sequence[TensorSignature]) -> list[str]:
 
 
 def _head(name: str, backend: str, signature: ModelSignature) -> list[str]:
-    lines = [f"name: {_quote(name)}", backend, f"max_batch_size: {signature.max_batch_size}"]
+    lines = [f"name: {_quote(name)}", backend, f"max_batch_size: {signature.batch_limit}"]
     return lines + _tensors("input", signature.inputs) + _tensors("output", signature.outputs)
 
 

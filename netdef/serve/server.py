@@ -145,7 +145,7 @@ class ModelServer:
         for m in self.models:
             sig = m.signature
             assert sig is not None
-            batching = (f"batch up to {sig.max_batch_size}, " + (f"dynamic batching (preferred "
+            batching = (f"batch up to {sig.batch_limit}, " + (f"dynamic batching (preferred "
                         f"{sig.preferred_batch_sizes()}, max queue delay {m.max_queue_delay_us} us)"
                         if m.dynamic_batching else "no dynamic batching")) if sig.batched else "no batch dim"
             devices = ", ".join(f"GPU {d}" if str(d).isdigit() else str(d or "cpu") for d in m.devices)

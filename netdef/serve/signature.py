@@ -1,7 +1,7 @@
 """A served model's signature in Triton's terms: tensors with their dims after the batch dim, and the batch range.
 
-Triton describes a batching model by `max_batch_size` > 0 and per-tensor dims without the batch dim; a model
-without a batch dim has `max_batch_size` 0 and full dims. netdef engines carry a dynamic batch dim on every
+Triton describes a batching model by a batch limit > 0 (its config's max-batch-size field, `batch_limit` here)
+and per-tensor dims without the batch dim; a model without a batch dim has limit 0 and full dims. netdef engines carry a dynamic batch dim on every
 input and output (the optimization profile gives its range), which maps onto the first form. The same
 signature serves `netdef serve` (from a session's specs) and `netdef triton-repo` (from the engine's sidecar).
 """
@@ -44,17 +44,17 @@ class ModelSignature:
     name: str
     inputs: tuple[TensorSignature, ...]
     outputs: tuple[TensorSignature, ...]
-    max_batch_size: int  # 0: no batch dim, requests go to the model as they are
+    batch_limit: int  # 0: no batch dim, requests go to the model as they are
     opt_batch: int = 1
 
     @property
     def batched(self) -> bool:
-        return self.max_batch_size > 0
+        return self.batch_limit > 0
 
     def preferred_batch_sizes(self) -> list[int]:
         """The batches the dynamic batcher should aim for: the profile's opt (when above 1) and its max."""
-        return sorted({b for b in (self.opt_batch, self.max_batch_size) if 1 < b <= self.max_batch_size}) \
-            or [self.max_batch_size]
+        return sorted({b for b in (self.opt_batch, self.batch_limit) if 1 < b <= self.batch_limit}) \
+            or [self.batch_limit]
 
     @classmethod
     def from_specs(cls, name: str, specs: Sequence[TensorSpec], opt_batch: int | None = None,
@@ -114,14 +114,14 @@ class ModelSignature:
             return [[t.name, t.dtype.str, list(t.dims)] for t in items]
 
         return {"name": self.name, "inputs": tensors(self.inputs), "outputs": tensors(self.outputs),
-                "max_batch_size": self.max_batch_size, "opt_batch": self.opt_batch}
+                "batch_limit": self.batch_limit, "opt_batch": self.opt_batch}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSignature":
         def tensors(items: Sequence[Sequence[Any]]) -> tuple[TensorSignature, ...]:
             return tuple(TensorSignature(name, np.dtype(dtype), tuple(int(d) for d in dims)) for name, dtype, dims in items)
 
-        return cls(data["name"], tensors(data["inputs"]), tensors(data["outputs"]), int(data["max_batch_size"]),
+        return cls(data["name"], tensors(data["inputs"]), tensors(data["outputs"]), int(data["batch_limit"]),
                    int(data.get("opt_batch", 1)))
 
 
