@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from netdef.pose.grouping import GroupingSettings, group
-from netdef.pose.skeleton import COCO17, Person
+from netdef.pose.skeleton import COCO17, Person, parsed_arrays
 from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input
 
 PARSED = ("scores", "keypoints", "tags")
@@ -38,11 +38,7 @@ def people(outputs: Mapping[str, np.ndarray], letterboxes: Sequence[Any] | None 
            settings: GroupingSettings = GroupingSettings()) -> list[list[Person]]:
     """People per image from parsed engine outputs; keypoints in each original image's pixels (input pixels
     where no letterbox is given), best person first."""
-    missing = [n for n in PARSED if n not in outputs]
-    if missing:
-        raise ValueError(f"HigherHRNet outputs {sorted(outputs)} lack {missing}: build the engine with "
-                         "outputs='parsed' (the default)")
-    scores, keypoints, tags = (np.asarray(outputs[n]) for n in PARSED)
+    scores, keypoints, tags = parsed_arrays(outputs, PARSED, "HigherHRNet")
     result = []
     for b in range(scores.shape[0]):
         info = letterboxes[b] if letterboxes is not None else None

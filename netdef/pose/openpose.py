@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from netdef.pose.paf import PafSettings, image_people, truncated_parts
-from netdef.pose.skeleton import Person
+from netdef.pose.skeleton import Person, parsed_arrays
 from netdef.preprocess import OPENPOSE, image_input
 
 log = logging.getLogger("netdef.pose")
@@ -57,11 +57,7 @@ def settings_from_meta(meta: Mapping[str, Any]) -> PafSettings:
 def people(outputs: Mapping[str, np.ndarray], letterboxes: Sequence[Any],
            settings: PafSettings = PafSettings()) -> list[list[Person]]:
     """People per image from parsed engine outputs; keypoints in each original image's pixels."""
-    missing = [n for n in PARSED if n not in outputs]
-    if missing:
-        raise ValueError(f"OpenPose outputs {sorted(outputs)} lack {missing}: build the engine with "
-                         "outputs='parsed' (the default)")
-    peaks, counts, limbs = (np.asarray(outputs[n]) for n in PARSED)
+    peaks, counts, limbs = parsed_arrays(outputs, PARSED, "OpenPose")
     result = []
     for b, info in enumerate(letterboxes):
         lost = truncated_parts(counts[b], peaks.shape[2])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -70,3 +71,12 @@ CMU18_PAF_LIMBS: tuple[tuple[int, int, int, int], ...] = (
 )
 CMU18_HEATMAPS = 19  # 18 keypoints + background
 CMU18_PAFS = 2 * len(CMU18_PAF_LIMBS)  # 38
+
+
+def parsed_arrays(outputs: Mapping[str, np.ndarray], names: Sequence[str], network: str) -> list[np.ndarray]:
+    """The parsed engine outputs `names` as arrays, or a clear error naming what a raw-output engine lacks."""
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise ValueError(f"{network} outputs {sorted(outputs)} lack {missing}: build the engine with "
+                         "outputs='parsed' (the default)")
+    return [np.asarray(outputs[n]) for n in names]
