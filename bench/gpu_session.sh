@@ -162,8 +162,10 @@ last_line() {  # ITEM: "; " + the last line of the newest of its logs that has o
 }
 
 run_item() {  # WHERE ITEM
-  local where=$1 name=$2 need dep left t0 rc secs f any=""
+  local where=$1 name=$2 need dep left t0 rc secs f any="" end=$END
   need=$(need_s "$name")
+  # serving runs after the workers: their items end its NEED earlier, so it is not crowded out
+  [ "$name" != serve ] && queued serve && ! skipped serve && end=$(( END - $(need_s serve) ))
   if skipped "$name"; then finish "$name" skipped "$where" "SKIP"; return; fi
   for dep in $(needs "$name"); do
     queued "$dep" || continue  # not queued: prepared by an earlier session (RESUME, SEED)
@@ -174,20 +176,20 @@ run_item() {  # WHERE ITEM
           "$W/markers/$dep.failed")"
         return
       fi
-      if [ $(( END - $(date +%s) )) -le "$need" ]; then
+      if [ $(( end - $(date +%s) )) -le "$need" ]; then
         finish "$name" skipped "$where" "deadline while waiting for $dep"; return
       fi
       sleep 1
     done
   done
-  left=$(( END - $(date +%s) ))
+  left=$(( end - $(date +%s) ))
   if [ "$left" -le $(( need + $(prep_s "$name") )) ]; then
     finish "$name" skipped "$where" "deadline: needs ~$(( need + $(prep_s "$name") )) s, $left s left"; return
   fi
   t0=$(date +%s)
-  put_status "$name" running "$where" "" "\"since\": $t0, \"builds_until\": $(( END - need )), \"end\": $END"
+  put_status "$name" running "$where" "" "\"since\": $t0, \"builds_until\": $(( end - need )), \"end\": $end"
   stamp "$where: $name (needs ~$need s, $left s left)"
-  DEADLINE_AT=$(( END - need )) timeout -k 10 "$left" bash bench/gpu_session.sh item "$name" \
+  DEADLINE_AT=$(( end - need )) timeout -k 10 "$left" bash bench/gpu_session.sh item "$name" \
     > "$W/logs/$name.log" 2>&1 < /dev/null
   rc=$?; secs=$(( $(date +%s) - t0 ))
   for f in $(results_of "$name"); do [ -f "$W/$f" ] && any=1; done
