@@ -164,8 +164,11 @@ last_line() {  # ITEM: "; " + the last line of the newest of its logs that has o
 run_item() {  # WHERE ITEM
   local where=$1 name=$2 need dep left t0 rc secs f any="" end=$END
   need=$(need_s "$name")
-  # serving runs after the workers: their items end its NEED earlier, so it is not crowded out
-  [ "$name" != serve ] && queued serve && ! skipped serve && end=$(( END - $(need_s serve) ))
+  # serving runs after the workers: their items end its NEED earlier, so it is not crowded out (unless serving
+  # would take over half the session: then it has no reserve and runs only if time is left)
+  local reserve; reserve=$(need_s serve)
+  [ "$name" != serve ] && queued serve && ! skipped serve && [ $(( 2 * reserve )) -lt $(( END - T0 )) ] \
+    && end=$(( END - reserve ))
   if skipped "$name"; then finish "$name" skipped "$where" "SKIP"; return; fi
   for dep in $(needs "$name"); do
     queued "$dep" || continue  # not queued: prepared by an earlier session (RESUME, SEED)
