@@ -406,7 +406,7 @@ def check_env(args: argparse.Namespace) -> int:
             return {"y": x - 1}
 
         server.triton.bind("plain_callable", plain, inputs=[Tensor(name="x", dtype=np.float32, shape=(4,))],
-                           outputs=[Tensor(name="y", dtype=np.float32, shape=(4,))], config=ModelConfig(batch_limit=8))
+                           outputs=[Tensor(name="y", dtype=np.float32, shape=(4,))], config=ModelConfig(max_batch_size=8))
         print(f"server ready in {time.perf_counter() - t0:.1f} s; environment: {server.environment}", flush=True)
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
         for module, url in ((httpclient, f"127.0.0.1:{ports[0]}"), (grpcclient, f"127.0.0.1:{ports[1]}")):
