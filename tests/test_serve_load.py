@@ -206,3 +206,32 @@ def test_sigterm_stops_the_server_and_its_processes(server):
     while [p for p in children if _running(p)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in children if _running(p)], "server processes outlived netdef serve"
+
+
+def consecutive_free_ports(n: int) -> int:
+    """The first of `n` consecutive ports free on 127.0.0.1 now (bench/serve.py takes a base port)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + n > 65535:
+            continue
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for offset, s in enumerate(socks):
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
+def test_bench_serve_check_env_serves_netdef_models_and_pytriton_callables():
+    """What the GPU session runs before serving (its setup failed there once on a PyTriton argument)."""
+    done = subprocess.run([sys.executable, "bench/serve.py", "--check-env", "--port-base",
+                           str(consecutive_free_ports(3))], cwd=ROOT, capture_output=True, text=True,
+                          timeout=START_TIMEOUT_S + STOP_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for line in ("ok: http numpy_model", "ok: grpc plain_callable", "stopped cleanly"):
+        assert line in done.stdout, done.stdout[-2000:]
