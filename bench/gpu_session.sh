@@ -15,7 +15,8 @@
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
-#   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item
+#   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item;
+#       the workers end their items its NEED and a minute early, so it is not crowded out
 # With these numbers one session holds (a) without r50 and part of (b); (c), r50 and (d) run only where builds beat
 # the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
 # implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
@@ -165,8 +166,9 @@ run_item() {  # WHERE ITEM
   local where=$1 name=$2 need dep left t0 rc secs f any="" end=$END
   need=$(need_s "$name")
   # serving runs after the workers: their items end its NEED earlier, so it is not crowded out (unless serving
-  # would take over half the session: then it has no reserve and runs only if time is left)
-  local reserve; reserve=$(need_s serve)
+  # would take over half the session: then it has no reserve and runs only if time is left); a minute on top for
+  # the tables written before it and its own guard
+  local reserve; reserve=$(( $(need_s serve) + (60 / TIME_DIV > 2 ? 60 / TIME_DIV : 2) ))
   [ "$name" != serve ] && queued serve && ! skipped serve && [ $(( 2 * reserve )) -lt $(( END - T0 )) ] \
     && end=$(( END - reserve ))
   if skipped "$name"; then finish "$name" skipped "$where" "SKIP"; return; fi
@@ -289,7 +291,7 @@ start() {
     rm -rf "$W"
   fi
   mkdir -p "$W/src" "$W/status"
-  [ -d "$SEED" ] && cp -r "$SEED/." "$W/" && echo "seeded $W from $SEED"
+  [ -n "$SEED" ] && [ -d "$SEED" ] && cp -r "$SEED/." "$W/" && echo "seeded $W from $SEED"
   tar --exclude=./.git --exclude=./.gpu -cf - . | (cd "$W/src" && tar xf -)
   (cd "$W/src" && setsid nohup bash bench/gpu_session.sh run > "$W/session.log" 2>&1 < /dev/null &)
   echo "started in $W/src: $ITEMS; the end at +$SESSION_S s"
@@ -302,7 +304,7 @@ case "${1:-}" in
   item) item "${2:?item name}" ;;
   dry-run)  # this tree on this machine: fake interpreters, every duration and guard divided by TIME_DIV
     export TIME_DIV=${TIME_DIV_DRY:-60} GPUS=${GPUS:-2} POLL_STEP=1 SERVE_SETUP=true W=${DRY_W:-/tmp/gs-dry} \
-      OUT=${DRY_OUT:-/tmp/gs-dry-out} TORCH_PY="python3 bench/gpu_session_fake.py" TRT_PY="python3 bench/gpu_session_fake.py"
+      OUT=${DRY_OUT:-/tmp/gs-dry-out} SEED=${DRY_SEED:-} TORCH_PY="python3 bench/gpu_session_fake.py" TRT_PY="python3 bench/gpu_session_fake.py"
     export SESSION_S=$(( SESSION_S / TIME_DIV )) FAKE_TIME_DIV=$TIME_DIV
     start && poll $(( SESSION_S + 60 )) ;;
   *) echo "usage: bash bench/gpu_session.sh start | poll SECONDS | dry-run | run | item NAME" >&2; exit 2 ;;

@@ -110,3 +110,17 @@ def test_status_lines_of_a_running_and_a_waiting_item(tmp_path):
     assert lines[0].endswith("| log: 12:00:00 HigherHRNet 512: log trt_512_fp16.log")
     assert "waiting (for pose_files)" in lines[1] and "pose/trt_256_fp16.json: none" in lines[1]
     assert "?" in lines[2] and lines[3] == "items: 1 running, 1 waiting, 1 ?"
+
+
+def test_serving_keeps_its_reserve_from_an_item_that_would_outlast_the_session(tmp_path):
+    """Serving runs after the workers: an item that would run to the session's end is stopped serving's NEED
+    earlier, so serving still runs (without the reserve it is skipped for the deadline)."""
+    work, out = tmp_path / "gs", tmp_path / "out"
+    env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="1",
+               ITEMS="yolo_prepare yolo_implicit serve", FAKE_S="gpu.py:yolov4:int8:implicit=100000",
+               NEED="serve=1000")  # 5 s of the 15 s session once divided
+    done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "stopped" in _line(done.stdout, "yolo_implicit")
+    assert " done " in _line(done.stdout, "serve"), done.stdout
