@@ -13,16 +13,26 @@ def load_script():
     return load_bench("gpu_pose")
 
 
+def distinct_cells(rng: np.random.Generator, shape: tuple[int, int, int], side: int = 125) -> np.ndarray:
+    """(..., k, 2) grid cells, the k of each joint all different (peaks are local maxima: never two in a cell)."""
+    cells = np.stack([rng.permutation(side * side)[:shape[-1]] for _ in range(shape[0] * shape[1])])
+    return np.stack([cells // side, cells % side], axis=-1).reshape(*shape, 2)
+
+
 def test_parsed_check_counts_shared_positions_and_sorted_scores():
     script = load_script()
     rng = np.random.default_rng(0)
     refs = {"b2_scores": np.sort(rng.random((2, 17, 30)))[..., ::-1],
-            "b2_keypoints": rng.integers(0, 500, (2, 17, 30, 2)) + 0.75, "b2_tags": rng.standard_normal((2, 17, 30))}
+            "b2_keypoints": distinct_cells(rng, (2, 17, 30)) * 4 + 0.75, "b2_tags": rng.standard_normal((2, 17, 30))}
     same = {n: refs[f"b2_{n}"] for n in ("scores", "keypoints", "tags")}
     check = script.parsed_check(same, refs, 2)
     assert check["positions_shared"] == 1.0 and check["scores_rel_err"] == 0 and check["tags_rel_err"] == 0
     moved = dict(same, keypoints=same["keypoints"] + np.where(np.arange(30) < 15, 0, 3)[None, None, :, None])
     assert script.parsed_check(moved, refs, 2)["positions_shared"] == 0.5
+    # the same peaks refined the other way (a quarter pixel each side): still the same positions, same tags
+    flipped = dict(same, keypoints=same["keypoints"] + np.where(np.arange(30) % 2, 0.5, 0)[None, None, :, None])
+    check = script.parsed_check(flipped, refs, 2)
+    assert check["positions_shared"] == 1.0 and check["tags_rel_err"] == 0
 
 
 def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
