@@ -188,7 +188,8 @@ def main() -> int:
                     help="start no item after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--profile-iters", type=int, default=0, help="per-layer profile at batch 8 (0: none)")
+    ap.add_argument("--profile-iters", type=int, default=10,
+                    help="per-layer profile at batch 8 (0: none), where the parse's and INT8's costs show")
     ap.add_argument("--out", default="gpu_pose.json")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="print the table from torch_pose.json and result files")
     args = ap.parse_args()
