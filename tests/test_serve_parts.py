@@ -232,6 +232,30 @@ def test_instance_serves_batches_of_requests_from_its_own_session(tmp_path, monk
     assert failed.output_tensors == [] and "tiny_i1_0 on cpu: SessionClosedError" in failed.error.message
 
 
+def test_instance_times_its_phases_when_asked_and_answers_the_same(tmp_path, monkeypatch, session):
+    from netdef.serve.phases import PROFILE_ENV
+
+    monkeypatch.setenv(PROFILE_ENV, str(tmp_path / "phases"))
+    model, _, _ = _instance(tmp_path, monkeypatch, {"seed": 5})
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((n, C_IN, SIZE, SIZE)).astype(np.float32),
+              "y": rng.standard_normal((n, C_OUT, SIZE, SIZE)).astype(np.float32)} for n in (1, 3)]
+    for _ in range(2):
+        responses = model.execute([FakeBackend.Request(f) for f in feeds])
+    for feed, response in zip(feeds, responses):
+        direct = session.infer(feed)
+        for t in response.output_tensors:
+            assert rel_err(t.as_numpy(), direct[t.name()]) < 1e-6, t.name()
+    model.finalize()
+    (path,) = tmp_path.glob("phases.*")
+    assert path.name == f"phases.{os.getpid()}"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["requests"], r["bytes"]) for r in lines] == [(2, 4 * 4 * (C_IN + C_OUT) * SIZE * SIZE)] * 2
+    for phase in ("inputs", "join", "infer", "responses"):
+        assert all(r[phase] >= 0 and r[f"{phase}_cpu"] >= 0 for r in lines), phase
+    assert all(r["faults_inside"] >= 0 and r["faults_outside"] >= 0 for r in lines)
+
+
 def test_instance_with_another_signature_refuses_to_start(tmp_path, monkeypatch):
     with pytest.raises(SignatureError, match="tiny: the instance on cpu opened a session that takes batches up to 3; "
                                              "the model serves batches up to 6"):
