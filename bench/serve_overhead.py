@@ -15,6 +15,8 @@ answers zeros. So every millisecond measured is serving overhead:
    request of every process involved (clients, tritonserver, backend stubs, PyTriton's helpers, this process).
 3. clients: the same counts for the client modes of bench/serve_clients.py (sync/async, inputs grpc/shm),
    to size the client side of bench/serve.py.
+With --phases, each backend instance also times its execute() (netdef/serve/phases.py: inputs, join, infer,
+responses; wall and CPU, page faults) and every backend row gets a line of ms per batch and per MB of input.
 On a busy 2-core machine throughput is bounded by the cores; the CPU per request and the per-execution
 times are the numbers that carry over. Writes JSON (--out) and prints a table.
 
@@ -36,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
+from netdef.serve.phases import PROFILE_ENV  # noqa: E402
 
 PAYLOADS = {"resnet": ((3, 224, 224), 1000), "tiny": ((4,), 4)}
 
@@ -173,6 +176,43 @@ class Served:
             self.triton.stop()
 
 
+PHASES = ("inputs", "join", "infer", "responses")
+
+
+def phase_offsets(prefix: str) -> dict[str, int]:
+    """Each instance's phase file (PREFIX.PID) and its size now."""
+    folder, name = os.path.split(prefix)
+    return {f.path: f.stat().st_size for f in os.scandir(folder or ".") if f.name.startswith(name + ".")}
+
+
+def phase_summary(start: dict[str, int], end: dict[str, int]) -> dict[str, Any]:
+    """ms per batch and per MB of input for each phase, over the lines written between two phase_offsets."""
+    rows = []
+    for path, size in end.items():
+        with open(path, "rb") as f:
+            f.seek(start.get(path, 0))
+            rows += [json.loads(line) for line in f.read(size - start.get(path, 0)).splitlines()]
+    if not rows:
+        return {}
+    batches, mb, requests = len(rows), sum(r["bytes"] for r in rows) / 1e6, sum(r["requests"] for r in rows)
+    out: dict[str, Any] = {"batches": batches, "requests_per_batch": requests / batches,
+                           "faults_per_request": {k: sum(r[f"faults_{k}"] for r in rows) / requests
+                                                  for k in ("inside", "outside")}}
+    for phase in PHASES:
+        for key in (phase, f"{phase}_cpu"):
+            ms = 1e3 * sum(r.get(key, 0.0) for r in rows)
+            out[key] = {"ms_per_batch": ms / batches, "ms_per_mb": ms / mb if mb else float("nan")}
+    return out
+
+
+def format_phases(p: dict[str, Any]) -> str:
+    parts = [f"{k} {p[k]['ms_per_batch']:.3f} ({p[k + '_cpu']['ms_per_batch']:.3f} CPU) ms/batch "
+             f"{p[k]['ms_per_mb']:.3f} ms/MB" for k in PHASES]
+    f = p["faults_per_request"]
+    return (f"   execute() phases over {p['batches']} batches of {p['requests_per_batch']:.1f}: " + "; ".join(parts)
+            + f"; page faults per request {f['inside']:.1f} inside, {f['outside']:.1f} outside")
+
+
 def measure(served: Served, pool: ClientPool, clients: int, args: argparse.Namespace, mode: str = "async",
             inputs: str = "grpc") -> dict[str, Any]:
     sig = served.signature
@@ -186,9 +226,12 @@ def measure(served: Served, pool: ClientPool, clients: int, args: argparse.Names
 
     def sample_window() -> None:
         time.sleep(max(0.0, job["measure_from"] - time.time()))
-        result["cpu0"], result["st0"] = server_cpu(exclude), served.stats()
+        result["cpu0"], result["st0"], result["ph0"] = server_cpu(exclude), served.stats(), phases()
         time.sleep(max(0.0, job["measure_to"] - time.time()))
-        result["cpu1"], result["st1"] = server_cpu(exclude), served.stats()
+        result["cpu1"], result["st1"], result["ph1"] = server_cpu(exclude), served.stats(), phases()
+
+    def phases() -> dict[str, int]:
+        return phase_offsets(os.environ[PROFILE_ENV]) if PROFILE_ENV in os.environ else {}
 
     sampler = threading.Thread(target=sample_window)
     sampler.start()
@@ -207,7 +250,8 @@ def measure(served: Served, pool: ClientPool, clients: int, args: argparse.Names
             "inputs": inputs, "requests_per_s": lat.size / args.duration,
             "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "mean_batch": (st1["items"] - st0["items"]) / execs, "ms_per_execution": per_exec,
-            "cpu_ms_per_request": cpu, "errors": len(load["errors"]), "first_error": (load["errors"] or [""])[0]}
+            "cpu_ms_per_request": cpu, "errors": len(load["errors"]), "first_error": (load["errors"] or [""])[0],
+            "phases": phase_summary(result["ph0"], result["ph1"])}
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -239,8 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="client modes measured against the backend path (mode/inputs)")
     p.add_argument("--port-base", type=int, default=18800)
     p.add_argument("--work", default="/tmp/netdef-serve-overhead")
+    p.add_argument("--phases", action="store_true", help="time the backend instances' execute() phases")
     args = p.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)
+    if args.phases:  # the backend's stubs inherit it
+        os.environ[PROFILE_ENV] = f"{args.work}/phases-{os.getpid()}"
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": len(os.sched_getaffinity(0)),
                               "loadavg_at_start": os.getloadavg(), "python": sys.version.split()[0],
                               "settings": vars(args), "batching": [], "rows": []}
@@ -268,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         row = measure(served, pool, clients, args, mode, inputs)
                         report["rows"].append(row)
                         print(format_row(row), flush=True)
+                        if row["phases"]:
+                            print(format_phases(row["phases"]), flush=True)
                         if args.out:
                             from netdef.atomic import write_text_atomic
 

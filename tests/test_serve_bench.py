@@ -48,3 +48,27 @@ def test_engine_share_and_verdicts():
     assert "ceiling without the engine" in lines[1] and "0.75x raw" in lines[1] and "cannot carry it" in lines[1]
     lines = verdicts(report, [row(850, False), row(3000, True)], 0.8)
     assert lines[0].endswith("met") and "NOT" not in lines[0] and lines[1].endswith("= 3.00x raw")
+
+
+def test_phase_summary_counts_only_the_lines_of_the_window(tmp_path):
+    import json
+
+    from bench.serve_overhead import phase_offsets, phase_summary
+
+    def line(requests, seconds):
+        row = {"requests": requests, "bytes": requests * 500_000, "faults_inside": 2 * requests, "faults_outside": 0}
+        for phase in ("inputs", "join", "infer", "responses"):
+            row.update({phase: seconds, f"{phase}_cpu": seconds / 2})
+        return json.dumps(row) + "\n"
+
+    prefix = str(tmp_path / "phases")
+    (tmp_path / "phases.11").write_text(line(1, 9.0))  # before the window
+    start = phase_offsets(prefix)
+    with open(tmp_path / "phases.11", "a") as f:
+        f.write(line(4, 0.002))
+    (tmp_path / "phases.12").write_text(line(2, 0.004))  # an instance that began inside the window
+    p = phase_summary(start, phase_offsets(prefix))
+    assert (p["batches"], p["requests_per_batch"], p["faults_per_request"]) == (2, 3.0, {"inside": 2.0, "outside": 0.0})
+    assert np.isclose(p["join"]["ms_per_batch"], 3.0) and np.isclose(p["join_cpu"]["ms_per_batch"], 1.5)
+    assert np.isclose(p["infer"]["ms_per_mb"], 6.0 / 3.0)  # 6 ms over 3 MB
+    assert phase_summary(start, start) == {}

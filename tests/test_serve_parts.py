@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import stat
+import subprocess
+import sys
 import sysconfig
 
 import numpy as np
@@ -232,6 +234,30 @@ def test_instance_serves_batches_of_requests_from_its_own_session(tmp_path, monk
     assert failed.output_tensors == [] and "tiny_i1_0 on cpu: SessionClosedError" in failed.error.message
 
 
+def test_instance_times_its_phases_when_asked_and_answers_the_same(tmp_path, monkeypatch, session):
+    from netdef.serve.phases import PROFILE_ENV
+
+    monkeypatch.setenv(PROFILE_ENV, str(tmp_path / "phases"))
+    model, _, _ = _instance(tmp_path, monkeypatch, {"seed": 5})
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((n, C_IN, SIZE, SIZE)).astype(np.float32),
+              "y": rng.standard_normal((n, C_OUT, SIZE, SIZE)).astype(np.float32)} for n in (1, 3)]
+    for _ in range(2):
+        responses = model.execute([FakeBackend.Request(f) for f in feeds])
+    for feed, response in zip(feeds, responses):
+        direct = session.infer(feed)
+        for t in response.output_tensors:
+            assert rel_err(t.as_numpy(), direct[t.name()]) < 1e-6, t.name()
+    model.finalize()
+    (path,) = tmp_path.glob("phases.*")
+    assert path.name == f"phases.{os.getpid()}"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["requests"], r["bytes"]) for r in lines] == [(2, 4 * 4 * (C_IN + C_OUT) * SIZE * SIZE)] * 2
+    for phase in ("inputs", "join", "infer", "responses"):
+        assert all(r[phase] >= 0 and r[f"{phase}_cpu"] >= 0 for r in lines), phase
+    assert all(r["faults_inside"] >= 0 and r["faults_outside"] >= 0 for r in lines)
+
+
 def test_instance_with_another_signature_refuses_to_start(tmp_path, monkeypatch):
     with pytest.raises(SignatureError, match="tiny: the instance on cpu opened a session that takes batches up to 3; "
                                              "the model serves batches up to 6"):
@@ -285,6 +311,44 @@ def test_prepare_puts_libpython_first_once_and_keeps_the_rest(monkeypatch):
     assert parts[0] == str(environment.python_library_dir()) and parts[1].endswith("nvidia_pytriton.libs")
     assert parts[-1] == "/opt/other" and len(parts) == len(set(parts))
     assert all(os.access(p, os.X_OK) for p in environment.server_files(environment.pytriton_root()))
+
+
+_FRESH_BLOCKS = """
+import resource
+import numpy as np
+
+image = np.ones((3, 224, 224), np.float32)  # 0.6 MB, a ResNet-50 request's input
+
+
+def faults_per_block():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [image.copy() for _ in range(32)]  # a batch's requests, allocated then freed as the server does
+    del blocks
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 32
+
+
+print(min(faults_per_block() for _ in range(5)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_server_allocator_settings_reuse_freed_request_blocks_without_page_faults():
+    def faults_per_block(malloc):
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **malloc}
+        run = subprocess.run([sys.executable, "-c", _FRESH_BLOCKS], env=env, capture_output=True, text=True, check=True)
+        return float(run.stdout)
+
+    assert faults_per_block({}) > 100  # glibc's defaults: each 0.6 MB block comes back from the kernel (147 pages)
+    assert faults_per_block(environment.MALLOC_ARGS) < 5  # the server's settings: the freed pages are reused warm
+
+
+def test_prepare_sets_the_allocator_and_keeps_the_users_setting(monkeypatch):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    got = environment.prepare_server_environment()
+    assert (os.environ["MALLOC_MMAP_THRESHOLD_"], os.environ["MALLOC_TRIM_THRESHOLD_"]) == (str(32 << 20), "12345")
+    assert (got["MALLOC_MMAP_THRESHOLD_"], got["MALLOC_TRIM_THRESHOLD_"]) == (str(32 << 20), "12345")
 
 
 def test_without_pytriton_serving_says_which_extra_to_install(monkeypatch):

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from netdef.serve.phases import Phases
 from netdef.serve.signature import ModelSignature
 
 
@@ -18,11 +19,13 @@ class BatchedInfer:
     """Callable for PyTriton: `requests` (each {input name: array}) -> [{output name: array}] in the same order.
 
     Holds one InferenceSession (one execution context and stream on TensorRT), used only from the calling
-    instance's thread. Counts calls and items, so the batches Triton formed can be checked.
+    instance's thread. Counts calls and items, so the batches Triton formed can be checked; with `phases`, marks
+    the join and the inference of each batch.
     """
 
-    def __init__(self, session: Any, signature: ModelSignature) -> None:
+    def __init__(self, session: Any, signature: ModelSignature, phases: Phases | None = None) -> None:
         self.session = session
+        self.phases = phases
         self.signature = signature
         self.input_names = [t.name for t in signature.inputs]
         self.output_names = [t.name for t in signature.outputs]
@@ -35,7 +38,12 @@ class BatchedInfer:
         if not self.signature.batched:  # no batch dim to join along: one inference per request
             return [self._infer({n: r[n] for n in self.input_names}, 1) for r in requests]
         sizes = [int(r[self.input_names[0]].shape[0]) for r in requests]
-        outputs = self._infer({n: self._join(n, [r[n] for r in requests]) for n in self.input_names}, len(requests))
+        batch = {n: self._join(n, [r[n] for r in requests]) for n in self.input_names}
+        if self.phases:
+            self.phases.mark("join")
+        outputs = self._infer(batch, len(requests))
+        if self.phases:
+            self.phases.mark("infer")
         bounds = np.cumsum([0] + sizes)
         return [{n: outputs[n][a:b] for n in self.output_names} for a, b in zip(bounds[:-1], bounds[1:])]
 

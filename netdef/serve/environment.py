@@ -6,6 +6,11 @@
   sysconfig's LIBDIR, off that path, and a system libpython of another patch level fails at import time).
 - The server binary and PyTriton's bundled libraries: a wheel unpacked with a plain unzip (as the GPU bundle
   does) loses the executable bits, and PyTriton looks for its libraries beside an installed package only.
+- glibc's allocator: every request's tensors (0.6 MB for a ResNet-50 image) are allocated and freed by the
+  server (gRPC buffers) and the stubs. By default blocks that size are mmapped, or the heap top is trimmed, and
+  the pages come back from the kernel zeroed on each touch (~150 page faults per 0.6 MB; copying into fresh
+  pages ran at ~2 GB/s instead of ~10). MALLOC_ARGS keeps blocks under 32 MiB in the heap and never trims it,
+  so the server's and the stubs' memory is reused warm (it stays at its high-water mark).
 The server inherits `os.environ` when PyTriton launches it, so setting it here is enough.
 """
 from __future__ import annotations
@@ -78,8 +83,13 @@ def _prepend_library_path(folders: list[Path]) -> str:
     return value
 
 
+# glibc's environment names for mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD); its largest mmap threshold is 32 MiB
+MALLOC_ARGS = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
 def prepare_server_environment() -> dict[str, str]:
-    """Set LD_LIBRARY_PATH (this libpython first, then PyTriton's libraries) and the server's executable bits.
+    """Set LD_LIBRARY_PATH (this libpython first, then PyTriton's libraries), the server's executable bits and
+    its allocator's thresholds (MALLOC_ARGS, unless already set).
 
     Idempotent; returns what it set, for the log.
     """
@@ -90,4 +100,5 @@ def prepare_server_environment() -> dict[str, str]:
         log.info("made executable (the wheel was unpacked without file modes): %s", ", ".join(fixed))
     path = _prepend_library_path([libpython, root.parent / "nvidia_pytriton.libs"])
     log.info("LD_LIBRARY_PATH for the Triton server: %s", path)
-    return {"libpython_dir": str(libpython), "LD_LIBRARY_PATH": path, "pytriton": str(root)}
+    malloc = {name: os.environ.setdefault(name, value) for name, value in MALLOC_ARGS.items()}
+    return {"libpython_dir": str(libpython), "LD_LIBRARY_PATH": path, "pytriton": str(root), **malloc}

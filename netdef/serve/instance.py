@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from netdef.serve.batching import BatchedInfer
+from netdef.serve.phases import Phases
 from netdef.serve.repository import python_config_text
 from netdef.serve.signature import ModelSignature, SignatureError
 
@@ -108,12 +109,16 @@ class TritonPythonModel:
         group = args["model_instance_name"].rsplit("_", 1)[0]  # Triton names instances GROUP_INDEX
         session, signature, self.device = open_instance(setup, group)
         self.pb, self.instance = pb, args["model_instance_name"]
-        self.batched = BatchedInfer(session, signature)
+        self.batched = BatchedInfer(session, signature, Phases.from_env())
 
     def execute(self, requests: Sequence[Any]) -> list[Any]:
-        pb, batched = self.pb, self.batched
+        pb, batched, phases = self.pb, self.batched, self.batched.phases
+        if phases:
+            phases.start()
         try:
             feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in batched.input_names} for r in requests]
+            if phases:
+                phases.mark("inputs")
             results = batched(feeds)
         except Exception as exc:  # every request of the batch gets the reason; the instance keeps serving
             error = pb.TritonError(f"{self.instance} on {self.device or 'cpu'}: {type(exc).__name__}: {exc}")
@@ -123,6 +128,9 @@ class TritonPythonModel:
             names = request.requested_output_names() or batched.output_names
             responses.append(pb.InferenceResponse(
                 output_tensors=[pb.Tensor(n, np.ascontiguousarray(outputs[n])) for n in names]))
+        if phases:
+            phases.mark("responses")
+            phases.write(requests=len(requests), bytes=sum(a.nbytes for f in feeds for a in f.values()))
         return responses
 
     def finalize(self) -> None:
