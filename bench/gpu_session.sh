@@ -80,7 +80,7 @@ item() {
       unset CUDA_VISIBLE_DEVICES
       $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
       local rc=0 one left
-      for one in resnet50:float32 resnet50:uint8 yolov4:float32; do  # uint8: 4x fewer bytes per image
+      for one in resnet50:uint8 yolov4:float32 resnet50:float32; do  # uint8 first: 4x fewer bytes, the best row (H200)
         left=$(( END - $(date +%s) - 30 / TIME_DIV ))  # serve.py starts no model or row after this
         [ "$left" -gt $(( 60 / TIME_DIV )) ] || { echo "serving $one: not started, ${left} s left"; continue; }
         PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve-${one/:/-}.json" --deadline "$left" \
