@@ -11,7 +11,8 @@ Outputs, chosen at define time (`outputs=`):
 - "raw": `output0` (B, 2J, H/4, W/4): J heatmaps + J tag maps, and `output1` (B, J, H/2, W/2): J heatmaps.
 - "parsed" (default): the reference's test-time steps inside the engine (`parse` below; `torch_parse` is the
   same in torch): output0 resized to H/2 (bilinear), heatmaps averaged with output1, heatmaps and tags resized to
-  the input size; max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
+  the input size (the tags only where the candidates are: the same bilinear taps at k positions instead of whole
+  maps at input size); max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
   x, y in input pixels with the reference's quarter-pixel adjustment, `tags` (B, J, k). The host groups them
   into people (netdef.pose.grouping, netdef.pose.higherhrnet).
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 import netdef.functional as F
 import netdef.nn as nn
-from netdef.network import Network
+from netdef.network import Network, np_dtype
 from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
 from networks.base import NetworkModel, side_class
@@ -247,16 +248,15 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
         heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
-        tags = F.interpolate(F.slice(up, 1, joints, 2 * joints, op="up0_tags"), scale_factor=2, mode="bilinear",
-                             align_corners=False, op="tagmaps")
+        tags = F.slice(up, 1, joints, 2 * joints, op="up0_tags")  # read at the k peaks only (_tags_at)
         peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
         scores, index = F.topk(F.reshape(nms, flat, op="nms_flat"), topk, dim=2, op="topk")
-        tag_k = F.gather(F.reshape(tags, flat, op="tags_flat"), 2, index, op="tag_k")
         y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
         row = F.mul(y, width, op="row")
         x = F.sub(index, row, op="x")
+        tag_k = _tags_at(tags, y, x)
         below = F.mul(F.minimum(F.add(y, 1, op="y_next"), height - 1, op="y_down"), width, op="row_down")
         above = F.mul(F.maximum(F.sub(y, 1, op="y_prev"), 0, op="y_up"), width, op="row_up")
         right = F.add(row, F.minimum(F.add(x, 1, op="x_next"), width - 1, op="x_right"), op="right_index")
@@ -271,6 +271,40 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
             keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
                                   F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
+
+
+def _tags_at(tags: Any, y: Any, x: Any) -> Any:
+    """The half-resolution tag maps resized to the input size (bilinear, half-pixel centres, as torch), read at
+    the full-resolution positions (y, x) only: the same four taps and weights, without resizing whole maps."""
+    joints, half_h, half_w = (int(d) for d in tuple(tags.shape)[1:])
+    y0, y1, wy = _taps(y, half_h, "ty")
+    x0, x1, wx = _taps(x, half_w, "tx")
+    rows = [F.mul(y0, half_w, op="ty/row0"), F.mul(y1, half_w, op="ty/row1")]
+    taps = [F.add(r, c, op=f"tap{i}") for i, (r, c) in enumerate((r, c) for r in rows for c in (x0, x1))]
+    flat = F.reshape(tags, (0, joints, half_h * half_w), op="tags_flat")
+    values = F.gather(flat, 2, F.concat(taps, 2, op="taps"), op="tag_taps")
+    t00, t01, t10, t11 = F.split(values, int(tuple(y.shape)[2]), 2, op="tap")
+    top, bottom = _lerp(t00, t01, wx, "tag_top"), _lerp(t10, t11, wx, "tag_bottom")
+    return _lerp(top, bottom, wy, "tag_k")
+
+
+def _taps(coord: Any, half: int, op: str) -> tuple[Any, Any, Any]:
+    """For int32 full-resolution coordinates: the two half-resolution source indices of a 2x bilinear resize
+    and the second one's weight. Source = coord / 2 - 0.25, clamped at 0: even 2m -> m - 1 and m (0.75), but
+    0 -> 0 (weight 0); odd 2m + 1 -> m and m + 1 (0.25), the last index clamped."""
+    half_coord = F.div(coord, 2, op=f"{op}/half")
+    odd = F.sub(coord, F.mul(half_coord, 2, op=f"{op}/even"), op=f"{op}/odd")
+    first = F.maximum(F.add(F.sub(half_coord, 1, op=f"{op}/before"), odd, op=f"{op}/first"), 0, op=f"{op}/i0")
+    second = F.minimum(F.add(first, 1, op=f"{op}/next"), half - 1, op=f"{op}/i1")
+    quarters = F.mul(F.sub(3, F.mul(odd, 2, op=f"{op}/two_odd"), op=f"{op}/q"), F.minimum(coord, 1, op=f"{op}/nonzero"),
+                     op=f"{op}/quarters")  # 3 (even), 1 (odd), 0 (coord 0)
+    return first, second, quarters
+
+
+def _lerp(a: Any, b: Any, quarters: Any, op: str) -> Any:
+    """a * (1 - w) + b * w with w = quarters / 4, in a's dtype."""
+    w = F.mul(F.cast(quarters, np_dtype(a.dtype), op=f"{op}/w"), 0.25, op=f"{op}/weight")
+    return F.add(F.mul(a, F.sub(1.0, w, op=f"{op}/rest"), op=f"{op}/a"), F.mul(b, w, op=f"{op}/b"), op=op)
 
 
 def _adjusted(coord: Any, after: Any, before: Any, op: str) -> Any:
