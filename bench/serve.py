@@ -246,8 +246,9 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
                             print(f"{name}: {report['cut']}; the rows left are skipped", flush=True)
                             return
                         row = measure(pool, server, model, variant, clients, inputs, args)
-                        row.update(model=name, raw_items_per_s=raw["items_per_s"],
-                                   ratio_to_raw=row["items_per_s"] / raw["items_per_s"],
+                        gpus_used = len({d for d in variant.devices if d is not None}) or 1
+                        row.update(model=name, gpus_used=gpus_used, raw_items_per_s=raw["items_per_s"] * gpus_used,
+                                   ratio_to_raw=row["items_per_s"] / (raw["items_per_s"] * gpus_used),
                                    engine_ms=0.0 if variant.noop else engine_ms(raw, max(1.0, row["mean_server_batch"])))
                         rows.append(row)
                         print(format_row(row), flush=True)
@@ -336,12 +337,13 @@ def verdicts(report: dict[str, Any], rows: list[dict[str, Any]], target: float) 
         if not mine:
             continue
         most = max(r["clients"] for r in mine)
-        raw = info["raw"]["items_per_s"]
         for noop in (False, True):
             best = [r for r in mine if r["clients"] == most and r["noop"] == noop]
             if not best:
                 continue
-            top = max(best, key=lambda r: r["items_per_s"])
+            # against the raw throughput of as many GPUs as the row's instances use (one GPU's raw x GPUs)
+            top = max(best, key=lambda r: r["items_per_s"] / r.get("gpus_used", 1))
+            raw = info["raw"]["items_per_s"] * top.get("gpus_used", 1)
             ratio = top["items_per_s"] / raw
             if noop:  # what serving and these clients reach with no engine at all: the ceiling of this machine
                 lines.append(f"{name}: ceiling without the engine (no-op model, same clients, {top['inputs']} inputs): "
@@ -350,7 +352,8 @@ def verdicts(report: dict[str, Any], rows: list[dict[str, Any]], target: float) 
                               "clients on this machine cannot carry it, whatever the engine"))
             else:
                 lines.append(f"{name}: best at {most} clients with dynamic batching: {top['items_per_s']:.1f} items/s "
-                             f"({top['label']}, {top['inputs']} inputs) = {ratio:.2f}x raw {raw:.1f}; target >= "
+                             f"({top['label']}, {top['inputs']} inputs) = {ratio:.2f}x raw {raw:.1f}"
+                             f"{' (%d GPUs)' % top['gpus_used'] if top.get('gpus_used', 1) > 1 else ''}; target >= "
                              f"{target:.2f}: {'met' if ratio >= target else 'NOT met'}")
     return lines
 

@@ -48,6 +48,12 @@ def test_engine_share_and_verdicts():
     assert "ceiling without the engine" in lines[1] and "0.75x raw" in lines[1] and "cannot carry it" in lines[1]
     lines = verdicts(report, [row(850, False), row(3000, True)], 0.8)
     assert lines[0].endswith("met") and "NOT" not in lines[0] and lines[1].endswith("= 3.00x raw")
+    # instances spread over 2 GPUs answer to 2 GPUs' raw: 1500 items/s there is 0.75x, below 850 on one GPU
+    spread = dict(row(1500, False), gpus_used=2, label="4 inst on 2 GPUs")
+    lines = verdicts(report, [row(850, False), spread], 0.8)
+    assert "(2 inst, grpc inputs) = 0.85x raw 1000.0; target >= 0.80: met" in lines[0]
+    lines = verdicts(report, [row(700, False), spread], 0.8)
+    assert "(4 inst on 2 GPUs, grpc inputs) = 0.75x raw 2000.0 (2 GPUs); target >= 0.80: NOT met" in lines[0]
 
 
 def test_phase_summary_counts_only_the_lines_of_the_window(tmp_path):
