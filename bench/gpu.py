@@ -61,6 +61,7 @@ DEFAULT_PLAN = ",".join([
 INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
+YOLO_MISH = {"form": "softplus"}  # --yolo-mish: how YOLOv4's netdef definitions emit Mish (F.mish)
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
@@ -139,9 +140,15 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     if name == "yolov4":
         options["nms"] = "raw"
         options["heads"] = settings.precision in HEADS_FOR
+        if YOLO_MISH["form"] != "softplus":
+            options["mish"] = YOLO_MISH["form"]
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(s for s in INT8_SKIP if s)
+        if "mish" in options:  # the same function, so the same ranges by name; the cache's digest is another form's
+            from netdef.quantize import load_cache
+
+            options["calibration"] = load_cache(options["calibration"]).resolved_amax()
     net = model.define(precision=settings.precision, **options)
     placement = None
     if settings.precision == "int8":
@@ -334,6 +341,8 @@ def main() -> int:
                     help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
+    ap.add_argument("--yolo-mish", default="softplus", choices=["softplus", "exp"],
+                    help="how YOLOv4's netdef definitions emit Mish (netdef.functional.mish; docs/int8.md 4)")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
     with builder_config(detailed_profiling):
@@ -344,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = args.int8_skip.split(",")
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
+    YOLO_MISH["form"] = args.yolo_mish
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
@@ -353,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
         variant = f"-float-{'+'.join(s for s in INT8_SKIP if s)}" if precision == "int8" and any(INT8_SKIP) else ""
+        variant += f"-mish-{args.yolo_mish}" if name == "yolov4" and path_kind == "netdef" and args.yolo_mish != "softplus" \
+            else ""
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
             row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
@@ -385,8 +397,10 @@ def run(args: argparse.Namespace) -> int:
                            saved=engine_path.exists())
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,
                    wall_s=round(time.perf_counter() - t0, 1))
-        if variant:
+        if variant.startswith("-float-"):
             row["int8_skip"] = [s for s in INT8_SKIP if s]
+        if "-mish-" in variant:
+            row["mish"] = args.yolo_mish
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         write_results(out_path, results)

@@ -78,6 +78,8 @@ class Network:
         self.plugins: list[dict[str, Any]] = []  # custom layers lowered as TensorRT plugins (for the sidecar)
         # conv outputs emitted with their norm folded in, awaiting that norm: tensor name -> (conv, norm, layer index)
         self.pending_folds: dict[str, tuple[str, str, int]] = {}
+        # how ops with several exact formulations are emitted here ({"mish": "exp"}: netdef.functional.mish)
+        self.op_forms: dict[str, str] = {}
         self.meta: dict[str, Any] = {}
         self._scope: list[str] = []
         self._names: dict[str, int] = {}

@@ -89,3 +89,29 @@ def test_mish_is_exact_in_the_definition(tmp_path):
     assert layer0.rel <= 1e-6, report.table()
     kinds = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
     assert {"layers.0/mish/softplus", "layers.0/mish/tanh", "layers.0/mish/mul"} <= kinds
+
+
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-6), ("fp16", 5e-3)])
+def test_mish_exp_form_is_exact_in_the_definition_and_builds(tmp_path, precision, tolerance):
+    """define(mish="exp"): the same function through exp and a division (docs/int8.md 4), recorded for rebuilds."""
+    from netdef.engine import BuildSettings, build_engine
+
+    w = CfgWriter(32, 32, 1, 1)
+    w.conv(4, 1, 1, "mish", bn=False)
+    w.conv(4, 3, 1, "mish")
+    w.head_conv(1)
+    w.yolo("0", "10,14", 1, 1.0)
+    model = _model(tmp_path, w.text())
+    net = model.define(precision, input_size=32, nms="raw", mish="exp")
+    x = (model.sample_input(2, 32, seed=3) - 0.5) * 40  # large magnitudes both ways: exp overflows to inf in FP16
+    report = verify_network(net, model.reference(), x, tolerance=tolerance)
+    mish_outputs = [c for c in report.layers if c.name in ("layers.0", "layers.1")]
+    assert len(mish_outputs) == 2 and all(0 < c.rel <= tolerance for c in mish_outputs), report.table()
+    assert report.ok or precision == "fp16", report.table()  # FP16: the decode's exp of such heads overflows
+    names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
+    assert {"layers.0/mish/exp", "layers.1/mish/fraction"} <= names and "layers.0/mish/softplus" not in names
+    assert net.meta["define_options"]["mish"] == "exp"
+    assert "mish" not in model.define(precision, input_size=32, nms="raw").meta["define_options"]
+    assert build_engine(net.definition, BuildSettings(precision=precision, progress=False), net.builder).data
+    with pytest.raises(ValueError, match="mish='tanh'"):
+        model.define(precision, input_size=32, nms="raw", mish="tanh")

@@ -133,14 +133,14 @@ def _tiny(tmp_path, width_div=8):
     return YOLOv4.from_hdf5(tmp_path / "t.h5")
 
 
-def _check_darknet_placement(model, size):
+def _check_darknet_placement(model, size, **options):
     """Each [shortcut] add reads both inputs through Q/DQ, the branch (the previous layer's activated output) in one
     scale with its `from` input, and is their only reader (R3b: the branch conv fuses its activation and writes
     INT8); route / max pool / upsample groups declared by the modules are the definition's commuting groups; every
     group shares one scale; 0 requantized tensors; the head's last convs and the decode carry no Q/DQ; every other
     conv runs INT8."""
-    fp32 = model.define("fp32", input_size=size, nms="raw")
-    int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32))
+    fp32 = model.define("fp32", input_size=size, nms="raw", **options)
+    int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32), **options)
     report = check_placement(int8)
     layers = model.cfg.layers
     shortcuts = [s.index for s in layers if s.type == "shortcut"]
@@ -170,8 +170,10 @@ def test_yolov4_tiny_placement_routes_share_one_scale_and_nothing_is_requantized
     assert len(report.int8_layers()) == 19 and len(declared) == 6
 
 
-def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> None:
-    """YOLOv4 (the real cfg, widths / 16, 64x64): 23 shortcuts, the CSP / SPP / PAN route groups of docs/int8.md."""
+@pytest.mark.parametrize("mish", ["softplus", "exp"])
+def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path, mish: str) -> None:
+    """YOLOv4 (the real cfg, widths / 16, 64x64): 23 shortcuts, the CSP / SPP / PAN route groups of docs/int8.md;
+    the same placement whichever form Mish is emitted in."""
     from networks.yolov4 import YOLOv4
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
@@ -180,7 +182,7 @@ def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> Non
     (tmp_path / "y.cfg").write_text(text)
     write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
     export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
-    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64)
+    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64, mish=mish)
     assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10 + 23
     assert ["layers.4", "layers.6"] in declared and ["layers.17", "layers.19"] in declared  # branch + from
     assert len(report.activations) == 98 + 23
