@@ -286,8 +286,11 @@ poll() {  # SECONDS
   else
     echo "not done yet: poll again"
   fi
-  read -r clock _ < "$W/clock" 2>/dev/null
-  echo "--- items at +$(( $(date +%s) - ${clock:-$(date +%s)} )) s of $SESSION_S s (results: $OUT/results.tgz)"
+  local clock end
+  read -r clock end < "$W/clock" 2>/dev/null  # the session's own clock: a poll need not repeat its SESSION_S
+  clock=${clock:-$(date +%s)}
+  echo "--- items at +$(( $(date +%s) - clock )) s of $(( ${end:-$(( clock + SESSION_S ))} - clock )) s" \
+    "(results: $OUT/results.tgz)"
   python3 "$W/src/bench/session_status.py" "$W"
 }
 
