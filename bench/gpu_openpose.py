@@ -88,7 +88,7 @@ def prepare(args: argparse.Namespace) -> int:
     h5 = work / "openpose.h5"
     export_module(model, h5, "openpose-body", input_shape=(1, 3, 480, 640), progress=False)
     gpu_name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
-    report: dict = {"torch": torch.__version__, "gpu": gpu_name, "sizes": {}}
+    report: dict = {"torch": torch.__version__, "gpu": gpu_name, "cudnn_benchmark": True, "sizes": {}}  # cuda_time
     for size in map(parse_size, args.sizes.split(",")):
         t0 = time.perf_counter()
         h, w = size

@@ -133,7 +133,8 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
-    info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+    info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            "cudnn_benchmark": True}  # gpu_prepare.cuda_time
     if args.stage == "files":
         report = {**info, **stage_files(work, sizes, args.calib_samples, args.calib_size, args.device)}
         (work / "files.json").write_text(json.dumps(report, indent=1))
