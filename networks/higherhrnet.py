@@ -12,7 +12,7 @@ Outputs, chosen at define time (`outputs=`):
 - "parsed" (default): the reference's test-time steps inside the engine (`parse` below; `torch_parse` is the
   same in torch): output0 resized to H/2 (bilinear), heatmaps averaged with output1, heatmaps and tags resized to
   the input size (the tags only where the candidates are: the same bilinear taps at k positions instead of whole
-  maps at input size); max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
+  maps at input size); max-pool NMS and the top k candidates per joint (the top k of each row, then of those): `scores` (B, J, k), `keypoints` (B, J, k, 2)
   x, y in input pixels with the reference's quarter-pixel adjustment, `tags` (B, J, k). The host groups them
   into people (netdef.pose.grouping, netdef.pose.higherhrnet).
 """
@@ -252,7 +252,7 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
-        scores, index = F.topk(F.reshape(nms, flat, op="nms_flat"), topk, dim=2, op="topk")
+        scores, index = _topk_by_rows(nms, topk)
         y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
         row = F.mul(y, width, op="row")
         x = F.sub(index, row, op="x")
@@ -271,6 +271,21 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
             keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
                                   F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
+
+
+def _topk_by_rows(maps: Any, k: int) -> tuple[Any, Any]:
+    """The top k of each (B, J) map of H x W, sorted, with flat indices y * W + x: the top k of every row first,
+    then of those H * k. Exactly the one-pass top k (an element among the map's k largest is among its row's k
+    largest); one TopK over H * W elements per map keeps a few hundred rows in flight on the GPU, the rows keep
+    B * J * H."""
+    joints, height, width = (int(d) for d in tuple(maps.shape)[1:])
+    per_row = min(k, width)
+    row_values, row_index = F.topk(maps, per_row, dim=3, op="topk_rows")  # (B, J, H, per_row), column indices
+    values = F.reshape(row_values, (0, joints, height * per_row), op="row_best")
+    scores, pick = F.topk(values, k, dim=2, op="topk")
+    column = F.gather(F.reshape(row_index, (0, joints, height * per_row), op="row_best_index"), 2, pick, op="column")
+    row = F.div(pick, per_row, op="row")  # int32 and non-negative: truncation is floor
+    return scores, F.add(F.mul(row, width, op="row_start"), column, op="index")
 
 
 def _tags_at(tags: Any, y: Any, x: Any) -> Any:

@@ -80,11 +80,20 @@ def test_parsed_outputs_are_the_reference_steps(small: HigherHRNet, topk: int, n
     assert net.meta["define_options"] == {"outputs": "parsed", "topk": topk, "nms_kernel": nms_kernel}
     small.define("fp32", LAYER_SIZE, outputs="raw")  # the reference depends on its arguments only
     reference = small.reference("parsed", topk=topk, nms_kernel=nms_kernel)
-    report = verify_network(net, reference, small.sample_input(2, LAYER_SIZE, seed=5))
+    x = small.sample_input(2, LAYER_SIZE, seed=5)
+    report = verify_network(net, reference, x)
     scores, keypoints, tags = report.outputs
-    assert report.ok and scores.shape == tags.shape == (2, 17, topk) and keypoints.shape == (2, 17, topk, 2)
-    assert keypoints.max_abs == 0  # same peaks, same order, same quarter-pixel steps
-    assert scores.rel <= 1e-5 and tags.rel <= 1e-5
+    assert scores.shape == tags.shape == (2, 17, topk) and keypoints.shape == (2, 17, topk, 2)
+    assert scores.rel <= 1e-5  # the same k largest values, sorted
+    # Positions and tags: where a score is not tied in its map (a map with fewer than k peaks fills with zeros, in
+    # an order neither torch.topk nor TensorRT defines), the same peaks, quarter-pixel steps and tags.
+    got = execute(net.definition, {"input": x})
+    with torch.no_grad():
+        ref = [t.numpy() for t in reference.double()(torch.from_numpy(x).double())]
+    untied = (ref[0][..., :, None] == ref[0][..., None, :]).sum(-1) == 1  # (B, J, k): its score is unique in its map
+    assert 0.5 < untied.mean() < 1.0  # both kinds occur (some maps of this small model have few peaks)
+    assert np.array_equal(got["keypoints"].numpy()[untied], ref[1][untied])
+    assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
 
 def parse_network(joints: int, height: int, width: int) -> Network:
