@@ -78,6 +78,14 @@ UNIT = PixelNormalization()  # YOLO: RGB 0..1
 OPENPOSE = PixelNormalization((0.5, 0.5, 0.5), divisor=256.0, bgr=True)  # CMU: BGR / 256 - 0.5
 
 
+def recorded_mean_std(meta: Mapping[str, Any], default: PixelNormalization = IMAGENET
+                      ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std an engine's sidecar records (a uint8 engine's `pixels`, else the network's own fields),
+    else `default`'s: what the host preprocessing for that engine uses."""
+    recorded = meta.get("pixels") or meta
+    return tuple(recorded.get("mean") or default.mean), tuple(recorded.get("std") or default.std)
+
+
 def image_input(session: Any, batch: np.ndarray) -> np.ndarray:
     """What a session's image input takes from a float batch the network's preprocessing made: the batch itself,
     or, for an engine built with input_dtype="uint8", its pixels (the normalization the sidecar records undone)."""

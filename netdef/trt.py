@@ -168,11 +168,10 @@ def from_uint8(network: Any, tensor: Any, dtype: Any) -> Any:
 
     Strongly typed networks cast; weakly typed ones (TensorRT 8.6) convert through an identity layer with its
     output type set, the path 8.6 documents for UINT8 network inputs."""
-    trt = binding()
+    trt, feat = binding(), features()
     if not hasattr(trt.DataType, "UINT8"):
-        feat = features()
         raise NotImplementedError(f"TensorRT {feat.flavor} {feat.version} has no UINT8 data type")
-    if features().strongly_typed:
+    if feat.strongly_typed:
         return network.add_cast(tensor, dtype)
     layer = network.add_identity(tensor)
     layer.precision = dtype

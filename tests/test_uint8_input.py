@@ -254,3 +254,13 @@ def test_weakly_typed_bindings_convert_uint8_through_an_identity_with_its_output
     monkeypatch.setattr(shim, "_features", dataclasses.replace(shim.features(), strongly_typed=False))
     layer = shim.from_uint8(WeakNetwork(), "pixels", FLOAT)
     assert (layer.precision, layer.output_type) == (FLOAT, (0, FLOAT))
+
+
+def test_recorded_mean_std_prefers_the_pixels_a_uint8_engine_applies():
+    from netdef.preprocess import IMAGENET, UNIT, recorded_mean_std
+
+    pixels = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "divisor": 255.0, "channels": "RGB"}
+    assert recorded_mean_std({"pixels": pixels, "mean": [0.1] * 3}) == ((0.5,) * 3, (0.25,) * 3)
+    assert recorded_mean_std({"mean": [0.1] * 3, "std": [0.2] * 3}) == ((0.1,) * 3, (0.2,) * 3)
+    assert recorded_mean_std({}) == (IMAGENET.mean, IMAGENET.std)
+    assert recorded_mean_std({}, UNIT) == ((0.0,) * 3, (1.0,) * 3)

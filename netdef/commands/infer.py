@@ -123,13 +123,12 @@ def input_hw(session: Any) -> tuple[int, int]:
 
 
 def classify(session: Any, images: list[str], topk_n: int, labels: list[str] | None) -> list[dict[str, Any]]:
-    from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input, imagenet_preprocess, topk
+    from netdef.preprocess import image_input, imagenet_preprocess, recorded_mean_std, topk
 
     h, w = input_hw(session)
     if h != w:
         raise ValueError(f"{session.name}: ImageNet preprocessing needs a square input, the engine takes {h}x{w}")
-    recorded = session.meta.get("pixels") or session.meta  # a uint8 engine's own normalization
-    mean, std = recorded.get("mean") or IMAGENET_MEAN, recorded.get("std") or IMAGENET_STD
+    mean, std = recorded_mean_std(session.meta)
     batch = np.stack([imagenet_preprocess(im, size=h, resize=round(h * 256 / 224), mean=mean, std=std)
                       for im in images])
     outputs = session.infer({session.input_names[0]: image_input(session, batch)})

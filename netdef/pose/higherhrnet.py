@@ -16,7 +16,7 @@ import numpy as np
 
 from netdef.pose.grouping import GroupingSettings, group
 from netdef.pose.skeleton import COCO17, Person, parsed_arrays
-from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input
+from netdef.preprocess import IMAGENET_MEAN, IMAGENET_STD, image_input, recorded_mean_std
 
 PARSED = ("scores", "keypoints", "tags")
 
@@ -58,7 +58,7 @@ def estimate(session: Any, images: Sequence[Any], settings: GroupingSettings | N
     """Run a parsed HigherHRNet session (engine or netdef executor) on images; people per image."""
     spec = session.inputs[0]
     size = (int(spec.shape[2]), int(spec.shape[3]))
-    mean, std = session.meta.get("mean") or IMAGENET_MEAN, session.meta.get("std") or IMAGENET_STD
+    mean, std = recorded_mean_std(session.meta)
     prepared = [preprocess(image, size, mean, std) for image in images]
     outputs = session.infer({session.input_names[0]: image_input(session, np.stack([x for x, _ in prepared]))})
     return people(outputs, [info for _, info in prepared], settings or GroupingSettings())
