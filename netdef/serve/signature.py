@@ -1,9 +1,10 @@
 """A served model's signature in Triton's terms: tensors with their dims after the batch dim, and the batch range.
 
-Triton describes a batching model by a batch limit > 0 (its config's max-batch-size field, `batch_limit` here)
-and per-tensor dims without the batch dim; a model without a batch dim has limit 0 and full dims. netdef engines carry a dynamic batch dim on every
-input and output (the optimization profile gives its range), which maps onto the first form. The same
-signature serves `netdef serve` (from a session's specs) and `netdef triton-repo` (from the engine's sidecar).
+Triton describes a batching model by a batch limit > 0 (its config's field, `batch_limit` here; see
+repository.BATCH_LIMIT_FIELD) and per-tensor dims without the batch dim; a model without a batch dim has limit 0
+and full dims. netdef engines carry a dynamic batch dim on every input and output (the optimization profile
+gives its range), which maps onto the first form. The same signature serves `netdef serve` (from a session's
+specs) and `netdef triton-repo` (from the engine's sidecar).
 """
 from __future__ import annotations
 
