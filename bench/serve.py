@@ -51,6 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
+from netdef.serve.server import ms_per_request  # noqa: E402
 
 SIZES = {"resnet18": 224, "resnet50": 224, "yolov4": 416}
 # Builder optimization levels that fit the ~5-minute budget: a YOLOv4 FP16 build took 204 s at level 1 on the H100
@@ -283,9 +284,7 @@ def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients
     lat = np.array(result["latencies"]) * 1e3
     items = max(1, lat.size * args.request_batch)
     executions = after["executions"] - before["executions"]
-    requests = max(1, after["requests"] - before["requests"])
-    per_request = {k: (after[f"{k}_ns"] - before[f"{k}_ns"]) / requests / 1e6
-                   for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+    per_request = ms_per_request(before, after)
     cpu_s = {k: window["cpu1"][k] - window["cpu0"][k] for k in window["cpu0"]}
     cpu_s["clients"] = result["cpu_s"]
     cores = len(os.sched_getaffinity(0))

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
 from netdef.serve.phases import PROFILE_ENV  # noqa: E402
+from netdef.serve.server import ms_per_request  # noqa: E402
 
 PAYLOADS = {"resnet": ((3, 224, 224), 1000), "tiny": ((4,), 4)}
 
@@ -159,15 +160,13 @@ class Served:
             return self.server.stats()[self.name]
         import tritonclient.http as http
 
+        from netdef.serve.server import inference_stats
+
         client = http.InferenceServerClient(f"127.0.0.1:{self.http_port}")
         try:
-            (st,) = client.get_inference_statistics(self.name, headers={"triton-access-token": self.token})["model_stats"]
+            return inference_stats(client, self.name, {"triton-access-token": self.token})
         finally:
             client.close()
-        inf = st["inference_stats"]
-        return {"executions": int(st["execution_count"]), "items": int(st["inference_count"]),
-                "requests": int(inf["success"]["count"]),
-                **{f"{k}_ns": int(inf[k]["ns"]) for k in ("queue", "compute_input", "compute_infer", "compute_output")}}
 
     def stop(self) -> None:
         if self.server:
@@ -241,9 +240,7 @@ def measure(served: Served, pool: ClientPool, clients: int, args: argparse.Names
     n = max(1, lat.size)
     st0, st1 = result["st0"], result["st1"]
     execs = max(1, st1["executions"] - st0["executions"])
-    reqs = max(1, st1["requests"] - st0["requests"])
-    per_exec = {k: (st1[f"{k}_ns"] - st0[f"{k}_ns"]) / reqs / 1e6 for k in ("queue", "compute_input",
-                                                                               "compute_infer", "compute_output")}
+    per_exec = ms_per_request(st0, st1)
     cpu = {k: 1e3 * (result["cpu1"][k] - result["cpu0"][k]) / n for k in result["cpu0"]}
     cpu["clients"] = 1e3 * load["cpu_s"] / n
     return {"path": served.path, "payload": served.name.split("_", 1)[1], "clients": clients, "mode": mode,
