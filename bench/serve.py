@@ -133,10 +133,8 @@ def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch
     from netdef.serve.signature import ModelSignature
 
     with open_instance(device, **options) as session:
-        opt = (session.meta.get("batch") or [1, batch, batch])[1]
         # Triton batches up to the raw batch (the engine may allow more): the same work as the reference
-        signature = ModelSignature.from_specs(name, session.inputs + session.outputs, opt_batch=int(opt),
-                                              max_batch=batch)
+        signature = ModelSignature.from_session(name, session, max_batch=batch)
         rng = np.random.default_rng(0)
         ms_per_batch: dict[int, float] = {}
         for b in sorted({n for n in (1, 4, 8, 16) if n < batch} | {batch}):

@@ -135,7 +135,7 @@ class Served:
 
         prepare_server_environment()
         sessions = [NoopSession(None, payload) for _ in range(instances)]
-        sig = ModelSignature.from_specs(self.name, sessions[0].inputs + sessions[0].outputs, opt_batch=32)
+        sig = ModelSignature.from_session(self.name, sessions[0])  # opt batch 32, as its meta says
         self.signature = sig
         self.triton = Triton(config=TritonConfig(http_address=c.host, http_port=c.http_port, grpc_address=c.host,
                                                  grpc_port=c.grpc_port, metrics_port=c.metrics_port,

@@ -184,9 +184,7 @@ class ModelServer:
             return
         session = resolve(model.factory)(model.devices[0], **model.options)
         try:
-            opt = (session.meta.get("batch") or [1, 1, 1])[1]
-            model.signature = ModelSignature.from_specs(model.name, session.inputs + session.outputs,
-                                                        opt_batch=int(opt), max_batch=model.max_batch)
+            model.signature = ModelSignature.from_session(model.name, session, model.max_batch)
         finally:
             session.close()
 

@@ -106,8 +106,13 @@ class ModelSignature:
                                         tuple(t.get("min") or shape), tuple(t.get("max") or shape)))
         if not any(s.is_input for s in specs):
             raise SignatureError(f"{name}: the sidecar lists no inputs")
-        batch = meta.get("batch") or [1, 1, 1]
-        return cls.from_specs(name, specs, opt_batch=int(batch[1]), max_batch=max_batch)
+        return cls.from_specs(name, specs, opt_batch=_opt_batch(meta), max_batch=max_batch)
+
+    @classmethod
+    def from_session(cls, name: str, session: Any, max_batch: int | None = None) -> "ModelSignature":
+        """From an open InferenceSession: its specs, and the profile's opt batch its meta records."""
+        return cls.from_specs(name, session.inputs + session.outputs, opt_batch=_opt_batch(session.meta),
+                              max_batch=max_batch)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (what a model instance process receives in its Triton config's parameters)."""
@@ -124,6 +129,11 @@ class ModelSignature:
 
         return cls(data["name"], tensors(data["inputs"]), tensors(data["outputs"]), int(data["batch_limit"]),
                    int(data.get("opt_batch", 1)))
+
+
+def _opt_batch(meta: Mapping[str, Any]) -> int:
+    """The profile's opt batch from an engine's meta ([min, opt, max]; 1 when none is recorded)."""
+    return int((meta.get("batch") or [1, 1, 1])[1])
 
 
 def _sigs(specs: Sequence[TensorSpec], drop: int) -> tuple[TensorSignature, ...]:
