@@ -113,13 +113,13 @@ def random_model(name: str, size: int, h5: Path) -> Any:
     raise ValueError(f"unknown model {name!r} (resnet18, resnet50, yolov4)")
 
 
-def instance_setup(executor: str, engine: str, weights: str | None) -> dict[str, Any]:
-    """The options each served instance opens its session with, as `netdef serve` gives them."""
+def instance_setup(executor: str, engine: str, weights: str | None, instances: int = 1) -> dict[str, Any]:
+    """The options each of `instances` served instances opens its session with, as `netdef serve` gives them."""
     from netdef.cli import make_parser
     from netdef.commands.serve import instance_options
 
     argv = ["serve", engine, "--executor", executor] + (["--weights", weights] if executor == "netdef" else [])
-    return instance_options(make_parser().parse_args(argv), engine)
+    return instance_options(make_parser().parse_args(argv), engine, instances)
 
 
 def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch: int,
@@ -222,9 +222,8 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
         if v.noop:
             factory, opts = NOOP_FACTORY, {"signature": {**signature.as_dict(), "name": served}}
         else:
-            factory, opts = INSTANCE_FACTORY, options
-            if "torch_threads" in options:
-                opts = {**options, "torch_threads": max(1, options["torch_threads"] // len(v.devices))}
+            factory, opts = INSTANCE_FACTORY, instance_setup(args.executor, built["engine"], built["weights"],
+                                                             len(v.devices))
         models.append(ServedModel(served, factory, opts, v.devices, v.dynamic_batching, args.max_queue_delay_us,
                                   signature=dataclasses.replace(signature, name=served)))
     ports = [args.port_base, args.port_base + 1, args.port_base + 2]
