@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
+from bench.serve_clients import ClientPool, run_measured, server_cpu, timed_job  # noqa: E402
 from netdef.serve.server import ms_per_request  # noqa: E402
 
 SIZES = {"resnet18": 224, "resnet50": 224, "yolov4": 416}
@@ -258,31 +257,19 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
 def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients: int, inputs: str,
             args: argparse.Namespace) -> dict[str, Any]:
     sig = model.signature
-    start = time.time() + 0.3
-    job = {"model": model.name, "input": sig.inputs[0].name, "triton_type": sig.inputs[0].triton_type,
-           "dtype": sig.inputs[0].dtype.str, "shape": (args.request_batch, *sig.inputs[0].dims),
-           "outputs": [t.name for t in sig.outputs], "start_at": start, "measure_from": start + args.warmup,
-           "measure_to": start + args.warmup + args.duration, "mode": args.client_mode, "inputs": inputs,
-           "token": server.access_token, "channels": args.channels}
+    job = timed_job(model.name, sig.inputs[0], args.request_batch, [t.name for t in sig.outputs], args.warmup,
+                    args.duration, mode=args.client_mode, inputs=inputs, token=server.access_token,
+                    channels=args.channels)
     exclude = {p.pid for p in pool.procs}
-    window: dict[str, Any] = {}
-
-    def sample() -> None:  # Triton's counts and the serving processes' CPU over the measuring window
-        time.sleep(max(0.0, job["measure_from"] - time.time()))
-        window["before"], window["cpu0"] = server.stats()[model.name], server_cpu(exclude)
-        time.sleep(max(0.0, job["measure_to"] - time.time()))
-        window["after"], window["cpu1"] = server.stats()[model.name], server_cpu(exclude)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    result = pool.run(job, clients)
-    sampler.join()
-    before, after = window["before"], window["after"]
+    # Triton's counts and the serving processes' CPU over the measuring window
+    result, w0, w1 = run_measured(pool, job, clients,
+                                  lambda: {"stats": server.stats()[model.name], "cpu": server_cpu(exclude)})
+    before, after = w0["stats"], w1["stats"]
     lat = np.array(result["latencies"]) * 1e3
     items = max(1, lat.size * args.request_batch)
     executions = after["executions"] - before["executions"]
     per_request = ms_per_request(before, after)
-    cpu_s = {k: window["cpu1"][k] - window["cpu0"][k] for k in window["cpu0"]}
+    cpu_s = {k: w1["cpu"][k] - w0["cpu"][k] for k in w0["cpu"]}
     cpu_s["clients"] = result["cpu_s"]
     cores = len(os.sched_getaffinity(0))
     return {"variant": variant.name, "label": variant.label, "instances": len(variant.devices),
