@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
+from bench.serve_clients import ClientPool, run_measured, server_cpu, timed_job  # noqa: E402
+from netdef.serve.server import ms_per_request  # noqa: E402
 
 SIZES = {"resnet18": 224, "resnet50": 224, "yolov4": 416}
 # Builder optimization levels that fit the ~5-minute budget: a YOLOv4 FP16 build took 204 s at level 1 on the H100
@@ -112,13 +112,13 @@ def random_model(name: str, size: int, h5: Path) -> Any:
     raise ValueError(f"unknown model {name!r} (resnet18, resnet50, yolov4)")
 
 
-def instance_setup(executor: str, engine: str, weights: str | None) -> dict[str, Any]:
-    """The options each served instance opens its session with, as `netdef serve` gives them."""
+def instance_setup(executor: str, engine: str, weights: str | None, instances: int = 1) -> dict[str, Any]:
+    """The options each of `instances` served instances opens its session with, as `netdef serve` gives them."""
     from netdef.cli import make_parser
     from netdef.commands.serve import instance_options
 
     argv = ["serve", engine, "--executor", executor] + (["--weights", weights] if executor == "netdef" else [])
-    return instance_options(make_parser().parse_args(argv), engine)
+    return instance_options(make_parser().parse_args(argv), engine, instances)
 
 
 def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch: int,
@@ -132,10 +132,8 @@ def raw_throughput(name: str, options: dict[str, Any], device: str | None, batch
     from netdef.serve.signature import ModelSignature
 
     with open_instance(device, **options) as session:
-        opt = (session.meta.get("batch") or [1, batch, batch])[1]
         # Triton batches up to the raw batch (the engine may allow more): the same work as the reference
-        signature = ModelSignature.from_specs(name, session.inputs + session.outputs, opt_batch=int(opt),
-                                              max_batch=batch)
+        signature = ModelSignature.from_session(name, session, max_batch=batch)
         rng = np.random.default_rng(0)
         ms_per_batch: dict[int, float] = {}
         for b in sorted({n for n in (1, 4, 8, 16) if n < batch} | {batch}):
@@ -223,9 +221,8 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
         if v.noop:
             factory, opts = NOOP_FACTORY, {"signature": {**signature.as_dict(), "name": served}}
         else:
-            factory, opts = INSTANCE_FACTORY, options
-            if "torch_threads" in options:
-                opts = {**options, "torch_threads": max(1, options["torch_threads"] // len(v.devices))}
+            factory, opts = INSTANCE_FACTORY, instance_setup(args.executor, built["engine"], built["weights"],
+                                                             len(v.devices))
         models.append(ServedModel(served, factory, opts, v.devices, v.dynamic_batching, args.max_queue_delay_us,
                                   signature=dataclasses.replace(signature, name=served)))
     ports = [args.port_base, args.port_base + 1, args.port_base + 2]
@@ -260,33 +257,19 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
 def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients: int, inputs: str,
             args: argparse.Namespace) -> dict[str, Any]:
     sig = model.signature
-    start = time.time() + 0.3
-    job = {"model": model.name, "input": sig.inputs[0].name, "triton_type": sig.inputs[0].triton_type,
-           "dtype": sig.inputs[0].dtype.str, "shape": (args.request_batch, *sig.inputs[0].dims),
-           "outputs": [t.name for t in sig.outputs], "start_at": start, "measure_from": start + args.warmup,
-           "measure_to": start + args.warmup + args.duration, "mode": args.client_mode, "inputs": inputs,
-           "token": server.access_token, "channels": args.channels}
+    job = timed_job(model.name, sig.inputs[0], args.request_batch, [t.name for t in sig.outputs], args.warmup,
+                    args.duration, mode=args.client_mode, inputs=inputs, token=server.access_token,
+                    channels=args.channels)
     exclude = {p.pid for p in pool.procs}
-    window: dict[str, Any] = {}
-
-    def sample() -> None:  # Triton's counts and the serving processes' CPU over the measuring window
-        time.sleep(max(0.0, job["measure_from"] - time.time()))
-        window["before"], window["cpu0"] = server.stats()[model.name], server_cpu(exclude)
-        time.sleep(max(0.0, job["measure_to"] - time.time()))
-        window["after"], window["cpu1"] = server.stats()[model.name], server_cpu(exclude)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    result = pool.run(job, clients)
-    sampler.join()
-    before, after = window["before"], window["after"]
+    # Triton's counts and the serving processes' CPU over the measuring window
+    result, w0, w1 = run_measured(pool, job, clients,
+                                  lambda: {"stats": server.stats()[model.name], "cpu": server_cpu(exclude)})
+    before, after = w0["stats"], w1["stats"]
     lat = np.array(result["latencies"]) * 1e3
     items = max(1, lat.size * args.request_batch)
     executions = after["executions"] - before["executions"]
-    requests = max(1, after["requests"] - before["requests"])
-    per_request = {k: (after[f"{k}_ns"] - before[f"{k}_ns"]) / requests / 1e6
-                   for k in ("queue", "compute_input", "compute_infer", "compute_output")}
-    cpu_s = {k: window["cpu1"][k] - window["cpu0"][k] for k in window["cpu0"]}
+    per_request = ms_per_request(before, after)
+    cpu_s = {k: w1["cpu"][k] - w0["cpu"][k] for k in w0["cpu"]}
     cpu_s["clients"] = result["cpu_s"]
     cores = len(os.sched_getaffinity(0))
     return {"variant": variant.name, "label": variant.label, "instances": len(variant.devices),

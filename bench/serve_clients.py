@@ -20,7 +20,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -194,6 +194,36 @@ class ClientPool:
             conn.send(None)
         for p in self.procs:
             p.join(10)
+
+
+# --- one measured load -------------------------------------------------------------------------------------------
+
+def timed_job(model: str, tensor: Any, request_batch: int, outputs: list[str], warmup: float, duration: float,
+              **extra: Any) -> dict[str, Any]:
+    """A load job for `model` whose requests carry `request_batch` items of input `tensor` (a TensorSignature):
+    load starts 0.3 s from now (the client processes receive it first), measured after `warmup` for `duration`."""
+    start = time.time() + 0.3
+    return {"model": model, "input": tensor.name, "triton_type": tensor.triton_type, "dtype": tensor.dtype.str,
+            "shape": (request_batch, *tensor.dims), "outputs": outputs, "start_at": start,
+            "measure_from": start + warmup, "measure_to": start + warmup + duration, **extra}
+
+
+def run_measured(pool: ClientPool, job: dict[str, Any], clients: int,
+                 sample: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Run `job` with `clients` clients and call `sample()` (the serving side's counters) as the measuring window
+    opens and as it closes; returns the load's result (ClientPool.run) and the two samples."""
+    samples: list[dict[str, Any]] = []
+
+    def sampler() -> None:
+        for moment in (job["measure_from"], job["measure_to"]):
+            time.sleep(max(0.0, moment - time.time()))
+            samples.append(sample())
+
+    thread = threading.Thread(target=sampler)
+    thread.start()
+    result = pool.run(job, clients)
+    thread.join()
+    return result, samples[0], samples[1]
 
 
 # --- CPU of the serving processes ----------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve_clients import ClientPool, server_cpu  # noqa: E402
+from bench.serve_clients import ClientPool, run_measured, server_cpu, timed_job  # noqa: E402
 from netdef.serve.phases import PROFILE_ENV  # noqa: E402
+from netdef.serve.server import ms_per_request  # noqa: E402
 
 PAYLOADS = {"resnet": ((3, 224, 224), 1000), "tiny": ((4,), 4)}
 
@@ -134,7 +134,7 @@ class Served:
 
         prepare_server_environment()
         sessions = [NoopSession(None, payload) for _ in range(instances)]
-        sig = ModelSignature.from_specs(self.name, sessions[0].inputs + sessions[0].outputs, opt_batch=32)
+        sig = ModelSignature.from_session(self.name, sessions[0])  # opt batch 32, as its meta says
         self.signature = sig
         self.triton = Triton(config=TritonConfig(http_address=c.host, http_port=c.http_port, grpc_address=c.host,
                                                  grpc_port=c.grpc_port, metrics_port=c.metrics_port,
@@ -159,15 +159,13 @@ class Served:
             return self.server.stats()[self.name]
         import tritonclient.http as http
 
+        from netdef.serve.server import inference_stats
+
         client = http.InferenceServerClient(f"127.0.0.1:{self.http_port}")
         try:
-            (st,) = client.get_inference_statistics(self.name, headers={"triton-access-token": self.token})["model_stats"]
+            return inference_stats(client, self.name, {"triton-access-token": self.token})
         finally:
             client.close()
-        inf = st["inference_stats"]
-        return {"executions": int(st["execution_count"]), "items": int(st["inference_count"]),
-                "requests": int(inf["success"]["count"]),
-                **{f"{k}_ns": int(inf[k]["ns"]) for k in ("queue", "compute_input", "compute_infer", "compute_output")}}
 
     def stop(self) -> None:
         if self.server:
@@ -216,42 +214,28 @@ def format_phases(p: dict[str, Any]) -> str:
 def measure(served: Served, pool: ClientPool, clients: int, args: argparse.Namespace, mode: str = "async",
             inputs: str = "grpc") -> dict[str, Any]:
     sig = served.signature
-    start = time.time() + 0.3
-    job = {"model": served.name, "input": sig.inputs[0].name, "triton_type": sig.inputs[0].triton_type,
-           "dtype": sig.inputs[0].dtype.str, "shape": (1, *sig.inputs[0].dims), "outputs": [sig.outputs[0].name],
-           "start_at": start, "measure_from": start + args.warmup, "measure_to": start + args.warmup + args.duration,
-           "mode": mode, "inputs": inputs, "token": served.token, "channels": args.channels}
+    job = timed_job(served.name, sig.inputs[0], 1, [sig.outputs[0].name], args.warmup, args.duration, mode=mode,
+                    inputs=inputs, token=served.token, channels=args.channels)
     exclude = {p.pid for p in pool.procs}
-    result: dict[str, Any] = {}
-
-    def sample_window() -> None:
-        time.sleep(max(0.0, job["measure_from"] - time.time()))
-        result["cpu0"], result["st0"], result["ph0"] = server_cpu(exclude), served.stats(), phases()
-        time.sleep(max(0.0, job["measure_to"] - time.time()))
-        result["cpu1"], result["st1"], result["ph1"] = server_cpu(exclude), served.stats(), phases()
 
     def phases() -> dict[str, int]:
         return phase_offsets(os.environ[PROFILE_ENV]) if PROFILE_ENV in os.environ else {}
 
-    sampler = threading.Thread(target=sample_window)
-    sampler.start()
-    load = pool.run(job, clients)
-    sampler.join()
+    load, w0, w1 = run_measured(pool, job, clients,
+                                lambda: {"cpu": server_cpu(exclude), "stats": served.stats(), "phases": phases()})
     lat = np.array(load["latencies"]) * 1e3
     n = max(1, lat.size)
-    st0, st1 = result["st0"], result["st1"]
+    st0, st1 = w0["stats"], w1["stats"]
     execs = max(1, st1["executions"] - st0["executions"])
-    reqs = max(1, st1["requests"] - st0["requests"])
-    per_exec = {k: (st1[f"{k}_ns"] - st0[f"{k}_ns"]) / reqs / 1e6 for k in ("queue", "compute_input",
-                                                                               "compute_infer", "compute_output")}
-    cpu = {k: 1e3 * (result["cpu1"][k] - result["cpu0"][k]) / n for k in result["cpu0"]}
+    per_exec = ms_per_request(st0, st1)
+    cpu = {k: 1e3 * (w1["cpu"][k] - w0["cpu"][k]) / n for k in w0["cpu"]}
     cpu["clients"] = 1e3 * load["cpu_s"] / n
     return {"path": served.path, "payload": served.name.split("_", 1)[1], "clients": clients, "mode": mode,
             "inputs": inputs, "requests_per_s": lat.size / args.duration,
             "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "mean_batch": (st1["items"] - st0["items"]) / execs, "ms_per_execution": per_exec,
             "cpu_ms_per_request": cpu, "errors": len(load["errors"]), "first_error": (load["errors"] or [""])[0],
-            "phases": phase_summary(result["ph0"], result["ph1"])}
+            "phases": phase_summary(w0["phases"], w1["phases"])}
 
 
 def format_row(r: dict[str, Any]) -> str:

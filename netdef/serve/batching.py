@@ -6,7 +6,6 @@ batch, and the outputs are cut back at the same offsets, so each response holds 
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,11 +15,11 @@ from netdef.serve.signature import ModelSignature
 
 
 class BatchedInfer:
-    """Callable for PyTriton: `requests` (each {input name: array}) -> [{output name: array}] in the same order.
+    """An instance's batch function: `requests` (each {input name: array}) -> [{output name: array}] in order.
 
-    Holds one InferenceSession (one execution context and stream on TensorRT), used only from the calling
-    instance's thread. Counts calls and items, so the batches Triton formed can be checked; with `phases`, marks
-    the join and the inference of each batch.
+    Holds one InferenceSession (one execution context and stream on TensorRT), used only from its instance's
+    one thread, which alone reads the counts too (no lock). Counts calls and items, so the batches Triton formed
+    can be checked; with `phases`, marks the join and the inference of each batch.
     """
 
     def __init__(self, session: Any, signature: ModelSignature, phases: Phases | None = None) -> None:
@@ -32,7 +31,6 @@ class BatchedInfer:
         self.calls = 0  # session.infer calls
         self.items = 0  # batch items inferred
         self.requests = 0
-        self._lock = threading.Lock()  # counters only: one instance thread calls, a monitor may read
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         if not self.signature.batched:  # no batch dim to join along: one inference per request
@@ -59,13 +57,11 @@ class BatchedInfer:
     def _infer(self, feeds: dict[str, np.ndarray], requests: int) -> dict[str, np.ndarray]:
         outputs = self.session.infer(feeds)
         items = int(next(iter(feeds.values())).shape[0]) if self.signature.batched else 1
-        with self._lock:
-            self.calls += 1
-            self.items += items
-            self.requests += requests
+        self.calls += 1
+        self.items += items
+        self.requests += requests
         return outputs
 
     def stats(self) -> dict[str, float]:
-        with self._lock:
-            return {"calls": self.calls, "requests": self.requests, "items": self.items,
-                    "mean_batch": self.items / self.calls if self.calls else 0.0}
+        return {"calls": self.calls, "requests": self.requests, "items": self.items,
+                "mean_batch": self.items / self.calls if self.calls else 0.0}

@@ -1,6 +1,6 @@
 """Triton model configurations (config.pbtxt), and a model repository for Triton's own TensorRT backend:
 
-    OUT/NAME/config.pbtxt       platform tensorrt_plan, I/O names, types and dims, max_batch_size from the
+    OUT/NAME/config.pbtxt       platform tensorrt_plan, I/O names, types and dims, the batch limit from the
                                 profile, dynamic batching, instance group (with the optimization profile)
     OUT/NAME/VERSION/model.plan the engine, byte for byte
 
@@ -20,6 +20,8 @@ from typing import Mapping, Sequence
 from netdef.serve.signature import ModelSignature, TensorSignature
 
 log = logging.getLogger("netdef.serve")
+
+BATCH_LIMIT_FIELD = "max_batch_size"  # Triton's config field, for both config writers (TensorRT and Python backend)
 
 
 @dataclass
@@ -53,7 +55,7 @@ def _tensors(kind: str, tensors: Sequence[TensorSignature]) -> list[str]:
 
 
 def _head(name: str, backend: str, signature: ModelSignature) -> list[str]:
-    lines = [f"name: {_quote(name)}", backend, f"max_batch_size: {signature.batch_limit}"]
+    lines = [f"name: {_quote(name)}", backend, f"{BATCH_LIMIT_FIELD}: {signature.batch_limit}"]
     return lines + _tensors("input", signature.inputs) + _tensors("output", signature.outputs)
 
 

@@ -32,6 +32,24 @@ from netdef.serve.signature import ModelSignature
 log = logging.getLogger("netdef.serve")
 
 
+STAT_STEPS = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton's timed steps of a request
+
+
+def inference_stats(client: Any, name: str, headers: dict[str, str]) -> dict[str, int]:
+    """One model's counts from Triton's statistics endpoint (a tritonclient HTTP client): executions (batches
+    run), requests, items, and the summed nanoseconds requests spent in each of STAT_STEPS."""
+    (st,) = client.get_inference_statistics(name, headers=headers)["model_stats"]
+    inf = st["inference_stats"]
+    return {"executions": int(st["execution_count"]), "items": int(st["inference_count"]),
+            "requests": int(inf["success"]["count"]), **{f"{k}_ns": int(inf[k]["ns"]) for k in STAT_STEPS}}
+
+
+def ms_per_request(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Mean ms per request in each of STAT_STEPS between two inference_stats of one model."""
+    requests = max(1, after["requests"] - before["requests"])
+    return {k: (after[f"{k}_ns"] - before[f"{k}_ns"]) / requests / 1e6 for k in STAT_STEPS}
+
+
 class ServeError(RuntimeError):
     """The server or a model could not start; the message says which and why (Triton's own words)."""
 
@@ -155,18 +173,9 @@ class ModelServer:
         return lines
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per model, Triton's own counts since it loaded: executions (batches run), requests, items, and the
-        summed nanoseconds requests spent queued and in the instance's input, execute and output steps."""
-        out = {}
+        """Per model, Triton's own counts since it loaded (see inference_stats)."""
         with self._client() as client:
-            for m in self.models:
-                (st,) = client.get_inference_statistics(m.name, headers=self._headers())["model_stats"]
-                inf = st["inference_stats"]
-                out[m.name] = {"executions": int(st["execution_count"]), "items": int(st["inference_count"]),
-                               "requests": int(inf["success"]["count"]),
-                               **{f"{k}_ns": int(inf[k]["ns"]) for k in ("queue", "compute_input", "compute_infer",
-                                                                         "compute_output")}}
-        return out
+            return {m.name: inference_stats(client, m.name, self._headers()) for m in self.models}
 
     # --- internals ---
     def _describe(self, model: ServedModel) -> None:
@@ -175,9 +184,7 @@ class ModelServer:
             return
         session = resolve(model.factory)(model.devices[0], **model.options)
         try:
-            opt = (session.meta.get("batch") or [1, 1, 1])[1]
-            model.signature = ModelSignature.from_specs(model.name, session.inputs + session.outputs,
-                                                        opt_batch=int(opt), max_batch=model.max_batch)
+            model.signature = ModelSignature.from_session(model.name, session, model.max_batch)
         finally:
             session.close()
 

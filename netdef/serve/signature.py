@@ -1,9 +1,10 @@
 """A served model's signature in Triton's terms: tensors with their dims after the batch dim, and the batch range.
 
-Triton describes a batching model by a batch limit > 0 (its config's max-batch-size field, `batch_limit` here)
-and per-tensor dims without the batch dim; a model without a batch dim has limit 0 and full dims. netdef engines carry a dynamic batch dim on every
-input and output (the optimization profile gives its range), which maps onto the first form. The same
-signature serves `netdef serve` (from a session's specs) and `netdef triton-repo` (from the engine's sidecar).
+Triton describes a batching model by a batch limit > 0 (its config's field, `batch_limit` here; see
+repository.BATCH_LIMIT_FIELD) and per-tensor dims without the batch dim; a model without a batch dim has limit 0
+and full dims. netdef engines carry a dynamic batch dim on every input and output (the optimization profile
+gives its range), which maps onto the first form. The same signature serves `netdef serve` (from a session's
+specs) and `netdef triton-repo` (from the engine's sidecar).
 """
 from __future__ import annotations
 
@@ -105,8 +106,13 @@ class ModelSignature:
                                         tuple(t.get("min") or shape), tuple(t.get("max") or shape)))
         if not any(s.is_input for s in specs):
             raise SignatureError(f"{name}: the sidecar lists no inputs")
-        batch = meta.get("batch") or [1, 1, 1]
-        return cls.from_specs(name, specs, opt_batch=int(batch[1]), max_batch=max_batch)
+        return cls.from_specs(name, specs, opt_batch=_opt_batch(meta), max_batch=max_batch)
+
+    @classmethod
+    def from_session(cls, name: str, session: Any, max_batch: int | None = None) -> "ModelSignature":
+        """From an open InferenceSession: its specs, and the profile's opt batch its meta records."""
+        return cls.from_specs(name, session.inputs + session.outputs, opt_batch=_opt_batch(session.meta),
+                              max_batch=max_batch)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (what a model instance process receives in its Triton config's parameters)."""
@@ -123,6 +129,11 @@ class ModelSignature:
 
         return cls(data["name"], tensors(data["inputs"]), tensors(data["outputs"]), int(data["batch_limit"]),
                    int(data.get("opt_batch", 1)))
+
+
+def _opt_batch(meta: Mapping[str, Any]) -> int:
+    """The profile's opt batch from an engine's meta ([min, opt, max]; 1 when none is recorded)."""
+    return int((meta.get("batch") or [1, 1, 1])[1])
 
 
 def _sigs(specs: Sequence[TensorSpec], drop: int) -> tuple[TensorSignature, ...]:
