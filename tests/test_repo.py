@@ -13,13 +13,14 @@ REMOVED_APIS = re.compile(r"max_batch_size|build_cuda_engine|\.build_engine\(|ge
                           r"int8_calibrator")
 
 
-# Triton's model config has a field of its own named max_batch_size (not TensorRT's removed builder attribute)
-TRITON_SERVING = ROOT / "netdef" / "serve"
+# Triton's model config has a field of its own named max_batch_size (not TensorRT's removed builder attribute):
+# netdef names it once, in this constant, and writes it only through it
+TRITON_FIELD = (ROOT / "netdef" / "serve" / "repository.py", 'BATCH_LIMIT_FIELD = "max_batch_size"')
 
 
 def removed_api_in(path: Path, line: str) -> bool:
-    if path.is_relative_to(TRITON_SERVING):
-        line = line.replace("max_batch_size", "")
+    if path == TRITON_FIELD[0] and line.startswith(TRITON_FIELD[1]):
+        return False
     return bool(REMOVED_APIS.search(line))
 
 

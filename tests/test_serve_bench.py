@@ -7,7 +7,7 @@ import numpy as np
 from bench.serve import engine_ms, verdicts
 from bench.serve_overhead import NoopSession
 from netdef.serve.batching import BatchedInfer
-from netdef.serve.instance import open_instance
+from netdef.serve.instance import open_checked_session
 from netdef.serve.signature import ModelSignature, TensorSignature
 
 
@@ -22,7 +22,7 @@ def test_noop_model_takes_the_engines_io_and_answers_each_request_with_its_items
     sig = _yolo_like()
     setup = {"factory": "bench.serve_overhead:NoopSession", "options": {"signature": sig.as_dict()},
              "devices": {"y_i0": None}, "signature": sig.as_dict()}
-    session, served, _ = open_instance(setup, "y_i0")  # the instance's own signature check passes
+    session, served, _ = open_checked_session(setup, "y_i0")  # the instance's own signature check passes
     assert served == sig and session.meta["batch"] == [1, 4, 8]
     rng = np.random.default_rng(0)
     requests = [{"input": rng.standard_normal((n, 3, 16, 16)).astype(np.float32)} for n in (3, 1, 4)]

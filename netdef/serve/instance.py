@@ -74,7 +74,7 @@ def resolve(factory: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attribute)
 
 
-def open_instance(setup: Mapping[str, Any], group: str) -> tuple[Any, ModelSignature, str | None]:
+def open_checked_session(setup: Mapping[str, Any], group: str) -> tuple[Any, ModelSignature, str | None]:
     """The session of the instance in `group`, checked against the model's signature."""
     signature = ModelSignature.from_dict(setup["signature"])
     device = setup["devices"][group]
@@ -107,7 +107,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         setup = json.loads(config["parameters"][SETUP_KEY]["string_value"])
         group = args["model_instance_name"].rsplit("_", 1)[0]  # Triton names instances GROUP_INDEX
-        session, signature, self.device = open_instance(setup, group)
+        session, signature, self.device = open_checked_session(setup, group)
         self.pb, self.instance = pb, args["model_instance_name"]
         self.batched = BatchedInfer(session, signature, Phases.from_env())
 
