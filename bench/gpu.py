@@ -45,7 +45,7 @@ from engine_layers import engine_layers, layer_counts  # noqa: E402
 from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
-from netdef.atomic import atomic_path, sha256_file, write_text_atomic  # noqa: E402
+from netdef.atomic import sha256_file, write_bytes_atomic, write_text_atomic  # noqa: E402
 from netdef.engine import (BuildSettings, EngineFileError, Plan, build_engine, create_builder,  # noqa: E402
                            create_network, read_sidecar, save_engine)
 from netdef.runtime import cuda  # noqa: E402
@@ -174,8 +174,7 @@ def write_results(path: Path, results: dict) -> None:
 
 
 def write_gz(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(text.encode()))
+    write_bytes_atomic(path, gzip.compress(text.encode()))
 
 
 def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:

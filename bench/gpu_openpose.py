@@ -73,6 +73,7 @@ def prepare(args: argparse.Namespace) -> int:
     import openpose_reference as reference
     from gpu_prepare import cuda_time, export_onnx
     from netdef import quantize
+    from netdef.atomic import write_text_atomic
     from netdef.pose.paf import PafSettings
     from networks.openpose import OpenPose, torch_body_pose
     from networks.openpose_torch import torch_parse
@@ -168,7 +169,7 @@ def prepare(args: argparse.Namespace) -> int:
         entry["prepare_s"] = round(time.perf_counter() - t0, 1)
         report["sizes"][tag(size)] = entry
         print(json.dumps({tag(size): entry}, indent=1), flush=True)
-        (work / "openpose_torch.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "openpose_torch.json", json.dumps(report, indent=1))
     return 0
 
 
