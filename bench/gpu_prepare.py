@@ -77,7 +77,6 @@ class WithHeads(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.train(model.training)  # a wrapper in train mode would set the model's flag too
 
     def forward(self, x: torch.Tensor) -> tuple:
         heads = self.model.heads(x)
