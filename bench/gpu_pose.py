@@ -127,9 +127,7 @@ def table(paths: list[str]) -> str:
     torch_times: dict = {}
     rows: list[dict] = []
     missing = [p for p in paths if not Path(p).is_file()]  # a lane or stage that never wrote its file
-    for p in paths:
-        if p in missing:
-            continue
+    for p in (p for p in paths if p not in missing):
         data = json.loads(Path(p).read_text())
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])
