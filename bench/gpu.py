@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import gzip
 import json
 import sys
@@ -44,7 +45,7 @@ from engine_layers import engine_layers, layer_counts  # noqa: E402
 from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
-from netdef.atomic import atomic_path, sha256_file, write_text_atomic  # noqa: E402
+from netdef.atomic import sha256_file, write_bytes_atomic, write_text_atomic  # noqa: E402
 from netdef.engine import (BuildSettings, EngineFileError, Plan, build_engine, create_builder,  # noqa: E402
                            create_network, read_sidecar, save_engine)
 from netdef.runtime import cuda  # noqa: E402
@@ -144,7 +145,7 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
             options["mish"] = YOLO_MISH["form"]
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
-        options["skip"] = tuple(s for s in INT8_SKIP if s)
+        options["skip"] = tuple(INT8_SKIP)
         if "mish" in options:  # the same function, so the same ranges by name; the cache's digest is another form's
             from netdef.quantize import load_cache
 
@@ -162,14 +163,18 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     return plan
 
 
+def read_prepared(work: Path, stem: str) -> tuple[dict, dict]:
+    """The preparation's inputs and float64 references (<stem>_inputs.npz, <stem>_refs.npz) as dicts."""
+    return dict(np.load(work / f"{stem}_inputs.npz")), dict(np.load(work / f"{stem}_refs.npz"))
+
+
 def write_results(path: Path, results: dict) -> None:
     """A result file, rewritten after every row: atomically, as the session's hard stop may kill any moment."""
     write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def write_gz(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(text.encode()))
+    write_bytes_atomic(path, gzip.compress(text.encode()))
 
 
 def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
@@ -351,20 +356,20 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
-    INT8_SKIP[:] = args.int8_skip.split(",")
+    INT8_SKIP[:] = [s for s in args.int8_skip.split(",") if s]
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
     YOLO_MISH["form"] = args.yolo_mish
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
     out_path = Path(args.out)
-    loaded: dict[str, tuple[dict, dict]] = {}
+    prepared = functools.cache(functools.partial(read_prepared, work))  # once per model, not per row
     for item in args.plan.split(","):
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
-        variant = f"-float-{'+'.join(s for s in INT8_SKIP if s)}" if precision == "int8" and any(INT8_SKIP) else ""
-        variant += f"-mish-{args.yolo_mish}" if name == "yolov4" and path_kind == "netdef" and args.yolo_mish != "softplus" \
-            else ""
+        skip = INT8_SKIP if precision == "int8" else []
+        mish = args.yolo_mish if name == "yolov4" and path_kind == "netdef" and args.yolo_mish != "softplus" else None
+        variant = (f"-float-{'+'.join(skip)}" if skip else "") + (f"-mish-{mish}" if mish else "")
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
             row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
@@ -378,9 +383,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         plan = None
         try:
-            if name not in loaded:  # a failed preparation fails its rows, not the run
-                loaded[name] = (dict(np.load(work / f"{name}_inputs.npz")), dict(np.load(work / f"{name}_refs.npz")))
-            inputs, refs = loaded[name]
+            inputs, refs = prepared(name)  # a failed preparation fails its rows, not the run
             if path_kind == "netdef":
                 plan = netdef_plan(name, work, settings, engine_path)
             elif path_kind == "implicit":
@@ -397,10 +400,10 @@ def run(args: argparse.Namespace) -> int:
                            saved=engine_path.exists())
         row.update(model=name, precision=precision, path=path_kind, opt_level=opt_level,
                    wall_s=round(time.perf_counter() - t0, 1))
-        if variant.startswith("-float-"):
-            row["int8_skip"] = [s for s in INT8_SKIP if s]
-        if "-mish-" in variant:
-            row["mish"] = args.yolo_mish
+        if skip:
+            row["int8_skip"] = list(skip)
+        if mish:
+            row["mish"] = mish
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         write_results(out_path, results)

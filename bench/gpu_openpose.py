@@ -73,6 +73,7 @@ def prepare(args: argparse.Namespace) -> int:
     import openpose_reference as reference
     from gpu_prepare import cuda_time, export_onnx
     from netdef import quantize
+    from netdef.atomic import write_text_atomic
     from netdef.pose.paf import PafSettings
     from networks.openpose import OpenPose, torch_body_pose
     from networks.openpose_torch import torch_parse
@@ -168,7 +169,7 @@ def prepare(args: argparse.Namespace) -> int:
         entry["prepare_s"] = round(time.perf_counter() - t0, 1)
         report["sizes"][tag(size)] = entry
         print(json.dumps({tag(size): entry}, indent=1), flush=True)
-        (work / "openpose_torch.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "openpose_torch.json", json.dumps(report, indent=1))
     return 0
 
 
@@ -272,6 +273,12 @@ def end_to_end(engine: Path, size: tuple[int, int], synthetic: dict, source: str
             "assembled": source}
 
 
+def item_row(item: str, size: tuple[int, int], **extra) -> dict:
+    """A result row's labels (its size and PRECISION:PATH:OUTPUTS plan item) and `extra`."""
+    precision, path, outputs = item.split(":")
+    return {"size": tag(size), "precision": precision, "path": path, "outputs": outputs, **extra}
+
+
 def bench(args: argparse.Namespace) -> int:
     import gpu
 
@@ -286,21 +293,19 @@ def bench(args: argparse.Namespace) -> int:
                "opt_level": args.opt_level, "torch": torch_report, "rows": [], "parse": {}, "end_to_end": {}}
     out_path = Path(args.out)
     write = lambda: gpu.write_results(out_path, results)  # noqa: E731  after every step
+    plan = args.plan.split(",")
     for size in map(parse_size, args.sizes.split(",")):
-        if time.time() > args.deadline_at:  # nothing of this size starts: say so in the result file
-            results["parse"][tag(size)] = {"skipped": "deadline"}
-            results["rows"] += [dict(zip(("precision", "path", "outputs"), item.split(":")), size=tag(size),
-                                     skipped="deadline") for item in args.plan.split(",")]
-            write()
-            continue
-        try:
-            inputs = dict(np.load(work / f"openpose_{tag(size)}_inputs.npz"))
-            refs = dict(np.load(work / f"openpose_{tag(size)}_refs.npz"))
-        except OSError as exc:  # its preparation failed: say so for every row of this size
-            error = f"not prepared ({type(exc).__name__}: {exc}; see prepare.log)"[:500]
-            results["parse"][tag(size)] = {"error": error}
-            results["rows"] += [dict(zip(("precision", "path", "outputs"), item.split(":")), size=tag(size),
-                                     error=error) for item in args.plan.split(",")]
+        unmeasured = None  # why no row of this size is measured: said for each in the result file
+        if time.time() > args.deadline_at:
+            unmeasured = {"skipped": "deadline"}
+        else:
+            try:
+                inputs, refs = gpu.read_prepared(work, f"openpose_{tag(size)}")
+            except OSError as exc:  # its preparation failed
+                unmeasured = {"error": f"not prepared ({type(exc).__name__}: {exc}; see prepare.log)"[:500]}
+        if unmeasured:
+            results["parse"][tag(size)] = unmeasured
+            results["rows"] += [item_row(item, size, **unmeasured) for item in plan]
             write()
             continue
         fp32 = BuildSettings(precision="fp32", batch=(1, 1, 1), optimization_level=args.opt_level, progress=False)
@@ -311,11 +316,10 @@ def bench(args: argparse.Namespace) -> int:
         results["parse"][tag(size)] = check
         print(json.dumps({"parse": tag(size), **check}), flush=True)
         write()
-        for item in args.plan.split(","):
+        for item in plan:
             precision, path, outputs_kind = item.split(":")
             if time.time() > args.deadline_at:
-                results["rows"].append({"size": tag(size), "precision": precision, "path": path,
-                                        "outputs": outputs_kind, "skipped": "deadline"})
+                results["rows"].append(item_row(item, size, skipped="deadline"))
                 write()
                 continue
             engine = work / f"openpose_{tag(size)}-{path}-{outputs_kind}-{precision}.engine"
@@ -335,8 +339,7 @@ def bench(args: argparse.Namespace) -> int:
                 except Exception as exc:  # the engine's row stays
                     e2e = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
                 results["end_to_end"][f"{tag(size)}:{precision}"] = row["end_to_end"] = e2e
-            row.update(size=tag(size), precision=precision, path=path, outputs=outputs_kind,
-                       opt_level=args.opt_level, wall_s=round(time.perf_counter() - t0, 1))
+            row.update(item_row(item, size, opt_level=args.opt_level, wall_s=round(time.perf_counter() - t0, 1)))
             results["rows"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "profile_b1"}), flush=True)
             write()

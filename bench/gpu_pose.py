@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 import time
@@ -78,7 +79,7 @@ def parsed_check(outputs: dict, refs: dict, batch: int, order: list[str] | None 
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from gpu import evaluate_outputs, onnx_plan, timing_cache_for, write_results
+    from gpu import evaluate_outputs, onnx_plan, read_prepared, timing_cache_for, write_results
 
     from netdef import trt as shim
     from netdef.engine import BuildSettings
@@ -88,6 +89,7 @@ def run_plan(args: argparse.Namespace) -> int:
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}", "model": ARCH,
                "rows": []}
     out = Path(args.out)
+    prepared = functools.cache(functools.partial(read_prepared, work))  # once per size, not per row
     plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
     for item in plan_text.split(","):
         size_text, precision, path_kind, outputs, *level = item.split(":")
@@ -101,8 +103,7 @@ def run_plan(args: argparse.Namespace) -> int:
             try:
                 if path_kind == "onnx" and outputs != "raw":
                     raise ValueError("the ONNX model has the raw outputs only")
-                inputs = dict(np.load(work / f"{ARCH}-{size}_inputs.npz"))
-                refs = dict(np.load(work / f"{ARCH}-{size}_refs.npz"))
+                inputs, refs = prepared(f"{ARCH}-{size}")
                 engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine"
                 settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
                                          timing_cache=timing_cache_for(work, engine), progress=False)
@@ -126,9 +127,7 @@ def table(paths: list[str]) -> str:
     torch_times: dict = {}
     rows: list[dict] = []
     missing = [p for p in paths if not Path(p).is_file()]  # a lane or stage that never wrote its file
-    for p in paths:
-        if p in missing:
-            continue
+    for p in (p for p in paths if p not in missing):
         data = json.loads(Path(p).read_text())
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])

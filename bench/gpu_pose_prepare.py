@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_prepare import cuda_time, export_onnx  # noqa: E402
 
+from netdef.atomic import write_text_atomic  # noqa: E402
+
 ARCH = "higherhrnet-w32"
 BATCHES = (1, 8)
 RAW, PARSED = ("output0", "output1"), ("scores", "keypoints", "tags")
@@ -137,13 +139,13 @@ def main() -> int:
             "cudnn_benchmark": True}  # gpu_prepare.cuda_time
     if args.stage == "files":
         report = {**info, **stage_files(work, sizes, args.calib_samples, args.calib_size, args.device)}
-        (work / "files.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "files.json", json.dumps(report, indent=1))
         (work / "files.done").touch()
     else:
         compile_sizes = [int(s) for s in args.compile_sizes.split(",") if s.strip()]
         compile_batches = [int(b) for b in args.compile_batches.split(",") if b.strip()]
         report = {**info, "model": ARCH, "torch_timings": stage_torch(sizes, compile_sizes, compile_batches)}
-        (work / "torch_pose.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "torch_pose.json", json.dumps(report, indent=1))
     print(json.dumps(report, indent=1), flush=True)
     return 0
 

@@ -22,6 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from netdef.atomic import write_text_atomic  # noqa: E402
+
 MODELS = {"resnet18": {"input_size": (224, 224)}, "resnet50": {"input_size": (224, 224)},
           "yolov4": {"input_size": (416, 416)}}
 BATCHES = (1, 32)
@@ -75,7 +77,6 @@ class WithHeads(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.train(model.training)  # a wrapper in train mode would set the model's flag too
 
     def forward(self, x: torch.Tensor) -> tuple:
         heads = self.model.heads(x)
@@ -205,7 +206,7 @@ def main() -> int:
                                 "samples": args.calib_samples, "method": "entropy", "device": "cuda"}
         report["models"][name] = entry
         print(json.dumps({name: entry}, indent=1), flush=True)
-    (work / "torch_report.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(work / "torch_report.json", json.dumps(report, indent=1))
     return 0
 
 

@@ -170,14 +170,9 @@ last_line() {  # ITEM: "; " + the last line of the newest of its logs that has o
 }
 
 run_item() {  # WHERE ITEM
-  local where=$1 name=$2 need dep left t0 rc secs f any="" end=$END
+  local where=$1 name=$2 need dep left t0 rc secs f any="" end=$WORK_END
+  [ "$name" = serve ] && end=$END
   need=$(need_s "$name")
-  # serving runs after the workers: their items end its NEED earlier, so it is not crowded out (unless serving
-  # would take over half the session: then it has no reserve and runs only if time is left); a minute on top for
-  # the tables written before it and its own guard
-  local reserve; reserve=$(( $(need_s serve) + (60 / TIME_DIV > 2 ? 60 / TIME_DIV : 2) ))
-  [ "$name" != serve ] && queued serve && ! skipped serve && [ $(( 2 * reserve )) -lt $(( END - T0 )) ] \
-    && end=$(( END - reserve ))
   if skipped "$name"; then finish "$name" skipped "$where" "SKIP"; return; fi
   for dep in $(needs "$name"); do
     queued "$dep" || continue  # not queued: prepared by an earlier session (RESUME, SEED)
@@ -239,8 +234,14 @@ tables() {
 
 run() {
   mkdir -p "$W/status" "$W/markers" "$W/logs" "$W/claims" "$W/int8" "$W/pose" "$W/openpose"
-  export T0 END GPUS
+  export T0 END GPUS WORK_END
   T0=$(date +%s); END=$(( T0 + SESSION_S )); echo "$T0 $END" > "$W/clock"
+  # serving runs after the workers: their items end its NEED earlier, so it is not crowded out (unless serving
+  # would take over half the session: then it has no reserve and runs only if time is left); a minute on top for
+  # the tables written before it and its own guard
+  local reserve; reserve=$(( $(need_s serve) + (60 / TIME_DIV > 2 ? 60 / TIME_DIV : 2) ))
+  WORK_END=$END
+  queued serve && ! skipped serve && [ $(( 2 * reserve )) -lt $(( END - T0 )) ] && WORK_END=$(( END - reserve ))
   GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
   for n in $ITEMS; do put_status "$n" waiting "-"; done
   stamp "start: $GPUS GPUs, items in order: $ITEMS; the end at +$SESSION_S s"
@@ -272,7 +273,7 @@ pack_results() {  # [MORE FIND NAME TESTS]
 }
 
 poll() {  # SECONDS
-  local limit=${1:-570} t0 clock
+  local limit=${1:-570} t0
   t0=$(date +%s)
   [ -d "$W/status" ] || { echo "nothing started in $W"; return 1; }
   while [ ! -f "$W/done" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep "$POLL_STEP"; done

@@ -18,6 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netdef.atomic import write_text_atomic  # noqa: E402
+
 # H200 seconds (2026-11-30 run where measured; HigherHRNet at level 1 estimated)
 DURATIONS = {
     "gpu_prepare.py:yolov4": 50, "gpu_prepare.py:resnet50": 30,
@@ -52,9 +56,7 @@ def step(key: str) -> None:
 
 
 def write(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))  # as bench/gpu.py's write_results
 
 
 def timing(ms: float, **extra) -> dict:

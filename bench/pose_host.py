@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -37,6 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_table import fmt  # noqa: E402
 
 OPENPOSE_SIZES = ((480, 640), (224, 224))
 MAX_PEAKS = 32  # the GPU bench's K
@@ -219,10 +222,6 @@ def hrnet_rows(iters: int, seeds: int, before: dict[str, ModuleType] | None) -> 
 
 # --- the table ---------------------------------------------------------------------------------------------------
 
-def _f(v: float | None, spec: str = ".2f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def table(results: dict) -> str:
     lines = [f"host side on the CPU ({results['machine']}), median ms per image; reference = bench/openpose_reference.py "
              "/ bench/higherhrnet_reference.py", "",
@@ -234,19 +233,19 @@ def table(results: dict) -> str:
         same += {True: ", = before", False: ", NOT as before", None: ""}[r.get("same_as_before")]
         lines.append(
             f"{r['size']} | {r['scene']} | {r['people_planted']}/{r['people_netdef']}/{r['people_reference']} | "
-            f"{_f(r['netdef_preprocess_ms'])} ({_f(r.get('before_preprocess_ms'))}) / "
-            f"{_f(r['reference_preprocess_ms'])} | {_f(r['netdef_assembly_ms'])} ({_f(r.get('before_assembly_ms'))}) | "
-            f"{_f(r['reference_post_ms'], '.1f')} ({_f(r['reference_paf_assembly_ms'], '.1f')}) | "
-            f"{_f(r['netdef_host_ms'])} ({_f(r.get('before_host_ms'))}) / {_f(r['reference_host_ms'], '.1f')} = "
-            f"{r['reference_host_ms'] / r['netdef_host_ms']:.0f}x | {same} ({_f(r['keypoints_max_abs_px'], '.3f')}) | "
+            f"{fmt(r['netdef_preprocess_ms'])} ({fmt(r.get('before_preprocess_ms'))}) / "
+            f"{fmt(r['reference_preprocess_ms'])} | {fmt(r['netdef_assembly_ms'])} ({fmt(r.get('before_assembly_ms'))}) | "
+            f"{fmt(r['reference_post_ms'], '.1f')} ({fmt(r['reference_paf_assembly_ms'], '.1f')}) | "
+            f"{fmt(r['netdef_host_ms'])} ({fmt(r.get('before_host_ms'))}) / {fmt(r['reference_host_ms'], '.1f')} = "
+            f"{r['reference_host_ms'] / r['netdef_host_ms']:.0f}x | {same} ({fmt(r['keypoints_max_abs_px'], '.3f')}) | "
             f"{r['device_to_host_bytes_netdef'] / 1024:.0f} / {r['device_to_host_bytes_reference'] / 1024:.0f}")
     lines += ["", "HigherHRNet | people planted (strays) | grouping netdef (before) / ref = ratio | people netdef/ref | "
                   "same people (scenes; before) | ref assignment"]
     for r in results["higherhrnet"]:
         lines.append(
-            f"{r['size']} k={r['k']} | {r['people_planted']} ({r['strays']}) | {_f(r['netdef_grouping_ms'])} "
-            f"({_f(r.get('before_grouping_ms'))}) / "
-            f"{_f(r['reference_grouping_ms'])} = {r['reference_grouping_ms'] / r['netdef_grouping_ms']:.1f}x | "
+            f"{r['size']} k={r['k']} | {r['people_planted']} ({r['strays']}) | {fmt(r['netdef_grouping_ms'])} "
+            f"({fmt(r.get('before_grouping_ms'))}) / "
+            f"{fmt(r['reference_grouping_ms'])} = {r['reference_grouping_ms'] / r['netdef_grouping_ms']:.1f}x | "
             f"{r['people_netdef']}/{r['people_reference']} | {r['same_people_scenes']}; "
             f"{r.get('before_same_people_scenes', '-')} | {r['reference_assignment']}")
     return "\n".join(lines)
@@ -263,7 +262,7 @@ def main() -> int:
     args = ap.parse_args()
     before = before_modules(args.before) if args.before else None
     results = {"before_revision": args.before if before else None,
-               "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "openpose": openpose_rows(args.iters, before) if args.only != "higherhrnet" else [],
                "higherhrnet": hrnet_rows(args.iters, args.seeds, before) if args.only != "openpose" else []}
     text = table(results)
