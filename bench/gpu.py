@@ -146,10 +146,6 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(INT8_SKIP)
-        if "mish" in options:  # the same function, so the same ranges by name; the cache's digest is another form's
-            from netdef.quantize import load_cache
-
-            options["calibration"] = load_cache(options["calibration"]).resolved_amax()
     net = model.define(precision=settings.precision, **options)
     placement = None
     if settings.precision == "int8":

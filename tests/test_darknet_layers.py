@@ -115,3 +115,17 @@ def test_mish_exp_form_is_exact_in_the_definition_and_builds(tmp_path, precision
     assert build_engine(net.definition, BuildSettings(precision=precision, progress=False), net.builder).data
     with pytest.raises(ValueError, match="mish='tanh'"):
         model.define(precision, input_size=32, nms="raw", mish="tanh")
+
+
+def test_calibration_digest_is_the_same_for_either_mish_form_and_not_for_another_network(tmp_path):
+    from netdef.quantize.cache import definition_digest
+
+    w = CfgWriter(32, 32, 1, 1)
+    w.conv(4, 3, 1, "mish")
+    w.head_conv(1)
+    w.yolo("0", "10,14", 1, 1.0)
+    model = _model(tmp_path, w.text())
+    nets = {form: model.define("fp32", input_size=32, nms="raw", mish=form) for form in ("softplus", "exp")}
+    assert definition_digest(nets["softplus"]) == definition_digest(nets["exp"])
+    assert definition_digest(nets["exp"].definition) != definition_digest(nets["exp"])  # its form layers unknown
+    assert definition_digest(nets["exp"]) != definition_digest(model.define("fp32", input_size=64, nms="raw"))

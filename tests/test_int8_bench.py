@@ -249,8 +249,8 @@ def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatc
 
 
 def test_yolo_mish_variant_defines_exp_form_int8_from_the_default_forms_calibration(gpu, tmp_path, monkeypatch):
-    """--yolo-mish exp: the same ranges by name (the cache's definition digest is the softplus form's), its own
-    engine name, the form recorded in the definition."""
+    """--yolo-mish exp: the softplus form's calibration cache serves it (the digest leaves out the inside of Mish),
+    the form recorded in the definition."""
     from netdef.quantize import calibrate
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import CfgWriter, write_darknet_weights

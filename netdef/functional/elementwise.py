@@ -193,16 +193,22 @@ def mish(x: Any, op: str | None = "mish", form: str | None = None) -> Any:
     - "exp": with n = exp(x), tanh(log(1 + n)) = 1 - 2 / (n (n + 2) + 2): one exponential and one division
       instead of exp, log and tanh (cheaper where a convolution computes it in its epilogue); n -> inf gives 1,
       n -> 0 gives 0, so it stays finite too; as accurate as the softplus form in FP32 and FP16."""
-    form = form or current().op_forms.get("mish", "softplus")
+    net = current()
+    form = form or net.op_forms.get("mish", "softplus")
     if form == "softplus":
-        t = tanh(softplus(x, op=join(op, "softplus")), op=join(op, "tanh"))
+        inside = [softplus(x, op=join(op, "softplus"))]
+        inside.append(tanh(inside[-1], op=join(op, "tanh")))
     elif form == "exp":
         n = exp(x, op=join(op, "exp"))
-        m = mul(n, add(n, 2.0, op=join(op, "n_plus_2")), op=join(op, "n_n_plus_2"))
-        t = sub(1.0, div(2.0, add(m, 2.0, op=join(op, "denominator")), op=join(op, "fraction")), op=join(op, "tanh"))
+        n2 = add(n, 2.0, op=join(op, "n_plus_2"))
+        m = mul(n, n2, op=join(op, "n_n_plus_2"))
+        d = add(m, 2.0, op=join(op, "denominator"))
+        f = div(2.0, d, op=join(op, "fraction"))
+        inside = [n, n2, m, d, f, sub(1.0, f, op=join(op, "tanh"))]
     else:
         raise ValueError(f"{site(op)}: mish form {form!r}: expected one of {', '.join(MISH_FORMS)}")
-    return mul(x, t, op=join(op, "mul"))
+    net.form_layers.update(t.name for t in inside)
+    return mul(x, inside[-1], op=join(op, "mul"))
 
 
 def hardswish(x: Any, op: str | None = "hardswish") -> Any:

@@ -123,7 +123,7 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
                                                  "data": data if isinstance(data, (str, os.PathLike)) else None})
     net = model.define(precision="fp32", input_size=input_size)
     definition = net.definition
-    digest = definition_digest(definition)
+    digest = definition_digest(net)
     weights_sha = weights_digest(model.path if getattr(model, "path", None) else model.weights)
     if out is not None and Path(out).exists() and not recalibrate:
         cache = load_cache(out)
@@ -140,7 +140,7 @@ def calibrate(model: Any, data: Any, method: str = "entropy", samples: int | Non
     if not isinstance(data, (np.ndarray, CalibrationData)) and Path(data).is_dir():
         data = load_data(data, tuple(inp.shape)[1:], preprocessing_for(model), limit=samples)
     result = calibrate_network(net, data, method, batch, device, samples, percentile, progress)
-    cache = new_cache(result.amax, method, result.num_samples, definition, weights_sha,
+    cache = new_cache(result.amax, method, result.num_samples, net, weights_sha,
                       arch=getattr(model, "arch", None) or None, groups=result.groups, device=device, batch=batch,
                       seconds={"statistics": round(result.collect_s, 3), "amax": round(result.amax_s, 3)},
                       **({"percentile": percentile} if method == "percentile" else {}))

@@ -278,7 +278,7 @@ class Quantizer:
 
         settings = self.settings
         if settings.cache is not None:
-            settings.cache.check(definition_digest(self.net.definition), settings.weights_sha256, settings.origin)
+            settings.cache.check(definition_digest(self.net), settings.weights_sha256, settings.origin)
         table = self.groups.amax(settings.amax)
         missing = [f"{name} (read by {paths[0]})" for name, paths in self.sites.items() if name not in table]
         if missing:
