@@ -31,6 +31,7 @@ import datetime
 import functools
 import gzip
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,7 @@ INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 bui
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
 YOLO_MISH = {"form": "softplus"}  # --yolo-mish: how YOLOv4's netdef definitions emit Mish (F.mish)
+YOLO_SHORTCUT = {"q": "conv"}  # --yolo-shortcut-q: where YOLOv4's netdef INT8 quantizes shortcut branches
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
@@ -143,6 +145,8 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
         options["heads"] = settings.precision in HEADS_FOR
         if YOLO_MISH["form"] != "softplus":
             options["mish"] = YOLO_MISH["form"]
+        if settings.precision == "int8" and YOLO_SHORTCUT["q"] != "conv":
+            options["shortcut_q"] = YOLO_SHORTCUT["q"]
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(INT8_SKIP)
@@ -319,12 +323,18 @@ def evaluate_outputs(plan, path: Path, inputs: dict, refs: dict, *, outputs: str
                     check=compare if outputs == "raw" else parsed_check, profile=profile)
 
 
-def timing_cache_for(work: Path, engine: Path) -> Path:
+def timing_cache_for(work: Path, engine: Path, base: Path | None = None) -> Path:
     """One timing cache per engine (WORK/timing/<engine stem>.cache): TensorRT 8.6 on the H200 refused every
-    cache another network's build had written, so sharing one across networks only cost the log errors."""
+    cache another network's build had written, so sharing one across networks only cost the log errors. A variant
+    of a network (`base`: the engine it varies) starts from a copy of the base's cache where it has none: most
+    of its layers are the base's (the row's `timing_cache` says whether TensorRT took it)."""
     folder = work / "timing"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{engine.stem}.cache"
+    path = folder / f"{engine.stem}.cache"
+    seed = folder / f"{base.stem}.cache" if base is not None else None
+    if seed is not None and seed != path and seed.exists() and not path.exists():
+        shutil.copyfile(seed, path)
+    return path
 
 
 def main() -> int:
@@ -344,6 +354,9 @@ def main() -> int:
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
     ap.add_argument("--yolo-mish", default="softplus", choices=["softplus", "exp"],
                     help="how YOLOv4's netdef definitions emit Mish (netdef.functional.mish; docs/int8.md 4)")
+    ap.add_argument("--yolo-shortcut-q", default="conv", choices=["conv", "activation"],
+                    help="where YOLOv4's netdef INT8 quantizes a shortcut's branch (define(shortcut_q=...): R3c, the "
+                         "default, or R3b; docs/int8.md 2)")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
     with builder_config(detailed_profiling):
@@ -355,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
     INT8_SKIP[:] = [s for s in args.int8_skip.split(",") if s]
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
     YOLO_MISH["form"] = args.yolo_mish
+    YOLO_SHORTCUT["q"] = args.yolo_shortcut_q
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
@@ -365,8 +379,12 @@ def run(args: argparse.Namespace) -> int:
         opt_level = int(level[0]) if level else args.opt_level
         skip = INT8_SKIP if precision == "int8" else []
         mish = args.yolo_mish if name == "yolov4" and path_kind == "netdef" and args.yolo_mish != "softplus" else None
-        variant = (f"-float-{'+'.join(skip)}" if skip else "") + (f"-mish-{mish}" if mish else "")
+        shortcut_q = (args.yolo_shortcut_q if name == "yolov4" and path_kind == "netdef" and precision == "int8"
+                      and args.yolo_shortcut_q != "conv" else None)
+        variant = ((f"-float-{'+'.join(skip)}" if skip else "") + (f"-mish-{mish}" if mish else "")
+                   + (f"-shortcut-{shortcut_q}" if shortcut_q else ""))
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
+        base_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
             row = {"skipped": "deadline", "model": name, "precision": precision, "path": path_kind,
                    "opt_level": opt_level}
@@ -375,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
             write_results(out_path, results)
             continue
         settings = BuildSettings(precision=precision, batch=(1, 32, 32), optimization_level=opt_level,
-                                 timing_cache=timing_cache_for(work, engine_path), progress=False)
+                                 timing_cache=timing_cache_for(work, engine_path, base_path), progress=False)
         t0 = time.perf_counter()
         plan = None
         try:
@@ -400,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
             row["int8_skip"] = list(skip)
         if mish:
             row["mish"] = mish
+        if shortcut_q:
+            row["shortcut_q"] = shortcut_q
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         write_results(out_path, results)

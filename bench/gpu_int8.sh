@@ -18,6 +18,8 @@
 #        variants_y  YOLOv4 netdef INT8 with the stem in FP16 (level Y_LEVEL), then INT8 and FP16 at level 3
 #                    -> y/trt_yolo_variant_stem.json, y/trt_yolo_variant_level3.json (~3 + ~8 min)
 #        mish_y      YOLOv4 netdef INT8 and FP16 with Mish as exp (level Y_LEVEL) -> y/trt_yolo_variant_mish.json
+#        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
+#                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
 #   bash bench/gpu_int8.sh summarize       the table of the steps' result files (missing ones named)
@@ -78,6 +80,13 @@ mish_y() {  # Mish emitted as exp and a division (docs/int8.md 4: INT8 convs com
   stamp "y: yolov4 netdef int8 + fp16 with Mish as exp (level $Y_LEVEL)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_mish.json" \
     --plan yolov4:int8:netdef,yolov4:fp16:netdef --yolo-mish exp >> "$W/y/bench_mish.log" 2>&1
+}
+
+r3b_y() {  # shortcut branches quantized after their activation (R3b, docs/int8.md 2): the default before R3c
+  wait_prepared || return 1
+  stamp "y: yolov4 netdef int8 with shortcuts quantized after the activation (level $Y_LEVEL)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_r3b.json" --plan yolov4:int8:netdef \
+    --yolo-shortcut-q activation >> "$W/y/bench_r3b.log" 2>&1
 }
 
 onnx_y() {
@@ -153,8 +162,8 @@ case "${1:-}" in
   step)
     mkdir -p "$W/y" "$W/r"
     case "${2:-}" in
-      prepare_y|implicit|netdef_y|variants_y|mish_y|onnx_y|r50) "$2" ;;
-      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|mish_y|onnx_y|r50" >&2; exit 2 ;;
+      prepare_y|implicit|netdef_y|variants_y|mish_y|r3b_y|onnx_y|r50) "$2" ;;
+      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|mish_y|r3b_y|onnx_y|r50" >&2; exit 2 ;;
     esac ;;
   summarize) summarize; touch "$W/done" ;;
   *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run | lane y|r | step NAME | summarize" >&2; exit 2 ;;

@@ -12,6 +12,7 @@
 #       calibration cache from the same files is reused) | yolo_netdef 420 (netdef FP16 270 + INT8 150, level 1) |
 #       yolo_variants ~750 (netdef INT8 with the stem in FP16 at level 1 150, INT8 at level 3 ~600: docs/int8.md 4)
 #       | yolo_mish ~450 (netdef INT8 + FP16 with Mish as exp, level Y_LEVEL; not in the default list)
+#       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
@@ -21,10 +22,11 @@
 # With these numbers one session holds (a) without r50 and part of (b); (c), r50 and (d) run only where builds beat
 # the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
 # implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
-# Issue 14 at one level that is not level 1 (level 1's tactic search made netdef INT8 1.5x slower than the same
-# definition at level 3: docs/int8.md 4): Y_LEVEL=3 ITEMS="yolo_prepare yolo_implicit yolo_netdef yolo_mish"
-# NEED="yolo_implicit=1300 yolo_netdef=700" (the implicit build at level 3 is not measured yet; the seed's timing
-# caches shorten netdef INT8's; yolo_mish: the same pair with Mish emitted as exp, on the other GPU's spare time).
+# Issue 14 at level 3 (level 1's tactic search made netdef INT8 1.5x slower than the same definition at level 3:
+# docs/int8.md 4), netdef only (TensorRT's implicit INT8 build at level 3 outlasts a session; netdef's level-3
+# builds took 1-2 min each on 2026-11-30 run 3, FP16 about 10): Y_LEVEL=3 ITEMS="yolo_prepare yolo_netdef yolo_r3b"
+# NEED="yolo_netdef=700 yolo_r3b=300". TensorRT 8.6 refused every seeded timing cache ("Myelin error from unknown
+# graph"), so a seed shortens nothing.
 #
 #   bash bench/gpu_session.sh start          copy this tree to $W/src and start there (setsid nohup), return
 #   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS (or the end), print one status line per item (done,
@@ -69,6 +71,7 @@ item() {
     yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
     yolo_variants) W="$W/int8" bash bench/gpu_int8.sh step variants_y ;;
     yolo_mish) W="$W/int8" bash bench/gpu_int8.sh step mish_y ;;
+    yolo_r3b) W="$W/int8" bash bench/gpu_int8.sh step r3b_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
@@ -99,7 +102,7 @@ results_of() {  # the result files an item writes, relative to $W
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_stem.json int8/y/trt_yolo_variant_level3.json ;;
-    yolo_mish) echo int8/y/trt_yolo_variant_mish.json ;;
+    yolo_mish) echo int8/y/trt_yolo_variant_mish.json ;; yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
@@ -112,6 +115,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_mish) echo int8/y/bench_mish.log ;;
+    yolo_r3b) echo int8/y/bench_r3b.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
     openpose_*) echo "openpose/${1#openpose_}/prepare.log" "openpose/${1#openpose_}/bench.log" ;;
@@ -120,7 +124,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_mish) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_mish|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
   esac
 }
 
@@ -128,7 +132,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
-    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;; yolo_variants|yolo_mish) s=600 ;;
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;; yolo_variants|yolo_mish|yolo_r3b) s=600 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

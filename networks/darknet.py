@@ -105,6 +105,12 @@ class DarknetPlan:
         return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
 
     @property
+    def shortcut_branches(self) -> list[int]:
+        """Indices of the convolutions a [shortcut] adds to its `from` layer (each shortcut's previous layer)."""
+        sources = (self.layers[s.index].sources[0] for s in self.layers if s.type == "shortcut")
+        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+
+    @property
     def classes(self) -> int:
         counts = {self.layers[i].options["head"].classes for i in self.heads}
         if len(counts) != 1:
@@ -158,12 +164,16 @@ class Side:
     ns: Any  # netdef.nn or torch.nn
 
     def residual(self, x: Any, skip: Any) -> Any:
-        """x + skip, where `skip` is the shortcut's `from` layer and x the previous layer's activated output (INT8
-        reads both quantized, in one scale: docs/int8.md R3b)."""
+        """x + skip, where `skip` is the shortcut's `from` layer and x the previous layer's activated output (INT8:
+        docs/int8.md R3c, or R3b)."""
         raise NotImplementedError
 
     def act(self, x: Any, kind: str) -> Any:
         raise NotImplementedError
+
+    def branch_output(self, x: Any) -> Any:
+        """A shortcut branch's raw conv output before its activation (INT8 may quantize it there: R3c)."""
+        return x
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
         raise NotImplementedError
@@ -181,6 +191,8 @@ class Side:
 class Convolutional:
     """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
 
+    shortcut_branch = False  # a [shortcut] adds this layer's output (DarknetPlan.shortcut_branches)
+
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
                  bn: bool, activation: str) -> None:
         super().__init__()
@@ -190,7 +202,8 @@ class Convolutional:
 
     def forward(self, x: Any) -> Any:
         x = self.conv(x)
-        return self.act(self.bn(x) if self.bn is not None else x, self.activation)
+        x = self.bn(x) if self.bn is not None else x
+        return self.act(self.branch_output(x) if self.shortcut_branch else x, self.activation)
 
 
 class Maxpool:
@@ -306,7 +319,10 @@ def side_classes(side: type) -> dict[str, type]:
 
 
 def make_layers(darknet_plan: DarknetPlan, classes: dict[str, type]) -> list[Any]:
-    return [classes[s.type](**s.options) for s in darknet_plan.layers]
+    layers = [classes[s.type](**s.options) for s in darknet_plan.layers]
+    for i in darknet_plan.shortcut_branches:
+        layers[i].shortcut_branch = True
+    return layers
 
 
 def walk(darknet_plan: DarknetPlan, layers: Sequence[Any], x: Any) -> list[Any]:
@@ -339,10 +355,13 @@ class NetdefSide(Side, Module):
     ns = nn
 
     def residual(self, x: Any, skip: Any) -> Any:
-        return F.add(x, skip, skip=1, quantize_branch=True)  # x = activation(conv): the conv fuses that, not the add
+        return F.add(x, skip, skip=1, quantize_branch=True)  # x = activation(conv), its conv: branch_output
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)
+
+    def branch_output(self, x: Any) -> Any:
+        return current().quant.branch_preactivation(x)
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
         return F.max_pool2d(x, size, stride, pads, op=None)

@@ -12,7 +12,7 @@ Outputs, chosen at define time (`outputs=`):
 - "parsed" (default): the reference's test-time steps inside the engine (`parse` below; `torch_parse` is the
   same in torch): output0 resized to H/2 (bilinear), heatmaps averaged with output1, heatmaps and tags resized to
   the input size (the tags only where the candidates are: the same bilinear taps at k positions instead of whole
-  maps at input size); max-pool NMS and the top k candidates per joint (the top k of each row, then of those): `scores` (B, J, k), `keypoints` (B, J, k, 2)
+  maps at input size); max-pool NMS and the top k candidates per joint: `scores` (B, J, k), `keypoints` (B, J, k, 2)
   x, y in input pixels with the reference's quarter-pixel adjustment, `tags` (B, J, k). The host groups them
   into people (netdef.pose.grouping, netdef.pose.higherhrnet).
 """
@@ -237,7 +237,8 @@ def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> 
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
 def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
-    """`torch_parse`'s steps as TensorRT layers (names `parse/...`); positions in FP32 from int32 indices.
+    """`torch_parse`'s steps as TensorRT layers (names `parse/...`), in FP32 (call it inside `net.float32()`);
+    positions from int32 indices.
 
     Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
     tensors; the four neighbours of the quarter-pixel adjustment come from one gather.
@@ -245,6 +246,9 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
     joints = int(tuple(output1.shape)[1])
     height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
     with net.scope("parse"):
+        # FP32 (the caller's net.float32()): in FP16 the resized maps round neighbouring pixels of a peak to equal
+        # values, NMS keeps them all and the top k fills with duplicates (H200 FP16 engine: scores 15% off)
+        output0, output1 = F.cast(output0, np.float32, op="output0/float"), F.cast(output1, np.float32, op="output1/float")
         up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
         heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
@@ -252,7 +256,9 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
-        scores, index = _topk_by_rows(nms, topk)
+        # one TopK over H x W per map: a two-pass top k (rows, then their best) picked wrong candidates on TensorRT
+        # 8.6, in one Myelin node for the whole parse, twice as slow (H200, 2026-11-30 run 3: README "Measured")
+        scores, index = F.topk(F.reshape(nms, flat, op="nms_flat"), topk, dim=2, op="topk")
         y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
         row = F.mul(y, width, op="row")
         x = F.sub(index, row, op="x")
@@ -271,21 +277,6 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
             keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
                                   F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
-
-
-def _topk_by_rows(maps: Any, k: int) -> tuple[Any, Any]:
-    """The top k of each (B, J) map of H x W, sorted, with flat indices y * W + x: the top k of every row first,
-    then of those H * k. Exactly the one-pass top k (an element among the map's k largest is among its row's k
-    largest); one TopK over H * W elements per map keeps a few hundred rows in flight on the GPU, the rows keep
-    B * J * H."""
-    joints, height, width = (int(d) for d in tuple(maps.shape)[1:])
-    per_row = min(k, width)
-    row_values, row_index = F.topk(maps, per_row, dim=3, op="topk_rows")  # (B, J, H, per_row), column indices
-    values = F.reshape(row_values, (0, joints, height * per_row), op="row_best")
-    scores, pick = F.topk(values, k, dim=2, op="topk")
-    column = F.gather(F.reshape(row_index, (0, joints, height * per_row), op="row_best_index"), 2, pick, op="column")
-    row = F.div(pick, per_row, op="row")  # int32 and non-negative: truncation is floor
-    return scores, F.add(F.mul(row, width, op="row_start"), column, op="index")
 
 
 def _tags_at(tags: Any, y: Any, x: Any) -> Any:
@@ -435,7 +426,7 @@ class HigherHRNet(NetworkModel):
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
             else:
-                with net.unquantized():
+                with net.float32():  # never quantized either
                     results = parse(net, output0, output1, topk, nms_kernel)
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)

@@ -237,6 +237,25 @@ def test_engines_build_raw_and_parsed(small: HigherHRNet) -> None:
             assert plan.meta["arch"] == "higherhrnet" and plan.meta["outputs_kind"] == outputs
 
 
+def test_parse_runs_in_fp32_in_an_fp16_definition(small: HigherHRNet) -> None:
+    """In FP16 the resized heatmaps round a peak's neighbours to its value: NMS keeps them all and the top k fills
+    with duplicates (torch shows it below; the H200 FP16 engine's scores were 15% off). So the parse is FP32: every
+    floating layer after the casts of the two maps writes FP32, and the definition says so to the builder."""
+    from networks.higherhrnet_torch import torch_parse
+
+    rng = np.random.default_rng()
+    coarse = torch.from_numpy(rng.standard_normal((1, 51, 16, 16)))
+    maps = torch.nn.functional.interpolate(coarse, size=(128, 128), mode="bicubic", align_corners=False) * 0.1
+    output0, output1 = maps[:, :34, ::2, ::2].contiguous(), maps[:, 34:]
+    exact, half = torch_parse(output0, output1)[0], torch_parse(output0.half(), output1.half())[0].double()
+    assert float((half - exact).norm() / exact.norm()) > 0.01  # not FP16's 1e-3: different candidates
+    d = small.define("fp16", SIZE).definition
+    parse_layers = [d.get_layer(i) for i in range(d.num_layers) if d.get_layer(i).name.startswith("parse/")]
+    floating = [layer for layer in parse_layers if layer.get_output(0).dtype.name in ("FLOAT", "HALF")]
+    assert len(floating) > 20 and [l.name for l in floating if l.get_output(0).dtype.name != "FLOAT"] == []
+    assert parse_layers[0].name == "parse/output0/float" and parse_layers[0].type.name == "CAST"
+
+
 def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) -> None:
     from netdef.quantize import calibrate, load_data, preprocessing_for
     from netdef.quantize.placement import check_placement

@@ -274,6 +274,51 @@ def test_yolo_mish_variant_defines_exp_form_int8_from_the_default_forms_calibrat
     assert plan.meta["placement"]["int8_weighted_layers"] == 2  # the head conv stays float (R9)
 
 
+def test_yolo_shortcut_variants_share_the_default_calibration(gpu, tmp_path, monkeypatch):
+    """One calibration cache (the default R3c definition's) serves both shortcut placements: R3c quantizes the
+    branch conv's output (the one quantized weighted output), --yolo-shortcut-q activation (R3b) the activation's,
+    recorded in the definition; FP16 definitions ignore the option."""
+    from netdef.quantize import calibrate
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import CfgWriter, write_darknet_weights
+    from networks.yolov4 import YOLOv4
+
+    w = CfgWriter(32, 32, 1, 1)
+    w.conv(8, 3, 2, "mish")
+    w.conv(8, 3, 1, "mish")
+    w.section("shortcut", **{"from": "-2", "activation": "linear"})
+    w.head_conv(1)
+    w.yolo("0", "10,14", 1, 1.0)
+    (tmp_path / "y.cfg").write_text(w.text())
+    write_darknet_weights(w.text(), tmp_path / "y.weights", seed=2, gain=1.2)
+    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "yolov4.h5")
+    model = YOLOv4.from_hdf5(tmp_path / "yolov4.h5")
+    data = model.sample_input(4, 32, seed=int(np.random.default_rng().integers(1000)))
+    calibrate(model, data, batch=4, input_size=(32, 32), out=tmp_path / "yolov4_calib.json", progress=False)
+    monkeypatch.setitem(gpu.INPUT_SIZE, "yolov4", (32, 32))
+    plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "c.engine")
+    assert "shortcut_q" not in plan.meta["define_options"]
+    assert plan.meta["placement"]["quantized_weighted_outputs"] == 1 and plan.meta["placement"]["requantized"] == 0
+    monkeypatch.setitem(gpu.YOLO_SHORTCUT, "q", "activation")
+    plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "a.engine")
+    assert plan.meta["define_options"]["shortcut_q"] == "activation"
+    assert plan.meta["placement"]["quantized_weighted_outputs"] == 0 and plan.meta["placement"]["requantized"] == 0
+    fp16 = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="fp16", progress=False), tmp_path / "f.engine")
+    assert "shortcut_q" not in fp16.meta["define_options"]
+
+
+def test_variant_timing_cache_starts_from_its_base_engines(gpu, tmp_path) -> None:
+    base = tmp_path / "yolov4-netdef-int8-level3.engine"
+    variant = tmp_path / "yolov4-netdef-int8-shortcut-activation-level3.engine"
+    assert not gpu.timing_cache_for(tmp_path, variant, base).exists()  # no base cache: none
+    gpu.timing_cache_for(tmp_path, base).write_bytes(b"base timings")
+    path = gpu.timing_cache_for(tmp_path, variant, base)
+    assert path.read_bytes() == b"base timings" and path.name == f"{variant.stem}.cache"
+    path.write_bytes(b"its own")
+    assert gpu.timing_cache_for(tmp_path, variant, base).read_bytes() == b"its own"  # never overwritten
+    assert gpu.timing_cache_for(tmp_path, base, base).read_bytes() == b"base timings"
+
+
 # --- after the build: nothing lost (the H200 run's implicit YOLOv4 row died in the check after a 13-minute build) --
 
 class _EngineOrderSession:
@@ -382,7 +427,8 @@ def _run_args(tmp_path, plan, deadline_at):
 
     return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
                               out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
-                              yolo_heads="fp16,int8", profile_iters=0, yolo_mish="softplus")
+                              yolo_heads="fp16,int8", profile_iters=0, yolo_mish="softplus",
+                              yolo_shortcut_q="conv")
 
 
 def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):

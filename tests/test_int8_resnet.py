@@ -131,3 +131,42 @@ def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
     assert report.ok and report.quantized == {"activations": 18, "weights": 19}
     plan = int8.build(BuildSettings(precision="int8", progress=False))
     assert len(plan.data) > 100_000
+
+
+def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None:
+    """YOLOv4 (the real cfg, widths / 16): one calibration serves both shortcut placements (R3c, the default, and
+    R3b: `shortcut_q`); either INT8 definition keeps the heads close to FP32 on fresh inputs, R3c about as close as
+    R3b; both build, R3c passes `verify`."""
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
+
+    text = yolov4_cfg(width_div=16, classes=4)
+    (tmp_path / "y.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "y.weights", seed=5, gain=1.2)
+    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
+    model = YOLOv4.from_hdf5(tmp_path / "y.h5")
+    size = 64
+    data = np.concatenate([model.sample_input(1, size, seed=s) for s in range(8)])
+    cache = calibrate(model, data, method="entropy", batch=8, input_size=size, progress=False)
+    seed = int(np.random.default_rng().integers(1 << 30))
+    x = np.concatenate([model.sample_input(1, size, seed=seed + s) for s in range(2)])
+    fp32 = model.define("fp32", input_size=size, nms="raw", heads=True)
+    ref = execute(fp32.definition, {"input": x})
+    errors = {}
+    for mode in ("activation", "conv"):
+        int8 = model.define("int8", input_size=size, nms="raw", heads=True, calibration=cache, shortcut_q=mode)
+        got = execute(int8.definition, {"input": x})
+        cos = min(_cosine(got[f"head{i}"], ref[f"head{i}"]) for i in range(3))
+        errors[mode] = max(float((got[f"head{i}"].double() - ref[f"head{i}"].double()).norm()
+                                 / ref[f"head{i}"].double().norm()) for i in range(3))
+        print(f"\nyolov4 shortcut_q={mode}: heads cosine {cos:.5f}, rel err {errors[mode]:.3e}")
+        assert cos >= 0.97 and errors[mode] > 0
+    assert errors["conv"] <= 1.5 * errors["activation"]
+    int8 = model.define("int8", input_size=size, nms="raw", calibration=cache)
+    report = verify_network(int8, model.reference(), x)
+    assert report.ok and report.quantized == {"activations": 121, "weights": 107}
+    for net in (int8, model.define("int8", input_size=size, nms="raw", calibration=cache, shortcut_q="activation")):
+        plan = net.build(BuildSettings(precision="int8", progress=False))
+        assert len(plan.data) > 100_000
+    assert plan.meta["define_options"]["shortcut_q"] == "activation" and "shortcut_q" not in int8.meta["define_options"]

@@ -172,8 +172,8 @@ def test_yolov4_tiny_placement_routes_share_one_scale_and_nothing_is_requantized
 
 @pytest.mark.parametrize("mish", ["softplus", "exp"])
 def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path, mish: str) -> None:
-    """YOLOv4 (the real cfg, widths / 16, 64x64): 23 shortcuts, the CSP / SPP / PAN route groups of docs/int8.md;
-    the same placement whichever form Mish is emitted in."""
+    """YOLOv4 (the real cfg, widths / 16, 64x64), shortcuts quantized after the activation (R3b): 23 shortcuts, the
+    CSP / SPP / PAN route groups of docs/int8.md; the same placement whichever form Mish is emitted in."""
     from networks.yolov4 import YOLOv4
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
@@ -182,13 +182,56 @@ def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path, mish: 
     (tmp_path / "y.cfg").write_text(text)
     write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
     export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
-    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64, mish=mish)
+    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64, mish=mish,
+                                                           shortcut_q="activation")
     assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10 + 23
     assert ["layers.4", "layers.6"] in declared and ["layers.17", "layers.19"] in declared  # branch + from
     assert len(report.activations) == 98 + 23
     assert ["layers.107", "layers.108", "layers.110", "layers.112", "layers.113"] in declared  # SPP
     assert ["layers.117", "layers.118.up", "layers.120", "layers.121"] in declared  # PAN, upsample included
     assert ["layers.116", "layers.152", "layers.153"] in declared
+
+
+def _yolov4_h5(tmp_path):
+    from networks.yolov4 import YOLOv4
+    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
+
+    text = yolov4_cfg(width_div=16, classes=4)
+    (tmp_path / "y.cfg").write_text(text)
+    write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
+    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
+    return YOLOv4.from_hdf5(tmp_path / "y.h5")
+
+
+def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tmp_path) -> None:
+    """The default placement (R3c, shortcut_q="conv"): each shortcut's branch conv writes its raw output through Q/DQ (its only reader:
+    the activation), the add reads one DQ, the skip's; no shortcut pairs a scale group; nothing requantized, no
+    float residual. The ranges come from the default definition's calibration names (it observes the branch conv
+    outputs, so one calibration serves both placements; the default's observes the activations R3b quantizes)."""
+    model = _yolov4_h5(tmp_path)
+    fp32 = model.define("fp32", input_size=64, nms="raw", shortcut_q="activation")
+    shortcuts = [s.index for s in model.cfg.layers if s.type == "shortcut"]
+    branches = [f"layers.{i - 1}.bn" for i in shortcuts]
+    assert fp32.quant.observed == branches and not set(branches) & set(fp32.quant.sites)
+    assert set(branches) <= set(fp32.quant.calibration_names())
+    default = model.define("fp32", input_size=64, nms="raw")
+    assert default.quant.observed == [f"layers.{i - 1}" for i in shortcuts]  # the activations: R3b's sites
+    assert set(branches) <= set(default.quant.sites) and set(default.quant.calibration_names()) == set(
+        fp32.quant.calibration_names())
+    int8 = model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32))
+    report = check_placement(int8)
+    assert report.requantized == [] and report.float_residuals == []
+    assert report.quantized_weighted_outputs == branches
+    assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [1] for i in shortcuts}
+    assert all(report.site(b).readers == [f"{b[:-3]}/mish/softplus:0", f"{b[:-3]}/mish/mul:0"] for b in branches)
+    quantized = set(int8.quant.sites)
+    declared = [g for g in int8.quant.groups.groups() if quantized & set(g)]
+    commuting = [g for g in commuting_groups(int8).groups() if quantized & set(g)]
+    assert sorted(declared) == sorted(commuting) and len(declared) == 10
+    assert len(report.int8_layers()) == 107 and "shortcut_q" not in int8.meta["define_options"]
+    with pytest.raises(ValueError, match="shortcut_q='add'"):
+        model.define("fp32", input_size=64, nms="raw", shortcut_q="add")
 
 
 def test_scale_groups_union_find_and_json() -> None:

@@ -46,9 +46,9 @@ def _elementwise(a: Operand, b: Operand, kind: str, op: str | None) -> Any:
 def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None, quantize_branch: bool = False) -> Any:
     """a + b. `skip` (0 or 1) names the input that is a residual's skip (the identity, a Darknet shortcut's
     `from`): INT8 reads it through its shared Q/DQ and the other input, the branch, stays float so the
-    convolution producing it fuses the add (netdef.quantize.policy). `quantize_branch`: the branch may end in an
-    activation (conv -> activation -> add), which the convolution fuses instead of the add; unless it is a raw
-    INT8 conv output, INT8 then reads it quantized too, in the skip's scale: an INT8 add (docs/int8.md R3b)."""
+    convolution producing it fuses the add (netdef.quantize.policy). `quantize_branch`: the branch ends in an
+    activation of a conv (conv -> activation -> add) whose output went through `quant.branch_preactivation`:
+    the add runs in INT8 with the activation (R3c) or reads the branch quantized (R3b; docs/int8.md 2)."""
     net = current()
     both = is_tensor(a) and is_tensor(b)
     a, b = _operands(a, b, op)

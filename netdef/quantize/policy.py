@@ -7,7 +7,10 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
   per tensor, shared by every consumer (R2);
 - `summands(inputs, skip, quantize_branch)`: the add input the network file names as the residual's skip is read
   through that shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3); a
-  branch that ends in an activation (the network file says so) is quantized too, in the skip's scale (R3b);
+  branch that ends in an activation (the network file says so) is quantized at its convolution's output, before
+  the activation (`branch_preactivation`), so the activation and the add run as one INT8 pointwise kernel (R3c,
+  `branch_at = "conv"`), or (`branch_at = "activation"`) after it, in the skip's scale (R3b); each placement's
+  calibration observes the other's tensors too, so one calibration serves both;
 - `share_scale(*tensors)`: concatenation, max pooling, nearest resize, slice and reshape declare that their inputs
   and output form one scale group; they emit nothing (R4-R6).
 Sites are recorded in every precision: the FP32 definition records what the INT8 one quantizes and emits nothing,
@@ -83,12 +86,15 @@ class Quantizer:
         self._dequantized: dict[str, Any] = {}  # tensor name -> its shared DQ output
         self._scales: list[tuple[Any, Any, np.ndarray]] = []  # (quantized tensor, its scale constant layer, value)
         self._int8_outputs: set[str] = set()  # raw outputs of weighted layers with INT8 input and weights
+        self._observed: list[Any] = []  # tensors calibration observes though no layer reads them quantized
+        self.branch_at = "conv"  # where a residual branch ending in an activation is quantized (R3c / R3b)
         self._fused: set[str] = set()  # what a fused INT8 conv + add (+ activation) ends in
         # filled by finish(): canonical tensor -> consumer paths, weighted layers' paths, scale groups
         self.sites: dict[str, list[str]] = {}
         self.weight_sites: list[str] = []
         self.groups = ScaleGroups()
         self.guarded: list[str] = []
+        self.observed: list[str] = []
 
     @property
     def emits(self) -> bool:
@@ -167,18 +173,37 @@ class Quantizer:
     def summands(self, inputs: Sequence[Any], skip: int | None = None, quantize_branch: bool = False) -> list[Any]:
         """An add's two inputs as it reads them: `skip` (0, 1 or None) through its shared Q/DQ (R3); any input that
         is what a fused INT8 conv + add ends in (a chain of adds) too, since on TensorRT 8.6 it must end in INT8;
-        the others as they are. `quantize_branch` (the branch may end in an activation, which its convolution fuses
-        instead of the add): unless the branch is a raw INT8 conv output, it is read quantized too, in one scale
-        group with the skip, so TensorRT runs an INT8 add (R3b)."""
+        the others as they are. `quantize_branch` (the branch ends in an activation of a conv, which the network file
+        passes through `branch_preactivation`): unless the branch is a raw INT8 conv output, R3c reads it as it is
+        (its conv output was quantized before the activation: DQ -> activation -> add -> Q is one INT8 pointwise
+        kernel), R3b quantizes it, in one scale group with the skip (the conv computes the activation, the add is
+        INT8)."""
         inputs = list(inputs)
         if skip not in (None, 0, 1) or len(inputs) != 2:
             raise ValueError(f"{self.net.path or 'network'}: skip={skip!r}: an add's skip is input 0 or 1")
         if quantize_branch and skip is None:
             raise ValueError(f"{self.net.path or 'network'}: quantize_branch needs the skip named (skip=0 or 1)")
         if quantize_branch and inputs[1 - skip].name not in self._int8_outputs:  # a raw conv output fuses the add
-            self.share_scale(*inputs)
-            return [self.input(t) for t in inputs]
+            if self.branch_at == "activation":
+                self.share_scale(*inputs)
+                return [self.input(t) for t in inputs]
+            self.observe(inputs[1 - skip])  # what R3b would quantize: one calibration serves both
         return [self.input(t) if k == skip or t.name in self._fused else t for k, t in enumerate(inputs)]
+
+    def branch_preactivation(self, y: Any) -> Any:
+        """y, the raw output of a residual branch's last convolution, as its activation reads it: with
+        `branch_at = "conv"` through y's Q/DQ, so the convolution writes INT8 and the activation runs in the add's
+        INT8 pointwise kernel (R3c: TensorRT's implicit INT8 engine's choice); else y itself, observed so that one
+        calibration serves either choice."""
+        if self.branch_at == "conv":
+            return self.input(y)
+        self.observe(y)
+        return y
+
+    def observe(self, x: Any) -> None:
+        """Calibration observes x (another placement of this network quantizes it); nothing is emitted."""
+        if self.quantizes() and _floating(x):
+            self._observed.append(x)
 
     def summed(self, y: Any, operands: Sequence[Any]) -> Any:
         """Note an add of two tensors: when one is the raw output of an INT8 weighted layer, TensorRT fuses the
@@ -251,6 +276,7 @@ class Quantizer:
             if guard and tensor.name not in self.guarded:
                 self.guarded.append(tensor.name)
         self.weight_sites = list(dict.fromkeys(self._weighted))
+        self.observed = list(dict.fromkeys(canonical(t.name) for t in self._observed))
         self.groups = ScaleGroups()
         for members in self._shared:
             self.groups.union(*(canonical(t.name) for t in members))
@@ -266,8 +292,9 @@ class Quantizer:
                      "layers): %s", self.net.definition.name, ", ".join(self.guarded[:5]))
 
     def calibration_names(self) -> list[str]:
-        """The tensors calibration observes: every quantized one and every member of their scale groups."""
-        names = set(self.sites)
+        """The tensors calibration observes: every quantized one, every member of their scale groups and those
+        observed for another placement of the same network (`branch_preactivation`)."""
+        names = set(self.sites) | set(self.observed)
         for group in self.groups.groups():
             if names.intersection(group):
                 names.update(group)
