@@ -9,8 +9,9 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
   through that shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3); a
   branch that ends in an activation (the network file says so) is quantized at its convolution's output, before
   the activation (`branch_preactivation`), so the activation and the add run as one INT8 pointwise kernel (R3c,
-  `branch_at = "conv"`), or (`branch_at = "activation"`) after it, in the skip's scale (R3b); each placement's
-  calibration observes the other's tensors too, so one calibration serves both;
+  `branch_at = "conv"`: YOLOv4's default), or after it, in the skip's scale (R3b, `branch_at = "activation"`:
+  the quantizer's default); each placement's calibration observes the other's tensors too, so one calibration
+  serves both;
 - `share_scale(*tensors)`: concatenation, max pooling, nearest resize, slice and reshape declare that their inputs
   and output form one scale group; they emit nothing (R4-R6).
 Sites are recorded in every precision: the FP32 definition records what the INT8 one quantizes and emits nothing,
@@ -87,7 +88,9 @@ class Quantizer:
         self._scales: list[tuple[Any, Any, np.ndarray]] = []  # (quantized tensor, its scale constant layer, value)
         self._int8_outputs: set[str] = set()  # raw outputs of weighted layers with INT8 input and weights
         self._observed: list[Any] = []  # tensors calibration observes though no layer reads them quantized
-        self.branch_at = "conv"  # where a residual branch ending in an activation is quantized (R3c / R3b)
+        # where a residual branch ending in an activation is quantized: "activation" (R3b) needs nothing more from the
+        # network file; "conv" (R3c) needs its branch convs' outputs passed through branch_preactivation (Darknet)
+        self.branch_at = "activation"
         self._fused: set[str] = set()  # what a fused INT8 conv + add (+ activation) ends in
         # filled by finish(): canonical tensor -> consumer paths, weighted layers' paths, scale groups
         self.sites: dict[str, list[str]] = {}
