@@ -63,7 +63,6 @@ DEFAULT_PLAN = ",".join([
 INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
-YOLO_MISH = {"form": "softplus"}  # --yolo-mish: how YOLOv4's netdef definitions emit Mish (F.mish)
 YOLO_SHORTCUT = {"q": "conv"}  # --yolo-shortcut-q: where YOLOv4's netdef INT8 quantizes shortcut branches
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
@@ -143,8 +142,6 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     if name == "yolov4":
         options["nms"] = "raw"
         options["heads"] = settings.precision in HEADS_FOR
-        if YOLO_MISH["form"] != "softplus":
-            options["mish"] = YOLO_MISH["form"]
         if settings.precision == "int8" and YOLO_SHORTCUT["q"] != "conv":
             options["shortcut_q"] = YOLO_SHORTCUT["q"]
     if settings.precision == "int8":
@@ -352,8 +349,6 @@ def main() -> int:
                     help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
-    ap.add_argument("--yolo-mish", default="softplus", choices=["softplus", "exp"],
-                    help="how YOLOv4's netdef definitions emit Mish (netdef.functional.mish; docs/int8.md 4)")
     ap.add_argument("--yolo-shortcut-q", default="conv", choices=["conv", "activation"],
                     help="where YOLOv4's netdef INT8 quantizes a shortcut's branch (define(shortcut_q=...): R3c, the "
                          "default, or R3b; docs/int8.md 2)")
@@ -367,7 +362,6 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = [s for s in args.int8_skip.split(",") if s]
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
-    YOLO_MISH["form"] = args.yolo_mish
     YOLO_SHORTCUT["q"] = args.yolo_shortcut_q
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
@@ -378,11 +372,9 @@ def run(args: argparse.Namespace) -> int:
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
         skip = INT8_SKIP if precision == "int8" else []
-        mish = args.yolo_mish if name == "yolov4" and path_kind == "netdef" and args.yolo_mish != "softplus" else None
         shortcut_q = (args.yolo_shortcut_q if name == "yolov4" and path_kind == "netdef" and precision == "int8"
                       and args.yolo_shortcut_q != "conv" else None)
-        variant = ((f"-float-{'+'.join(skip)}" if skip else "") + (f"-mish-{mish}" if mish else "")
-                   + (f"-shortcut-{shortcut_q}" if shortcut_q else ""))
+        variant = (f"-float-{'+'.join(skip)}" if skip else "") + (f"-shortcut-{shortcut_q}" if shortcut_q else "")
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         base_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
@@ -416,8 +408,6 @@ def run(args: argparse.Namespace) -> int:
                    wall_s=round(time.perf_counter() - t0, 1))
         if skip:
             row["int8_skip"] = list(skip)
-        if mish:
-            row["mish"] = mish
         if shortcut_q:
             row["shortcut_q"] = shortcut_q
         results["rows"].append(row)

@@ -17,7 +17,6 @@
 #        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
 #        variants_y  YOLOv4 netdef INT8 with the stem in FP16 (level Y_LEVEL), then INT8 and FP16 at level 3
 #                    -> y/trt_yolo_variant_stem.json, y/trt_yolo_variant_level3.json (~3 + ~8 min)
-#        mish_y      YOLOv4 netdef INT8 and FP16 with Mish as exp (level Y_LEVEL) -> y/trt_yolo_variant_mish.json
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
@@ -73,13 +72,6 @@ variants_y() {  # what docs/int8.md section 4 leaves open: the stem in FP16 (lev
     --int8-skip layers.0 >> "$W/y/bench_variants.log" 2>&1
   bench --work "$W/y" --opt-level 3 --out "$W/y/trt_yolo_variant_level3.json" --plan yolov4:int8:netdef,yolov4:fp16:netdef \
     >> "$W/y/bench_variants.log" 2>&1
-}
-
-mish_y() {  # Mish emitted as exp and a division (docs/int8.md 4: INT8 convs computing Mish in their epilogue)
-  wait_prepared || return 1
-  stamp "y: yolov4 netdef int8 + fp16 with Mish as exp (level $Y_LEVEL)"
-  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_mish.json" \
-    --plan yolov4:int8:netdef,yolov4:fp16:netdef --yolo-mish exp >> "$W/y/bench_mish.log" 2>&1
 }
 
 r3b_y() {  # shortcut branches quantized after their activation (R3b, docs/int8.md 2): the default before R3c
@@ -162,8 +154,8 @@ case "${1:-}" in
   step)
     mkdir -p "$W/y" "$W/r"
     case "${2:-}" in
-      prepare_y|implicit|netdef_y|variants_y|mish_y|r3b_y|onnx_y|r50) "$2" ;;
-      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|mish_y|r3b_y|onnx_y|r50" >&2; exit 2 ;;
+      prepare_y|implicit|netdef_y|variants_y|r3b_y|onnx_y|r50) "$2" ;;
+      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|r3b_y|onnx_y|r50" >&2; exit 2 ;;
     esac ;;
   summarize) summarize; touch "$W/done" ;;
   *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run | lane y|r | step NAME | summarize" >&2; exit 2 ;;

@@ -11,7 +11,6 @@
 #   (a) yolo_prepare 50 | yolo_implicit 800 (TensorRT's implicit INT8, 3 min of it calibration; a saved engine or
 #       calibration cache from the same files is reused) | yolo_netdef 420 (netdef FP16 270 + INT8 150, level 1) |
 #       yolo_variants ~750 (netdef INT8 with the stem in FP16 at level 1 150, INT8 at level 3 ~600: docs/int8.md 4)
-#       | yolo_mish ~450 (netdef INT8 + FP16 with Mish as exp, level Y_LEVEL; not in the default list)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
@@ -70,7 +69,6 @@ item() {
     yolo_netdef) W="$W/int8" bash bench/gpu_int8.sh step netdef_y ;;
     yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
     yolo_variants) W="$W/int8" bash bench/gpu_int8.sh step variants_y ;;
-    yolo_mish) W="$W/int8" bash bench/gpu_int8.sh step mish_y ;;
     yolo_r3b) W="$W/int8" bash bench/gpu_int8.sh step r3b_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
@@ -102,7 +100,7 @@ results_of() {  # the result files an item writes, relative to $W
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_stem.json int8/y/trt_yolo_variant_level3.json ;;
-    yolo_mish) echo int8/y/trt_yolo_variant_mish.json ;; yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
+    yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
@@ -114,8 +112,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
   case "$1" in
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
-    yolo_variants) echo int8/y/bench_variants.log ;; yolo_mish) echo int8/y/bench_mish.log ;;
-    yolo_r3b) echo int8/y/bench_r3b.log ;;
+    yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
     openpose_*) echo "openpose/${1#openpose_}/prepare.log" "openpose/${1#openpose_}/bench.log" ;;
@@ -124,7 +121,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_mish|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
   esac
 }
 
@@ -132,7 +129,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
-    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;; yolo_variants|yolo_mish|yolo_r3b) s=600 ;;
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=820 ;; yolo_netdef|yolo_onnx) s=280 ;; yolo_variants|yolo_r3b) s=600 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

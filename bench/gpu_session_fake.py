@@ -84,14 +84,11 @@ def gpu(args: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work"), ap.add_argument("--out"), ap.add_argument("--plan")
     ap.add_argument("--opt-level", type=int, default=3), ap.add_argument("--deadline-at", type=float, default=1e12)
-    ap.add_argument("--yolo-mish", default="softplus")
     a, _ = ap.parse_known_args(args)
 
     def make(item: str, t0: float | None) -> dict:
         model, precision, path = item.split(":")
         row = {"model": model, "precision": precision, "path": path, "opt_level": a.opt_level, "fake": True}
-        if model == "yolov4" and path == "netdef" and a.yolo_mish != "softplus":
-            row["mish"] = a.yolo_mish  # as bench/gpu.py labels the variant's rows
         if t0 is None:
             return row
         ms = {"fp16": 8.4, "int8": 6.5, "fp32": 15.0}[precision] / (7 if model == "resnet50" else 1)

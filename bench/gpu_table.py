@@ -92,10 +92,8 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         if r.get("path") != "netdef" or r.get("precision") != "int8":
             continue
         model, level = r["model"], r.get("opt_level")
-        # the same level; netdef rows also the same Mish form (a --yolo-mish variant is a network of its own)
         same = {(x.get("path"), x.get("precision")): x for x in gpu_rows
-                if x.get("model") == model and x.get("opt_level") == level
-                and (x.get("path") != "netdef" or x.get("mish") == r.get("mish"))}
+                if x.get("model") == model and x.get("opt_level") == level}
         rows = {"netdef_int8": r, "implicit_int8": same.get(("implicit", "int8")),
                 "netdef_fp16": same.get(("netdef", "fp16")), "onnx_fp16": same.get(("onnx", "fp16"))}
         gpu = {k: (v or {}).get("b32", {}).get("gpu_median_ms") for k, v in rows.items()}
@@ -113,7 +111,7 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
             met["cosine"] = nd[1] >= target["cosine"]
         if nd[0] is not None and im[0] is not None:
             met["at_least_implicit_accuracy"] = nd[0] <= im[0] and nd[1] >= im[1]
-        out.append({"model": model, "level": level, "int8_skip": r.get("int8_skip", []), "mish": r.get("mish"),
+        out.append({"model": model, "level": level, "int8_skip": r.get("int8_skip", []),
                     "shortcut_q": r.get("shortcut_q"),
                     "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
                     "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
@@ -131,7 +129,6 @@ def int8_table(gpu_rows: list[dict]) -> str:
     for s in int8_summary(gpu_rows):
         g, q, a = s["gpu_ms_b32"], s["ratios"], s["accuracy"]
         variant = f", INT8 with {'+'.join(s['int8_skip'])} float" if s.get("int8_skip") else ""
-        variant += f", Mish as {s['mish']}" if s.get("mish") else ""
         variant += f", shortcuts quantized at the {s['shortcut_q']}" if s.get("shortcut_q") else ""
         lines.append(f"{s['model']} (level {s['level']}{variant}), batch 32, GPU ms: netdef FP16 {fmt(g['netdef_fp16'], '.3f')} | "
                      f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")

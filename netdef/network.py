@@ -78,11 +78,6 @@ class Network:
         self.plugins: list[dict[str, Any]] = []  # custom layers lowered as TensorRT plugins (for the sidecar)
         # conv outputs emitted with their norm folded in, awaiting that norm: tensor name -> (conv, norm, layer index)
         self.pending_folds: dict[str, tuple[str, str, int]] = {}
-        # how ops with several exact formulations are emitted here ({"mish": "exp"}: netdef.functional.mish), and
-        # the layers inside such ops (all but the one giving the result): what a calibration cache's digest leaves
-        # out, since any form computes the same function (netdef.quantize.cache.definition_digest)
-        self.op_forms: dict[str, str] = {}
-        self.form_layers: set[str] = set()
         self.meta: dict[str, Any] = {}
         self._scope: list[str] = []
         self._names: dict[str, int] = {}

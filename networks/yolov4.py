@@ -21,7 +21,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-import netdef.functional as F
 from netdef import trt as shim
 from netdef.darknet_cfg import parse_cfg
 from netdef.detect import TRT_TOPK_LIMIT, check_nms_options, engine_nms
@@ -110,8 +109,7 @@ class YOLOv4(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False, nms: str = "auto",
                max_detections: int = 100, score_threshold: float = 0.25, iou_threshold: float = 0.45,
                topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (), heads: bool = False,
-               input_dtype: str = "float32", mish: str = "softplus", shortcut_q: str = "conv",
-               **options: Any) -> Network:
+               input_dtype: str = "float32", shortcut_q: str = "conv", **options: Any) -> Network:
         """The definition: input `input` (B, C, H, W) letterboxed RGB 0..1; outputs per `nms` (module docstring).
 
         heads=True adds outputs `head0`.. (the raw [yolo] inputs, cfg order) after those, for accuracy checks
@@ -120,8 +118,6 @@ class YOLOv4(NetworkModel):
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point)
         go to netdef.quantize.settings; the head's last convs stay FP16, the decode and NMS FP32 (docs/int8.md).
         `net.meta` records the NMS settings (the define options: what `reference` takes).
-        mish: how Mish is emitted (netdef.functional.mish: "softplus" or "exp", the same function; an experiment
-        for INT8 convolutions that compute Mish in their epilogue, docs/int8.md 4).
         shortcut_q: where INT8 quantizes a [shortcut]'s branch, "conv" (R3c: the conv writes its raw output in
         INT8, the activation and the add run in one INT8 pointwise kernel; 0.42 ms faster on the H200) or
         "activation" (R3b: the conv computes the activation in its INT8 epilogue, the add reads both inputs
@@ -138,12 +134,9 @@ class YOLOv4(NetworkModel):
                                     "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
                                     "topk": int(topk)}
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
-        if mish not in F.MISH_FORMS:
-            raise ValueError(f"YOLOv4.define: mish={mish!r}: expected one of {', '.join(F.MISH_FORMS)}")
         if shortcut_q not in SHORTCUT_Q:
             raise ValueError(f"YOLOv4.define: shortcut_q={shortcut_q!r}: expected one of {', '.join(SHORTCUT_Q)}")
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
-            net.op_forms["mish"] = mish
             net.quant.branch_at = shortcut_q
             net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
             x = self.image_input(net, (-1, self.plan.in_channels, h, w), input_dtype)
@@ -160,7 +153,6 @@ class YOLOv4(NetworkModel):
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
         self.record_options(net, **settings, **({"heads": True} if heads else {}),
-                            **({"mish": mish} if mish != "softplus" else {}),
                             **({"shortcut_q": shortcut_q} if shortcut_q != SHORTCUT_Q[0] else {}))
         return net
 

@@ -248,32 +248,6 @@ def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatc
     assert report["summary"] == plan.meta["placement"] and len(report["activations"]) > 20
 
 
-def test_yolo_mish_variant_defines_exp_form_int8_from_the_default_forms_calibration(gpu, tmp_path, monkeypatch):
-    """--yolo-mish exp: the softplus form's calibration cache serves it (the digest leaves out the inside of Mish),
-    the form recorded in the definition."""
-    from netdef.quantize import calibrate
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import CfgWriter, write_darknet_weights
-    from networks.yolov4 import YOLOv4
-
-    w = CfgWriter(32, 32, 1, 1)
-    w.conv(4, 3, 1, "mish")
-    w.conv(8, 3, 2, "mish")
-    w.head_conv(1)
-    w.yolo("0", "10,14", 1, 1.0)
-    (tmp_path / "y.cfg").write_text(w.text())
-    write_darknet_weights(w.text(), tmp_path / "y.weights", seed=2, gain=1.2)
-    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "yolov4.h5")
-    model = YOLOv4.from_hdf5(tmp_path / "yolov4.h5")
-    data = model.sample_input(4, 32, seed=int(np.random.default_rng().integers(1000)))
-    calibrate(model, data, batch=4, input_size=(32, 32), out=tmp_path / "yolov4_calib.json", progress=False)
-    monkeypatch.setitem(gpu.INPUT_SIZE, "yolov4", (32, 32))
-    monkeypatch.setitem(gpu.YOLO_MISH, "form", "exp")
-    plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "y.engine")
-    assert plan.meta["define_options"]["mish"] == "exp" and plan.meta["placement"]["requantized"] == 0
-    assert plan.meta["placement"]["int8_weighted_layers"] == 2  # the head conv stays float (R9)
-
-
 def test_yolo_shortcut_variants_share_the_default_calibration(gpu, tmp_path, monkeypatch):
     """One calibration cache (the default R3c definition's) serves both shortcut placements: R3c quantizes the
     branch conv's output (the one quantized weighted output), --yolo-shortcut-q activation (R3b) the activation's,
@@ -427,8 +401,7 @@ def _run_args(tmp_path, plan, deadline_at):
 
     return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
                               out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
-                              yolo_heads="fp16,int8", profile_iters=0, yolo_mish="softplus",
-                              yolo_shortcut_q="conv")
+                              yolo_heads="fp16,int8", profile_iters=0, yolo_shortcut_q="conv")
 
 
 def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):
@@ -475,10 +448,9 @@ def test_int8_variant_rows_are_labelled_against_the_same_fp16_and_implicit(gpu) 
     assert abs(stem["ratios"]["vs_fp16"] - 0.9) < 1e-12 and abs(plain["ratios"]["vs_implicit"] - 10.0 / 6.4) < 1e-12
     table = int8_table(rows)
     assert "yolov4 (level 1), batch 32" in table and "yolov4 (level 1, INT8 with layers.0 float), batch 32" in table
-    # a --yolo-mish variant's INT8 answers to its own FP16 (same Mish form), the implicit engine is shared
-    rows += [_row("yolov4", "fp16", "netdef", 7.5, heads_cos=0.9999, mish="exp"),
-             _row("yolov4", "int8", "netdef", 6.0, heads_cos=0.996, mish="exp")]
-    plain, stem, mish = int8_summary(rows)
-    assert abs(plain["ratios"]["vs_fp16"] - 10.0 / 8.0) < 1e-12 and abs(mish["ratios"]["vs_fp16"] - 6.0 / 7.5) < 1e-12
-    assert abs(mish["ratios"]["vs_implicit"] - 6.0 / 6.4) < 1e-12 and mish["mish"] == "exp"
-    assert "yolov4 (level 1, Mish as exp), batch 32, GPU ms: netdef FP16 7.500 | netdef INT8 6.000" in int8_table(rows)
+    # a --yolo-shortcut-q variant (INT8 only) answers to the same FP16 and implicit rows
+    rows.append(_row("yolov4", "int8", "netdef", 7.6, heads_cos=0.996, shortcut_q="activation"))
+    r3b = int8_summary(rows)[2]
+    assert abs(r3b["ratios"]["vs_fp16"] - 7.6 / 8.0) < 1e-12 and abs(r3b["ratios"]["vs_implicit"] - 7.6 / 6.4) < 1e-12
+    assert ("yolov4 (level 1, shortcuts quantized at the activation), batch 32, GPU ms: netdef FP16 8.000 | "
+            "netdef INT8 7.600") in int8_table(rows)

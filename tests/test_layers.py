@@ -197,35 +197,12 @@ def _define_shapes(module: nn.Module, shapes: list[tuple[int, ...]], precision: 
     return net
 
 
-@pytest.mark.parametrize("form", F.MISH_FORMS)
-def test_mish_is_finite_for_large_inputs(form: str) -> None:
+def test_mish_is_finite_for_large_inputs() -> None:
     x = np.array([[-30.0, -5.0, 0.0, 5.0, 12.0, 30.0, 80.0]], dtype=np.float32)
     for precision in ("fp32", "fp16"):
-        out = run(define(NetdefLambda(lambda a: F.mish(a, form=form)), x.shape, precision), x)
+        out = run(define(nn.Mish(), x.shape, precision), x)
         assert torch.isfinite(out).all()
         assert rel_err(out, torch.nn.functional.mish(torch.from_numpy(x).double())) <= TOLERANCE[precision]
-
-
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_mish_exp_form_is_as_exact_as_softplus_form(precision: str) -> None:
-    """Both forms against float64 torch on a dense range (mostly |x| < 6, where activations live)."""
-    x = (np.random.default_rng().standard_normal((4, 8, 64)) * 3).astype(np.float32)
-    expected = torch.nn.functional.mish(torch.from_numpy(x).double())
-    errs = {form: rel_err(run(define(NetdefLambda(lambda a, f=form: F.mish(a, form=f)), x.shape, precision), x),
-                          expected) for form in F.MISH_FORMS}
-    assert errs["exp"] <= TOLERANCE[precision] and errs["exp"] <= 2 * errs["softplus"] + 1e-7, errs
-
-
-def test_mish_form_comes_from_the_network() -> None:
-    with Network("forms", "fp32") as net:
-        x = net.add_input("input", (-1, 3))
-        net.op_forms["mish"] = "exp"
-        net.mark_output(F.mish(x), "out")
-    names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
-    assert {"mish/exp", "mish/fraction", "mish/mul"} <= names and "mish/softplus" not in names
-    with pytest.raises(ValueError, match="mish form 'tan'"):
-        with Network("bad", "fp32") as net:
-            F.mish(net.add_input("input", (-1, 3)), form="tan")
 
 
 def test_batch_one_and_larger_batches_agree() -> None:

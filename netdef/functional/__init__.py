@@ -17,8 +17,8 @@ spatial:     conv2d conv_transpose2d max_pool2d avg_pool2d interpolate
 """
 from netdef import trt as _shim
 from netdef.functional.core import is_tensor
-from netdef.functional.elementwise import (MISH_FORMS, abs, activation, add, cast, clamp, constant, div, eq, exp, ge,
-                                           gt, hardswish, le, leaky_relu, log, logical_and, logical_not, logical_or,
+from netdef.functional.elementwise import (abs, activation, add, cast, clamp, constant, div, eq, exp, ge, gt,
+                                           hardswish, le, leaky_relu, log, logical_and, logical_not, logical_or,
                                            logical_xor, lt, maximum, minimum, mish, mul, neg, pow, relu, sigmoid,
                                            silu, softplus, sqrt, sub, tanh, unary, where)
 from netdef.functional.indexing import arange, arange_like, gather, index_select, nms, topk
@@ -28,7 +28,7 @@ from netdef.functional.shape import (concat, flatten, pad, permute, reshape, sha
 from netdef.functional.spatial import avg_pool2d, conv2d, conv_transpose2d, interpolate, max_pool2d
 
 __all__ = [
-    "MISH_FORMS", "abs", "activation", "add", "amax", "amin", "arange", "arange_like", "avg_pool2d", "cast", "clamp", "concat",
+    "abs", "activation", "add", "amax", "amin", "arange", "arange_like", "avg_pool2d", "cast", "clamp", "concat",
     "constant", "conv2d", "conv_transpose2d", "div", "eq", "exp", "flatten", "gather", "ge", "gt", "hardswish", "index_select",
     "interpolate", "is_tensor", "le", "leaky_relu", "log", "logical_and", "logical_not", "logical_or", "logical_xor",
     "lt", "max_pool2d", "maximum", "mean", "minimum", "mish", "mul", "neg", "nms", "pad", "permute", "pow", "relu",

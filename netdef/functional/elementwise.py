@@ -184,31 +184,10 @@ def silu(x: Any, op: str | None = "silu") -> Any:
     return mul(x, sigmoid(x, op=join(op, "sigmoid")), op=join(op, "mul"))
 
 
-MISH_FORMS = ("softplus", "exp")
-
-
-def mish(x: Any, op: str | None = "mish", form: str | None = None) -> Any:
-    """x * tanh(softplus(x)), exact, in one of two forms (default: the network's `op_forms["mish"]`, else softplus):
-    - "softplus": tanh(softplus(x)); for large x softplus -> x (or inf in FP16) and tanh -> 1, so it stays finite;
-    - "exp": with n = exp(x), tanh(log(1 + n)) = 1 - 2 / (n (n + 2) + 2): one exponential and one division
-      instead of exp, log and tanh (cheaper where a convolution computes it in its epilogue); n -> inf gives 1,
-      n -> 0 gives 0, so it stays finite too; as accurate as the softplus form in FP32 and FP16."""
-    net = current()
-    form = form or net.op_forms.get("mish", "softplus")
-    if form == "softplus":
-        inside = [softplus(x, op=join(op, "softplus"))]
-        inside.append(tanh(inside[-1], op=join(op, "tanh")))
-    elif form == "exp":
-        n = exp(x, op=join(op, "exp"))
-        n2 = add(n, 2.0, op=join(op, "n_plus_2"))
-        m = mul(n, n2, op=join(op, "n_n_plus_2"))
-        d = add(m, 2.0, op=join(op, "denominator"))
-        f = div(2.0, d, op=join(op, "fraction"))
-        inside = [n, n2, m, d, f, sub(1.0, f, op=join(op, "tanh"))]
-    else:
-        raise ValueError(f"{site(op)}: mish form {form!r}: expected one of {', '.join(MISH_FORMS)}")
-    net.form_layers.update(t.name for t in inside)
-    return mul(x, inside[-1], op=join(op, "mul"))
+def mish(x: Any, op: str | None = "mish") -> Any:
+    """x * tanh(softplus(x)), exact; for large x softplus -> x (or inf in FP16) and tanh -> 1, so it stays finite."""
+    t = tanh(softplus(x, op=join(op, "softplus")), op=join(op, "tanh"))
+    return mul(x, t, op=join(op, "mul"))
 
 
 def hardswish(x: Any, op: str | None = "hardswish") -> Any:

@@ -29,7 +29,9 @@ from netdef import trt as shim
 from netdef.atomic import write_text_atomic
 
 FORMAT = "netdef-calibration"
-VERSION = 4  # 2: the fingerprint covers the values; 3: scale groups; 4: the digest leaves out multi-form ops' insides
+# 2: the fingerprint covers the values; 3: scale groups; 4: the digest left out the inside of Mish (two forms then);
+# 5: it covers it again (one form)
+VERSION = 5
 MIN_AMAX = 127 * 1e-12  # the range of an all-zero tensor (netdef.quantize.calibrators.scale_from_amax's floor)
 MAX_AMAX = float(np.finfo(np.float32).max)
 
@@ -144,20 +146,18 @@ def identity(definition_sha256: str, weights_sha256: str | None) -> str:
 
 def definition_digest(definition: Any) -> str:
     """sha256 over names and output shapes of the definition's layers; casts, identities, Q/DQ and constants (the
-    kernels and scales quantization adds, a matrix multiply's weights), a uint8 input's normalization and the
-    inside of ops emitted in one of several exact forms (a Network's `form_layers`: Mish as softplus and tanh or
-    as exp and a division) left out, so the FP32 float-input definition that was calibrated and the INT8 one
-    being built agree. `definition`: a netdef Network (its form layers known) or a TensorRT definition."""
+    kernels and scales quantization adds, a matrix multiply's weights) and a uint8 input's normalization left out,
+    so the FP32 float-input definition that was calibrated and the INT8 one being built agree.
+    `definition`: a netdef Network or a TensorRT definition."""
     from netdef.quantize.placement import Graph
     from netdef.sidecar import definition_digest as digest
 
-    form_layers = getattr(definition, "form_layers", set())
     definition = getattr(definition, "definition", definition)
     trt = shim.binding()
     graph = Graph(definition)
     return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
                                           trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False,
-                  skip_names={graph.layers[i].name for i in graph.pixel_layers} | form_layers)
+                  skip_names={graph.layers[i].name for i in graph.pixel_layers})
 
 
 def weights_digest(weights: Any) -> str | None:
