@@ -22,7 +22,7 @@ def session(tmp_path_factory):
                ITEMS="yolo_prepare pose_files yolo_implicit yolo_netdef pose_torch openpose_224x224 serve",
                FAKE_FAIL="gpu_pose_prepare.py:files gpu.py:yolov4:int8:netdef",
                FAKE_S="gpu.py:yolov4:int8:implicit=100000",  # outlasts the session: stopped at its end
-               NEED="serve=100000")  # never fits: skipped for the deadline
+               NEED="serve=100000 yolo_implicit=820")  # serve never fits: skipped for the deadline
     done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -43,7 +43,7 @@ def test_every_item_ends_with_its_state_and_reason(session):
     assert "failed" in files and "exit 1; RuntimeError: fake failure of gpu_pose_prepare.py:files" in files
     assert "skipped (needs pose_files, which failed)" in _line(stdout, "pose_torch")
     implicit = _line(stdout, "yolo_implicit")
-    assert "stopped" in implicit and "(the session's end; " in implicit and "y: yolov4 implicit int8 (level 1))" in implicit
+    assert "stopped" in implicit and "(the session's end; " in implicit and "y: yolov4 implicit int8 (level 3))" in implicit
     assert "int8/y/trt_yolo_implicit.json: none" in implicit
     assert "int8/y/trt_yolo_netdef.json: 1 ok, 1 error" in _line(stdout, "yolo_netdef")
     openpose = _line(stdout, "openpose_224x224")
