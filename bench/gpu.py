@@ -63,7 +63,14 @@ DEFAULT_PLAN = ",".join([
 INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
-YOLO_SHORTCUT = {"q": "conv"}  # --yolo-shortcut-q: where YOLOv4's netdef INT8 quantizes shortcut branches
+# YOLOv4 INT8 placements (define options, defaults first): --yolo-shortcut-q, --yolo-stem-q set YOLO_INT8
+YOLO_INT8_CHOICES = {"shortcut_q": ("conv", "activation"), "stem_q": ("activation", "conv")}
+YOLO_INT8 = {k: v[0] for k, v in YOLO_INT8_CHOICES.items()}
+
+
+def yolo_int8_options() -> dict[str, str]:
+    """The YOLOv4 INT8 placement options that differ from the defaults (they name the engine and label the row)."""
+    return {k: v for k, v in YOLO_INT8.items() if v != YOLO_INT8_CHOICES[k][0]}
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
@@ -142,8 +149,8 @@ def netdef_plan(name: str, work: Path, settings: BuildSettings, engine_path: Pat
     if name == "yolov4":
         options["nms"] = "raw"
         options["heads"] = settings.precision in HEADS_FOR
-        if settings.precision == "int8" and YOLO_SHORTCUT["q"] != "conv":
-            options["shortcut_q"] = YOLO_SHORTCUT["q"]
+        if settings.precision == "int8":
+            options.update(yolo_int8_options())
     if settings.precision == "int8":
         options["calibration"] = str(work / f"{name}_calib.json")
         options["skip"] = tuple(INT8_SKIP)
@@ -349,9 +356,11 @@ def main() -> int:
                     help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
-    ap.add_argument("--yolo-shortcut-q", default="conv", choices=["conv", "activation"],
+    ap.add_argument("--yolo-shortcut-q", default="conv", choices=YOLO_INT8_CHOICES["shortcut_q"],
                     help="where YOLOv4's netdef INT8 quantizes a shortcut's branch (define(shortcut_q=...): R3c, the "
                          "default, or R3b; docs/int8.md 2)")
+    ap.add_argument("--yolo-stem-q", default="activation", choices=YOLO_INT8_CHOICES["stem_q"],
+                    help="where YOLOv4's netdef INT8 quantizes the first conv's output (define(stem_q=...))")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
     with builder_config(detailed_profiling):
@@ -362,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = [s for s in args.int8_skip.split(",") if s]
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
-    YOLO_SHORTCUT["q"] = args.yolo_shortcut_q
+    YOLO_INT8.update(shortcut_q=args.yolo_shortcut_q, stem_q=args.yolo_stem_q)
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}
@@ -372,9 +381,9 @@ def run(args: argparse.Namespace) -> int:
         name, precision, path_kind, *level = item.split(":")
         opt_level = int(level[0]) if level else args.opt_level
         skip = INT8_SKIP if precision == "int8" else []
-        shortcut_q = (args.yolo_shortcut_q if name == "yolov4" and path_kind == "netdef" and precision == "int8"
-                      and args.yolo_shortcut_q != "conv" else None)
-        variant = (f"-float-{'+'.join(skip)}" if skip else "") + (f"-shortcut-{shortcut_q}" if shortcut_q else "")
+        placement = yolo_int8_options() if (name, path_kind, precision) == ("yolov4", "netdef", "int8") else {}
+        variant = (f"-float-{'+'.join(skip)}" if skip else "") + "".join(
+            f"-{k.removesuffix('_q')}-{v}" for k, v in placement.items())
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         base_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results
@@ -408,8 +417,7 @@ def run(args: argparse.Namespace) -> int:
                    wall_s=round(time.perf_counter() - t0, 1))
         if skip:
             row["int8_skip"] = list(skip)
-        if shortcut_q:
-            row["shortcut_q"] = shortcut_q
+        row.update(placement)
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile_b32"}), flush=True)
         write_results(out_path, results)

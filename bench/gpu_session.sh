@@ -10,7 +10,7 @@
 # no level-1 build yet):
 #   (a) yolo_prepare 50 | yolo_implicit ~1300 (TensorRT's implicit INT8, level 3 not measured: 800 at level 1, 3 min
 #       of it calibration; a saved engine or calibration cache from the same files is reused) | yolo_netdef 750
-#       (netdef FP16 680 + INT8 60, level 3) | yolo_variants ~120 (netdef INT8 with the stem in FP16: docs/int8.md 4)
+#       (netdef FP16 680 + INT8 60, level 3) | yolo_variants ~240 (netdef INT8 with the stem in FP16; with conv 0's output quantized: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
@@ -99,7 +99,7 @@ results_of() {  # the result files an item writes, relative to $W
   case "$1" in
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
-    yolo_variants) echo int8/y/trt_yolo_variant_stem.json ;;
+    yolo_variants) echo int8/y/trt_yolo_variant_stem.json int8/y/trt_yolo_variant_stem_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
@@ -129,7 +129,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
-    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1300 ;; yolo_netdef) s=700 ;; yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=120 ;;
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1300 ;; yolo_netdef) s=700 ;; yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

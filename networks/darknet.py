@@ -105,6 +105,11 @@ class DarknetPlan:
         return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
 
     @property
+    def stem(self) -> int:
+        """Index of the first convolution (the one reading the image)."""
+        return next(s.index for s in self.layers if s.type == "convolutional")
+
+    @property
     def shortcut_branches(self) -> list[int]:
         """Indices of the convolutions a [shortcut] adds to its `from` layer (each shortcut's previous layer)."""
         sources = (self.layers[s.index].sources[0] for s in self.layers if s.type == "shortcut")
@@ -171,8 +176,9 @@ class Side:
     def act(self, x: Any, kind: str) -> Any:
         raise NotImplementedError
 
-    def branch_output(self, x: Any) -> Any:
-        """A shortcut branch's raw conv output before its activation (INT8 may quantize it there: R3c)."""
+    def preactivation(self, x: Any, kind: str) -> Any:
+        """The raw conv output of a shortcut branch or the stem (`kind`: "branch", "stem") before its activation
+        (INT8 may quantize it there: R3c, define(stem_q="conv"))."""
         return x
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
@@ -191,7 +197,7 @@ class Side:
 class Convolutional:
     """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
 
-    shortcut_branch = False  # a [shortcut] adds this layer's output (DarknetPlan.shortcut_branches)
+    preactivation_site: str | None = None  # "branch" (a [shortcut] adds its output) or "stem" (make_layers)
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
                  bn: bool, activation: str) -> None:
@@ -203,7 +209,9 @@ class Convolutional:
     def forward(self, x: Any) -> Any:
         x = self.conv(x)
         x = self.bn(x) if self.bn is not None else x
-        return self.act(self.branch_output(x) if self.shortcut_branch else x, self.activation)
+        if self.preactivation_site:
+            x = self.preactivation(x, self.preactivation_site)
+        return self.act(x, self.activation)
 
 
 class Maxpool:
@@ -320,8 +328,9 @@ def side_classes(side: type) -> dict[str, type]:
 
 def make_layers(darknet_plan: DarknetPlan, classes: dict[str, type]) -> list[Any]:
     layers = [classes[s.type](**s.options) for s in darknet_plan.layers]
+    layers[darknet_plan.stem].preactivation_site = "stem"
     for i in darknet_plan.shortcut_branches:
-        layers[i].shortcut_branch = True
+        layers[i].preactivation_site = "branch"
     return layers
 
 
@@ -355,13 +364,13 @@ class NetdefSide(Side, Module):
     ns = nn
 
     def residual(self, x: Any, skip: Any) -> Any:
-        return F.add(x, skip, skip=1, quantize_branch=True)  # x = activation(conv), its conv: branch_output
+        return F.add(x, skip, skip=1, quantize_branch=True)  # x = activation(conv), its conv: preactivation
 
     def act(self, x: Any, kind: str) -> Any:
         return activate(F, x, kind, op=kind)
 
-    def branch_output(self, x: Any) -> Any:
-        return current().quant.branch_preactivation(x)
+    def preactivation(self, x: Any, kind: str) -> Any:
+        return current().quant.preactivation(x, branch=kind == "branch")
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
         return F.max_pool2d(x, size, stride, pads, op=None)

@@ -35,6 +35,7 @@ log = logging.getLogger("netdef.yolov4")
 
 NMS_MODES = ("auto", "engine", "raw")
 SHORTCUT_Q = ("conv", "activation")  # define(shortcut_q=...): R3c (the default), R3b (docs/int8.md 2)
+STEM_Q = ("activation", "conv")  # define(stem_q=...): conv 1's input (the default), conv 0's raw output
 RAW_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_detections", "det_boxes", "det_scores", "det_classes")
 
@@ -109,7 +110,8 @@ class YOLOv4(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False, nms: str = "auto",
                max_detections: int = 100, score_threshold: float = 0.25, iou_threshold: float = 0.45,
                topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (), heads: bool = False,
-               input_dtype: str = "float32", shortcut_q: str = "conv", **options: Any) -> Network:
+               input_dtype: str = "float32", shortcut_q: str = "conv", stem_q: str = "activation",
+               **options: Any) -> Network:
         """The definition: input `input` (B, C, H, W) letterboxed RGB 0..1; outputs per `nms` (module docstring).
 
         heads=True adds outputs `head0`.. (the raw [yolo] inputs, cfg order) after those, for accuracy checks
@@ -122,6 +124,9 @@ class YOLOv4(NetworkModel):
         INT8, the activation and the add run in one INT8 pointwise kernel; 0.42 ms faster on the H200) or
         "activation" (R3b: the conv computes the activation in its INT8 epilogue, the add reads both inputs
         quantized); one calibration serves both.
+        stem_q: where INT8 quantizes the first conv's output, "activation" (conv 1's input: conv 0 writes float, its
+        activation writes INT8) or "conv" (conv 0's raw output: conv 0 writes INT8, its activation runs in an INT8
+        pointwise kernel; an experiment for the stem's cost, docs/int8.md 4); the same calibration serves both.
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -134,10 +139,13 @@ class YOLOv4(NetworkModel):
                                     "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
                                     "topk": int(topk)}
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
-        if shortcut_q not in SHORTCUT_Q:
-            raise ValueError(f"YOLOv4.define: shortcut_q={shortcut_q!r}: expected one of {', '.join(SHORTCUT_Q)}")
+        for name, value, choices in (("shortcut_q", shortcut_q, SHORTCUT_Q), ("stem_q", stem_q, STEM_Q)):
+            if value not in choices:
+                raise ValueError(f"YOLOv4.define: {name}={value!r}: expected one of {', '.join(choices)}")
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.branch_at = shortcut_q
+            if stem_q == "conv":
+                net.quant.before_activation = (f"layers.{self.plan.stem}",)
             net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
             x = self.image_input(net, (-1, self.plan.in_channels, h, w), input_dtype)
             boxes, scores, raw_heads = model(x)
@@ -153,7 +161,8 @@ class YOLOv4(NetworkModel):
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
         self.record_options(net, **settings, **({"heads": True} if heads else {}),
-                            **({"shortcut_q": shortcut_q} if shortcut_q != SHORTCUT_Q[0] else {}))
+                            **({"shortcut_q": shortcut_q} if shortcut_q != SHORTCUT_Q[0] else {}),
+                            **({"stem_q": stem_q} if stem_q != STEM_Q[0] else {}))
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,

@@ -248,10 +248,10 @@ def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatc
     assert report["summary"] == plan.meta["placement"] and len(report["activations"]) > 20
 
 
-def test_yolo_shortcut_variants_share_the_default_calibration(gpu, tmp_path, monkeypatch):
-    """One calibration cache (the default R3c definition's) serves both shortcut placements: R3c quantizes the
+def test_yolo_placement_variants_share_the_default_calibration(gpu, tmp_path, monkeypatch):
+    """One calibration cache (the default definition's) serves every YOLOv4 INT8 placement: R3c quantizes the
     branch conv's output (the one quantized weighted output), --yolo-shortcut-q activation (R3b) the activation's,
-    recorded in the definition; FP16 definitions ignore the option."""
+    --yolo-stem-q conv conv 0's raw output; each recorded in the definition; FP16 definitions ignore them."""
     from netdef.quantize import calibrate
     from weights_export.darknet import export_darknet
     from weights_export.darknet_synth import CfgWriter, write_darknet_weights
@@ -273,12 +273,16 @@ def test_yolo_shortcut_variants_share_the_default_calibration(gpu, tmp_path, mon
     plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "c.engine")
     assert "shortcut_q" not in plan.meta["define_options"]
     assert plan.meta["placement"]["quantized_weighted_outputs"] == 1 and plan.meta["placement"]["requantized"] == 0
-    monkeypatch.setitem(gpu.YOLO_SHORTCUT, "q", "activation")
+    monkeypatch.setitem(gpu.YOLO_INT8, "shortcut_q", "activation")
     plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "a.engine")
     assert plan.meta["define_options"]["shortcut_q"] == "activation"
     assert plan.meta["placement"]["quantized_weighted_outputs"] == 0 and plan.meta["placement"]["requantized"] == 0
+    monkeypatch.setitem(gpu.YOLO_INT8, "stem_q", "conv")  # --yolo-stem-q conv: conv 0's raw output quantized too
+    assert gpu.yolo_int8_options() == {"shortcut_q": "activation", "stem_q": "conv"}
+    plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "s.engine")
+    assert plan.meta["define_options"]["stem_q"] == "conv" and plan.meta["placement"]["quantized_weighted_outputs"] == 1
     fp16 = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="fp16", progress=False), tmp_path / "f.engine")
-    assert "shortcut_q" not in fp16.meta["define_options"]
+    assert not {"shortcut_q", "stem_q"} & set(fp16.meta["define_options"])
 
 
 def test_variant_timing_cache_starts_from_its_base_engines(gpu, tmp_path) -> None:
@@ -401,7 +405,8 @@ def _run_args(tmp_path, plan, deadline_at):
 
     return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
                               out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
-                              yolo_heads="fp16,int8", profile_iters=0, yolo_shortcut_q="conv")
+                              yolo_heads="fp16,int8", profile_iters=0, yolo_shortcut_q="conv",
+                              yolo_stem_q="activation")
 
 
 def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):

@@ -154,19 +154,23 @@ def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None
     fp32 = model.define("fp32", input_size=size, nms="raw", heads=True)
     ref = execute(fp32.definition, {"input": x})
     errors = {}
-    for mode in ("activation", "conv"):
-        int8 = model.define("int8", input_size=size, nms="raw", heads=True, calibration=cache, shortcut_q=mode)
+    placements = {"R3b": {"shortcut_q": "activation"}, "R3c": {}, "R3c, stem at conv 0": {"stem_q": "conv"}}
+    for label, options in placements.items():
+        int8 = model.define("int8", input_size=size, nms="raw", heads=True, calibration=cache, **options)
         got = execute(int8.definition, {"input": x})
         cos = min(_cosine(got[f"head{i}"], ref[f"head{i}"]) for i in range(3))
-        errors[mode] = max(float((got[f"head{i}"].double() - ref[f"head{i}"].double()).norm()
-                                 / ref[f"head{i}"].double().norm()) for i in range(3))
-        print(f"\nyolov4 shortcut_q={mode}: heads cosine {cos:.5f}, rel err {errors[mode]:.3e}")
-        assert cos >= 0.97 and errors[mode] > 0
-    assert errors["conv"] <= 1.5 * errors["activation"]
+        errors[label] = max(float((got[f"head{i}"].double() - ref[f"head{i}"].double()).norm()
+                                  / ref[f"head{i}"].double().norm()) for i in range(3))
+        print(f"\nyolov4 INT8 {label}: heads cosine {cos:.5f}, rel err {errors[label]:.3e}")
+        assert cos >= 0.97 and errors[label] > 0
+    assert max(errors["R3c"], errors["R3c, stem at conv 0"]) <= 1.5 * errors["R3b"]
     int8 = model.define("int8", input_size=size, nms="raw", calibration=cache)
     report = verify_network(int8, model.reference(), x)
     assert report.ok and report.quantized == {"activations": 121, "weights": 107}
-    for net in (int8, model.define("int8", input_size=size, nms="raw", calibration=cache, shortcut_q="activation")):
-        plan = net.build(BuildSettings(precision="int8", progress=False))
-        assert len(plan.data) > 100_000
-    assert plan.meta["define_options"]["shortcut_q"] == "activation" and "shortcut_q" not in int8.meta["define_options"]
+    for options in ({"shortcut_q": "activation"}, {"stem_q": "conv"}):  # the other placements build too
+        plan = model.define("int8", input_size=size, nms="raw", calibration=cache, **options).build(
+            BuildSettings(precision="int8", progress=False))
+        assert len(plan.data) > 100_000 and plan.meta["define_options"].items() >= options.items()
+    plan = int8.build(BuildSettings(precision="int8", progress=False))
+    assert len(plan.data) > 100_000
+    assert not {"shortcut_q", "stem_q"} & set(int8.meta["define_options"])

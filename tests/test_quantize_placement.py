@@ -204,18 +204,19 @@ def _yolov4_h5(tmp_path):
 
 
 def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tmp_path) -> None:
-    """The default placement (R3c, shortcut_q="conv"): each shortcut's branch conv writes its raw output through Q/DQ (its only reader:
-    the activation), the add reads one DQ, the skip's; no shortcut pairs a scale group; nothing requantized, no
-    float residual. The ranges come from the default definition's calibration names (it observes the branch conv
-    outputs, so one calibration serves both placements; the default's observes the activations R3b quantizes)."""
+    """The default placement (R3c, shortcut_q="conv"): each shortcut's branch conv writes its raw output through
+    Q/DQ (its only reader: the activation), the add reads one DQ, the skip's; no shortcut pairs a scale group;
+    nothing requantized, no float residual. The ranges come from the R3b definition's calibration names (it
+    observes the branch conv outputs and the stem's, so one calibration serves every placement; the default's
+    observes the activations R3b quantizes). stem_q="conv" quantizes conv 0's raw output as well."""
     model = _yolov4_h5(tmp_path)
     fp32 = model.define("fp32", input_size=64, nms="raw", shortcut_q="activation")
     shortcuts = [s.index for s in model.cfg.layers if s.type == "shortcut"]
     branches = [f"layers.{i - 1}.bn" for i in shortcuts]
-    assert fp32.quant.observed == branches and not set(branches) & set(fp32.quant.sites)
+    assert fp32.quant.observed == ["layers.0.bn"] + branches and not set(branches) & set(fp32.quant.sites)
     assert set(branches) <= set(fp32.quant.calibration_names())
     default = model.define("fp32", input_size=64, nms="raw")
-    assert default.quant.observed == [f"layers.{i - 1}" for i in shortcuts]  # the activations: R3b's sites
+    assert default.quant.observed == ["layers.0.bn"] + [f"layers.{i - 1}" for i in shortcuts]  # R3b's sites
     assert set(branches) <= set(default.quant.sites) and set(default.quant.calibration_names()) == set(
         fp32.quant.calibration_names())
     int8 = model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32))
@@ -231,6 +232,10 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     assert len(report.int8_layers()) == 107 and "shortcut_q" not in int8.meta["define_options"]
     with pytest.raises(ValueError, match="shortcut_q='add'"):
         model.define("fp32", input_size=64, nms="raw", shortcut_q="add")
+    stem = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32), stem_q="conv"))
+    assert stem.quantized_weighted_outputs == ["layers.0.bn"] + branches and stem.requantized == []
+    assert stem.site("layers.0.bn").readers == ["layers.0/mish/softplus:0", "layers.0/mish/mul:0"]
+    assert stem.site("layers.0").readers == ["layers.1.conv:0"]  # conv 1 reads the stem's activation as before
 
 
 def test_scale_groups_union_find_and_json() -> None:

@@ -8,7 +8,7 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
 - `summands(inputs, skip, quantize_branch)`: the add input the network file names as the residual's skip is read
   through that shared Q/DQ; the other input stays float, so the convolution producing it fuses the add (R3); a
   branch that ends in an activation (the network file says so) is quantized at its convolution's output, before
-  the activation (`branch_preactivation`), so the activation and the add run as one INT8 pointwise kernel (R3c,
+  the activation (`preactivation`), so the activation and the add run as one INT8 pointwise kernel (R3c,
   `branch_at = "conv"`: YOLOv4's default), or after it, in the skip's scale (R3b, `branch_at = "activation"`:
   the quantizer's default); each placement's calibration observes the other's tensors too, so one calibration
   serves both;
@@ -89,8 +89,9 @@ class Quantizer:
         self._int8_outputs: set[str] = set()  # raw outputs of weighted layers with INT8 input and weights
         self._observed: list[Any] = []  # tensors calibration observes though no layer reads them quantized
         # where a residual branch ending in an activation is quantized: "activation" (R3b) needs nothing more from the
-        # network file; "conv" (R3c) needs its branch convs' outputs passed through branch_preactivation (Darknet)
+        # network file; "conv" (R3c) needs its branch convs' outputs passed through preactivation (Darknet)
         self.branch_at = "activation"
+        self.before_activation: tuple[str, ...] = ()  # convs whose raw output is quantized, not their activation's
         self._fused: set[str] = set()  # what a fused INT8 conv + add (+ activation) ends in
         # filled by finish(): canonical tensor -> consumer paths, weighted layers' paths, scale groups
         self.sites: dict[str, list[str]] = {}
@@ -177,7 +178,7 @@ class Quantizer:
         """An add's two inputs as it reads them: `skip` (0, 1 or None) through its shared Q/DQ (R3); any input that
         is what a fused INT8 conv + add ends in (a chain of adds) too, since on TensorRT 8.6 it must end in INT8;
         the others as they are. `quantize_branch` (the branch ends in an activation of a conv, which the network file
-        passes through `branch_preactivation`): unless the branch is a raw INT8 conv output, R3c reads it as it is
+        passes through `preactivation`): unless the branch is a raw INT8 conv output, R3c reads it as it is
         (its conv output was quantized before the activation: DQ -> activation -> add -> Q is one INT8 pointwise
         kernel), R3b quantizes it, in one scale group with the skip (the conv computes the activation, the add is
         INT8)."""
@@ -193,12 +194,13 @@ class Quantizer:
             self.observe(inputs[1 - skip])  # what R3b would quantize: one calibration serves both
         return [self.input(t) if k == skip or t.name in self._fused else t for k, t in enumerate(inputs)]
 
-    def branch_preactivation(self, y: Any) -> Any:
-        """y, the raw output of a residual branch's last convolution, as its activation reads it: with
-        `branch_at = "conv"` through y's Q/DQ, so the convolution writes INT8 and the activation runs in the add's
-        INT8 pointwise kernel (R3c: TensorRT's implicit INT8 engine's choice); else y itself, observed so that one
-        calibration serves either choice."""
-        if self.branch_at == "conv":
+    def preactivation(self, y: Any, branch: bool = False) -> Any:
+        """y, a convolution's raw output (after its BN) as its activation reads it: through y's Q/DQ where the
+        placement quantizes it there, so the convolution writes INT8 and the activation runs in an INT8 pointwise
+        kernel: a residual branch's last conv (`branch`) with `branch_at = "conv"` (R3c: TensorRT's implicit INT8
+        engine's choice), or a conv at a module path in `before_activation` (a network's stem); else y itself,
+        observed so that one calibration serves either placement."""
+        if (branch and self.branch_at == "conv") or is_skipped(self.net.path, self.before_activation):
             return self.input(y)
         self.observe(y)
         return y
@@ -296,7 +298,7 @@ class Quantizer:
 
     def calibration_names(self) -> list[str]:
         """The tensors calibration observes: every quantized one, every member of their scale groups and those
-        observed for another placement of the same network (`branch_preactivation`)."""
+        observed for another placement of the same network (`preactivation`)."""
         names = set(self.sites) | set(self.observed)
         for group in self.groups.groups():
             if names.intersection(group):
