@@ -191,14 +191,10 @@ def test_onnx_path_with_heads_builds_with_detailed_profiling(gpu, tmp_path) -> N
 
 def _tiny_yolo(tmp_path: Path):
     from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+    from weights_export.darknet_synth import write_synthetic_darknet, yolov4_tiny_cfg
 
-    text = yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4)
-    (tmp_path / "t.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "t.weights", seed=1, gain=1.2)
-    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
-    return YOLOv4.from_hdf5(tmp_path / "t.h5")
+    return YOLOv4.from_hdf5(write_synthetic_darknet(yolov4_tiny_cfg(width=96, height=96, width_div=8, classes=4),
+                                                    tmp_path, "t", seed=1, gain=1.2))
 
 
 def test_prepared_references_are_the_eval_models_despite_the_onnx_exports(gpu, tmp_path) -> None:
@@ -253,8 +249,7 @@ def test_yolo_placement_variants_share_the_default_calibration(gpu, tmp_path, mo
     branch conv's output (the one quantized weighted output), --yolo-shortcut-q activation (R3b) the activation's,
     --yolo-stem-q conv conv 0's raw output; each recorded in the definition; FP16 definitions ignore them."""
     from netdef.quantize import calibrate
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import CfgWriter, write_darknet_weights
+    from weights_export.darknet_synth import CfgWriter, write_synthetic_darknet
     from networks.yolov4 import YOLOv4
 
     w = CfgWriter(32, 32, 1, 1)
@@ -263,10 +258,7 @@ def test_yolo_placement_variants_share_the_default_calibration(gpu, tmp_path, mo
     w.section("shortcut", **{"from": "-2", "activation": "linear"})
     w.head_conv(1)
     w.yolo("0", "10,14", 1, 1.0)
-    (tmp_path / "y.cfg").write_text(w.text())
-    write_darknet_weights(w.text(), tmp_path / "y.weights", seed=2, gain=1.2)
-    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "yolov4.h5")
-    model = YOLOv4.from_hdf5(tmp_path / "yolov4.h5")
+    model = YOLOv4.from_hdf5(write_synthetic_darknet(w.text(), tmp_path, "yolov4", seed=2, gain=1.2))
     data = model.sample_input(4, 32, seed=int(np.random.default_rng().integers(1000)))
     calibrate(model, data, batch=4, input_size=(32, 32), out=tmp_path / "yolov4_calib.json", progress=False)
     monkeypatch.setitem(gpu.INPUT_SIZE, "yolov4", (32, 32))

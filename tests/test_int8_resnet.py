@@ -100,14 +100,10 @@ def test_resnet18_calibrate_build_verify_cli(tmp_path, capsys) -> None:
 
 def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
     from networks.yolov4 import YOLOv4
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
-    from weights_export.darknet import export_darknet
+    from weights_export.darknet_synth import write_synthetic_darknet, yolov4_tiny_cfg
 
-    text = yolov4_tiny_cfg(width_div=4, classes=20)
-    (tmp_path / "tiny.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "tiny.weights", seed=3, gain=1.2)
-    export_darknet(tmp_path / "tiny.cfg", tmp_path / "tiny.weights", tmp_path / "tiny.h5")
-    model = YOLOv4.from_hdf5(tmp_path / "tiny.h5")
+    model = YOLOv4.from_hdf5(write_synthetic_darknet(yolov4_tiny_cfg(width_div=4, classes=20), tmp_path, "tiny",
+                                                     seed=3, gain=1.2))
     size = 160
     data = np.concatenate([model.sample_input(1, size, seed=s) for s in range(16)])
     cache = calibrate(model, data, method="entropy", batch=8, input_size=size, progress=False)
@@ -134,18 +130,14 @@ def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
 
 
 def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None:
-    """YOLOv4 (the real cfg, widths / 16): one calibration serves both shortcut placements (R3c, the default, and
-    R3b: `shortcut_q`); either INT8 definition keeps the heads close to FP32 on fresh inputs, R3c about as close as
-    R3b; both build, R3c passes `verify`."""
+    """YOLOv4 (the real cfg, widths / 16): one calibration serves every placement (R3c, the default; R3b:
+    `shortcut_q`; conv 0's raw output: `stem_q`); each INT8 definition keeps the heads close to FP32 on fresh
+    inputs, the others about as close as R3b; all build, the default passes `verify`."""
     from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
+    from weights_export.darknet_synth import write_synthetic_darknet, yolov4_cfg
 
-    text = yolov4_cfg(width_div=16, classes=4)
-    (tmp_path / "y.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "y.weights", seed=5, gain=1.2)
-    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
-    model = YOLOv4.from_hdf5(tmp_path / "y.h5")
+    model = YOLOv4.from_hdf5(write_synthetic_darknet(yolov4_cfg(width_div=16, classes=4), tmp_path, "y", seed=5,
+                                                     gain=1.2))
     size = 64
     data = np.concatenate([model.sample_input(1, size, seed=s) for s in range(8)])
     cache = calibrate(model, data, method="entropy", batch=8, input_size=size, progress=False)

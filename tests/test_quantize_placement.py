@@ -123,14 +123,10 @@ def test_resnet_placement_quantizes_only_the_skip_of_each_residual_add() -> None
 
 def _tiny(tmp_path, width_div=8):
     from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_tiny_cfg
+    from weights_export.darknet_synth import write_synthetic_darknet, yolov4_tiny_cfg
 
-    text = yolov4_tiny_cfg(width_div=width_div, classes=4)
-    (tmp_path / "t.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "t.weights", seed=3, gain=1.2)
-    export_darknet(tmp_path / "t.cfg", tmp_path / "t.weights", tmp_path / "t.h5")
-    return YOLOv4.from_hdf5(tmp_path / "t.h5")
+    return YOLOv4.from_hdf5(write_synthetic_darknet(yolov4_tiny_cfg(width_div=width_div, classes=4), tmp_path, "t",
+                                                    seed=3, gain=1.2))
 
 
 def _check_darknet_placement(model, size, **options):
@@ -173,16 +169,7 @@ def test_yolov4_tiny_placement_routes_share_one_scale_and_nothing_is_requantized
 def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> None:
     """YOLOv4 (the real cfg, widths / 16, 64x64), shortcuts quantized after the activation (R3b): 23 shortcuts, the
     CSP / SPP / PAN route groups of docs/int8.md."""
-    from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
-
-    text = yolov4_cfg(width_div=16, classes=4)
-    (tmp_path / "y.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
-    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
-    report, shortcuts, declared = _check_darknet_placement(YOLOv4.from_hdf5(tmp_path / "y.h5"), 64,
-                                                           shortcut_q="activation")
+    report, shortcuts, declared = _check_darknet_placement(_yolov4_h5(tmp_path), 64, shortcut_q="activation")
     assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10 + 23
     assert ["layers.4", "layers.6"] in declared and ["layers.17", "layers.19"] in declared  # branch + from
     assert len(report.activations) == 98 + 23
@@ -193,14 +180,10 @@ def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> Non
 
 def _yolov4_h5(tmp_path):
     from networks.yolov4 import YOLOv4
-    from weights_export.darknet import export_darknet
-    from weights_export.darknet_synth import write_darknet_weights, yolov4_cfg
+    from weights_export.darknet_synth import write_synthetic_darknet, yolov4_cfg
 
-    text = yolov4_cfg(width_div=16, classes=4)
-    (tmp_path / "y.cfg").write_text(text)
-    write_darknet_weights(text, tmp_path / "y.weights", seed=4, gain=1.2)
-    export_darknet(tmp_path / "y.cfg", tmp_path / "y.weights", tmp_path / "y.h5")
-    return YOLOv4.from_hdf5(tmp_path / "y.h5")
+    return YOLOv4.from_hdf5(write_synthetic_darknet(yolov4_cfg(width_div=16, classes=4), tmp_path, "y", seed=4,
+                                                    gain=1.2))
 
 
 def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tmp_path) -> None:

@@ -195,3 +195,17 @@ def write_darknet_weights(cfg_text: str, path: Path | str, seed: int = 0, versio
     path = Path(path)
     path.write_bytes(data)
     return path
+
+
+def write_synthetic_darknet(cfg_text: str, folder: Path | str, name: str = "yolo", seed: int = 0,
+                            gain: float = 1.0) -> Path:
+    """`name`.cfg, random `name`.weights (`write_darknet_weights`) and their export `name`.h5 in `folder`: a
+    synthetic Darknet model for tests and benches. Returns the HDF5 path."""
+    from weights_export.darknet import export_darknet
+
+    folder = Path(folder)
+    cfg, weights, h5 = (folder / f"{name}{ext}" for ext in (".cfg", ".weights", ".h5"))
+    cfg.write_text(cfg_text)
+    write_darknet_weights(cfg_text, weights, seed=seed, gain=gain)
+    export_darknet(cfg, weights, h5)
+    return h5
