@@ -53,6 +53,7 @@ from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
 from netdef.verify import cosine_similarity as cosine  # noqa: E402
 from netdef.verify import relative_error as rel_err  # noqa: E402
+from networks.yolov4 import SHORTCUT_Q, STEM_Q  # noqa: E402
 
 # Most important first: the FP16 comparison, then INT8 and FP32, YOLOv4 after ResNet-50. The ONNX model carries
 # no Q/DQ, so INT8 is compared with the FP16 ONNX-path engine.
@@ -63,15 +64,15 @@ DEFAULT_PLAN = ",".join([
 INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
-# YOLOv4 INT8 placements (define options, defaults first): --yolo-shortcut-q, --yolo-stem-q set YOLO_INT8
-YOLO_INT8_CHOICES = {"shortcut_q": ("conv", "activation"), "stem_q": ("activation", "conv")}
+# YOLOv4 INT8 placements (define options, default first): --yolo-shortcut-q, --yolo-stem-q set YOLO_INT8
+YOLO_INT8_CHOICES = {"shortcut_q": SHORTCUT_Q, "stem_q": STEM_Q}
 YOLO_INT8 = {k: v[0] for k, v in YOLO_INT8_CHOICES.items()}
+INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
 def yolo_int8_options() -> dict[str, str]:
     """The YOLOv4 INT8 placement options that differ from the defaults (they name the engine and label the row)."""
     return {k: v for k, v in YOLO_INT8.items() if v != YOLO_INT8_CHOICES[k][0]}
-INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
 def parse_onnx(path: Path):
@@ -356,10 +357,10 @@ def main() -> int:
                     help="start no row after this time (seconds since the epoch: the session queue's deadline)")
     ap.add_argument("--yolo-heads", default="int8",
                     help="precisions whose YOLOv4 netdef engine also outputs head0..2 (INT8 is judged on them)")
-    ap.add_argument("--yolo-shortcut-q", default="conv", choices=YOLO_INT8_CHOICES["shortcut_q"],
+    ap.add_argument("--yolo-shortcut-q", default=SHORTCUT_Q[0], choices=SHORTCUT_Q,
                     help="where YOLOv4's netdef INT8 quantizes a shortcut's branch (define(shortcut_q=...): R3c, the "
                          "default, or R3b; docs/int8.md 2)")
-    ap.add_argument("--yolo-stem-q", default="activation", choices=YOLO_INT8_CHOICES["stem_q"],
+    ap.add_argument("--yolo-stem-q", default=STEM_Q[0], choices=STEM_Q,
                     help="where YOLOv4's netdef INT8 quantizes the first conv's output (define(stem_q=...))")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
