@@ -135,6 +135,14 @@ def _consumers(net, tensor_name):
     return sorted(found)
 
 
+def _exact_on_most_draws(error, draws: int = 3) -> None:
+    """`error(x)` (relative error of the INT8 definition against its float64 fake-quant reference on fresh inputs x)
+    is float rounding on most draws: a value within float32 rounding of a step boundary may round one step apart in
+    the executor and in float64 (~4e-3 once), never on most draws, and no wrong scale or placement stays that small."""
+    errors = sorted(error() for _ in range(draws))
+    assert errors[draws // 2] < 1e-5 and errors[-1] < 2e-2, errors
+
+
 def _fake_quant(x: torch.Tensor, amax, axis=None) -> torch.Tensor:
     scale = torch.as_tensor(np.maximum(np.asarray(amax, np.float64), 1e-12) / 127, dtype=torch.float64)
     if axis is not None:
@@ -170,9 +178,6 @@ def test_int8_block_matches_fake_quant_reference_and_builds() -> None:
     assert _consumers(net, "conv2") == [("add", 0)]  # the branch stays float: conv2 fuses the add
     assert _consumers(net, "fc/matmul") == [("fc", 0)]  # the bias add reads the float product
     assert net.meta["int8"]["activations"] == 4 and net.meta["int8"]["weights"] == 3
-    x = np.random.default_rng().standard_normal((2, 4, 6, 6)).astype(np.float32)
-    got = execute(net.definition, {"input": x})["logits"].double()
-
     def bias(name):
         return torch.from_numpy(w[name].astype(np.float32).astype(np.float64))
 
@@ -181,15 +186,22 @@ def test_int8_block_matches_fake_quant_reference_and_builds() -> None:
         kq = _fake_quant(torch.from_numpy(k), np.abs(k).reshape(4, -1).max(1), axis=0)
         return torch.nn.functional.conv2d(t, kq, bias(f"{name}.bias"), padding=1)
 
-    with torch.no_grad():
-        rq = _fake_quant(torch.relu(torch.from_numpy(x).double()), AMAX["relu"])
-        c2 = conv(_fake_quant(torch.relu(conv(rq, "conv1")), AMAX["relu1"]), "conv2")
-        pool = _fake_quant(torch.relu(c2 + rq), AMAX["relu2"]).mean(dim=(2, 3))
-        fw = w["fc.weight"].T
-        group = max(AMAX["pool"], AMAX["flatten"])  # pool -> flatten: one scale group, the larger range
-        want = _fake_quant(pool, group) @ _fake_quant(torch.from_numpy(fw), np.abs(fw).max(0), axis=1) \
-            + bias("fc.bias")
-    assert float((got - want).norm() / want.norm()) < 1e-5
+    def error() -> float:
+        x = np.random.default_rng().standard_normal((2, 4, 6, 6)).astype(np.float32)
+        got = execute(net.definition, {"input": x})["logits"].double()
+        with torch.no_grad():
+            rq = _fake_quant(torch.relu(torch.from_numpy(x).double()), AMAX["relu"])
+            c2 = conv(_fake_quant(torch.relu(conv(rq, "conv1")), AMAX["relu1"]), "conv2")
+            pool = _fake_quant(torch.relu(c2 + rq), AMAX["relu2"]).mean(dim=(2, 3))
+            fw = w["fc.weight"].T
+            group = max(AMAX["pool"], AMAX["flatten"])  # pool -> flatten: one scale group, the larger range
+            want = _fake_quant(pool, group) @ _fake_quant(torch.from_numpy(fw), np.abs(fw).max(0), axis=1) \
+                + bias("fc.bias")
+        return float((got - want).norm() / want.norm())
+
+    _exact_on_most_draws(error)
+    x = np.random.default_rng().standard_normal((2, 4, 6, 6)).astype(np.float32)
+    got = execute(net.definition, {"input": x})["logits"].double()
     plain = execute(_define(w).definition, {"input": x})["logits"].double()
     assert (plain - got).abs().max() > 0  # quantization is visible
     report = check_placement(net)
@@ -305,9 +317,6 @@ def test_activated_branch_of_a_shortcut_is_quantized_in_the_skips_scale() -> Non
     assert report.dequantized_inputs("add") == [0, 1] and report.dequantized_inputs("add2") == [1]
     assert report.same_scale("branch", "skip") and report.site("branch").readers == ["add:0"]
     assert report.requantized == [] and report.float_residuals == []
-    x = rng.random((2, 4, 6, 6)).astype(np.float32)
-    got = execute(int8.definition, {"input": x})["out"].double()
-
     def conv(t, i, pad=0):
         k = w[f"conv{i}.weight"]
         kq = _fake_quant(torch.from_numpy(k).double(), np.abs(k).reshape(4, -1).max(1), axis=0)
@@ -316,7 +325,7 @@ def test_activated_branch_of_a_shortcut_is_quantized_in_the_skips_scale() -> Non
     def leaky(t):
         return torch.nn.functional.leaky_relu(t, 0.1)
 
-    def reference(branch_quantized):
+    def reference(x, branch_quantized):
         with torch.no_grad():
             skip = leaky(conv(_fake_quant(torch.from_numpy(x).double(), amax["input"]), 1))
             group = max(amax["skip"], amax["branch"]) if branch_quantized else amax["skip"]  # one scale for the pair
@@ -325,8 +334,13 @@ def test_activated_branch_of_a_shortcut_is_quantized_in_the_skips_scale() -> Non
             yq = _fake_quant(y, amax["add"])
             return torch.nn.functional.avg_pool2d(_fake_quant(conv(yq, 3) + yq, amax["add2"]), 2)
 
-    want, r3 = reference(True), reference(False)
-    assert float((got - want).norm() / want.norm()) < 1e-5 < float((got - r3).norm() / r3.norm())
+    def error(branch_quantized: bool = True) -> float:
+        x = rng.random((2, 4, 6, 6)).astype(np.float32)
+        got, want = execute(int8.definition, {"input": x})["out"].double(), reference(x, branch_quantized)
+        return float((got - want).norm() / want.norm())
+
+    _exact_on_most_draws(error)
+    assert error(branch_quantized=False) > 1e-3  # R3's reference (the branch float) is not what was built
     with pytest.raises(ValueError, match="quantize_branch needs the skip"):
         with Network("bad", "fp32") as net:
             x = net.add_input("input", (-1, 4, 6, 6))
