@@ -47,7 +47,7 @@ def add(a: Operand, b: Operand, op: str | None = "add", skip: int | None = None,
     """a + b. `skip` (0 or 1) names the input that is a residual's skip (the identity, a Darknet shortcut's
     `from`): INT8 reads it through its shared Q/DQ and the other input, the branch, stays float so the
     convolution producing it fuses the add (netdef.quantize.policy). `quantize_branch`: the branch ends in an
-    activation of a conv (conv -> activation -> add) whose output went through `quant.branch_preactivation`:
+    activation of a conv (conv -> activation -> add) whose output went through `quant.preactivation`:
     the add runs in INT8 with the activation (R3c) or reads the branch quantized (R3b; docs/int8.md 2)."""
     net = current()
     both = is_tensor(a) and is_tensor(b)
