@@ -237,18 +237,19 @@ def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> 
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
 def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5) -> tuple[Any, Any, Any]:
-    """`torch_parse`'s steps as TensorRT layers (names `parse/...`), in FP32 (call it inside `net.float32()`);
-    positions from int32 indices.
+    """`torch_parse`'s steps as TensorRT layers (names `parse/...`), in FP32 and never quantized, whatever the
+    network's precision; positions from int32 indices.
 
     Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
     tensors; the four neighbours of the quarter-pixel adjustment come from one gather.
     """
     joints = int(tuple(output1.shape)[1])
     height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
-    with net.scope("parse"):
-        # FP32 (the caller's net.float32()): in FP16 the resized maps round neighbouring pixels of a peak to equal
-        # values, NMS keeps them all and the top k fills with duplicates (H200 FP16 engine: scores 15% off)
-        output0, output1 = F.cast(output0, np.float32, op="output0/float"), F.cast(output1, np.float32, op="output1/float")
+    with net.scope("parse"), net.float32():
+        # FP32: in FP16 the resized maps round neighbouring pixels of a peak to equal values, NMS keeps them all and
+        # the top k fills with duplicates (H200 FP16 engine: scores 15% off)
+        output0 = F.cast(output0, np.float32, op="output0/float")
+        output1 = F.cast(output1, np.float32, op="output1/float")
         up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
         heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
@@ -271,11 +272,10 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
                               op="neighbours")
         values = F.gather(F.reshape(heat, flat, op="heat_flat"), 2, neighbours, op="neighbour_values")
         right_v, left_v, down_v, up_v = F.split(values, topk, 2, op="neighbour")
-        with net.float32():
-            kx = _adjusted(x, right_v, left_v, "kx")
-            ky = _adjusted(y, down_v, up_v, "ky")
-            keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
-                                  F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
+        kx = _adjusted(x, right_v, left_v, "kx")
+        ky = _adjusted(y, down_v, up_v, "ky")
+        keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
+                              F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
 
 
@@ -426,8 +426,7 @@ class HigherHRNet(NetworkModel):
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
             else:
-                with net.float32():  # never quantized either
-                    results = parse(net, output0, output1, topk, nms_kernel)
+                results = parse(net, output0, output1, topk, nms_kernel)
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
