@@ -53,7 +53,7 @@ from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
 from netdef.verify import cosine_similarity as cosine  # noqa: E402
 from netdef.verify import relative_error as rel_err  # noqa: E402
-from networks.yolov4 import SHORTCUT_Q, STEM_Q  # noqa: E402
+from networks.yolov4 import HEAD_Q, PREACT_Q, SHORTCUT_Q  # noqa: E402
 
 # Most important first: the FP16 comparison, then INT8 and FP32, YOLOv4 after ResNet-50. The ONNX model carries
 # no Q/DQ, so INT8 is compared with the FP16 ONNX-path engine.
@@ -64,8 +64,8 @@ DEFAULT_PLAN = ",".join([
 INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 builds
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
-# YOLOv4 INT8 placements (define options, default first): --yolo-shortcut-q, --yolo-stem-q set YOLO_INT8
-YOLO_INT8_CHOICES = {"shortcut_q": SHORTCUT_Q, "stem_q": STEM_Q}
+# YOLOv4 INT8 placements (define options, default first), set by --yolo-shortcut-q, --yolo-preact-q, --yolo-head-q
+YOLO_INT8_CHOICES = {"shortcut_q": SHORTCUT_Q, "preact_q": PREACT_Q, "head_q": HEAD_Q}
 YOLO_INT8 = {k: v[0] for k, v in YOLO_INT8_CHOICES.items()}
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
@@ -360,8 +360,12 @@ def main() -> int:
     ap.add_argument("--yolo-shortcut-q", default=SHORTCUT_Q[0], choices=SHORTCUT_Q,
                     help="where YOLOv4's netdef INT8 quantizes a shortcut's branch (define(shortcut_q=...): R3c, the "
                          "default, or R3b; docs/int8.md 2)")
-    ap.add_argument("--yolo-stem-q", default=STEM_Q[0], choices=STEM_Q,
-                    help="where YOLOv4's netdef INT8 quantizes the first conv's output (define(stem_q=...))")
+    ap.add_argument("--yolo-preact-q", default=PREACT_Q[0], choices=PREACT_Q,
+                    help="which other convs YOLOv4's netdef INT8 quantizes at their raw output, before the "
+                         "activation (define(preact_q=...): the stem, the default; none; every Mish conv)")
+    ap.add_argument("--yolo-head-q", default=HEAD_Q[0], choices=HEAD_Q,
+                    help="YOLOv4's head convs in netdef INT8: floating point (R9, the default) or INT8 "
+                         "(define(head_q=...))")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
     args = ap.parse_args()
     with builder_config(detailed_profiling):
@@ -372,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     INT8_SKIP[:] = [s for s in args.int8_skip.split(",") if s]
     HEADS_FOR.update(p for p in args.yolo_heads.split(",") if p)
-    YOLO_INT8.update(shortcut_q=args.yolo_shortcut_q, stem_q=args.yolo_stem_q)
+    YOLO_INT8.update(shortcut_q=args.yolo_shortcut_q, preact_q=args.yolo_preact_q, head_q=args.yolo_head_q)
     feat = shim.features()
     results = {"date": datetime.date.today().isoformat(), "trt": f"{feat.flavor} {feat.version}",
                "typing": feat.typing, "opt_level": args.opt_level, "rows": []}

@@ -15,8 +15,9 @@
 #                    at level 1, 3 of them TensorRT's calibration); an engine saved from the same ONNX file,
 #                    calibration array and settings is reused, and so is TensorRT's calibration cache
 #        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
-#        variants_y  YOLOv4 netdef INT8 with the stem in FP16, then with conv 0's raw output quantized (level Y_LEVEL)
-#                    -> y/trt_yolo_variant_stem.json, y/trt_yolo_variant_stem_q.json
+#        variants_y  YOLOv4 netdef INT8 with the head convs in INT8, then without the stem at its raw output (the
+#                    placement before; level Y_LEVEL) -> y/trt_yolo_variant_head_q.json,
+#                    y/trt_yolo_variant_preact_none.json
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
@@ -65,13 +66,13 @@ netdef_y() {
     --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/y/bench_netdef.log" 2>&1
 }
 
-variants_y() {  # what docs/int8.md section 4 leaves open: the stem (conv 0, its Mish and a reformat: 0.9 ms in INT8)
+variants_y() {  # what docs/int8.md section 4 leaves open: the head convs' reformats; the stem's gain, same run
   wait_prepared || return 1
-  stamp "y: yolov4 netdef int8 with the stem in fp16, then quantized at conv 0's output (level $Y_LEVEL)"
-  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_stem.json" --plan yolov4:int8:netdef \
-    --int8-skip layers.0 >> "$W/y/bench_variants.log" 2>&1
-  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_stem_q.json" --plan yolov4:int8:netdef \
-    --yolo-stem-q conv >> "$W/y/bench_variants.log" 2>&1
+  stamp "y: yolov4 netdef int8 with the head convs in int8, then the stem computing its Mish (level $Y_LEVEL)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_head_q.json" --plan yolov4:int8:netdef \
+    --yolo-head-q int8 >> "$W/y/bench_variants.log" 2>&1
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_preact_none.json" \
+    --plan yolov4:int8:netdef --yolo-preact-q none >> "$W/y/bench_variants.log" 2>&1
 }
 
 r3b_y() {  # shortcut branches quantized after their activation (R3b, docs/int8.md 2): the default before R3c

@@ -8,9 +8,12 @@
 # stopped (its finished rows are kept: every result file is rewritten, atomically, after each row). Then the
 # tables, then serving if its 300 s are left. Seconds on the H200 (2026-11-30 run; "~": estimated, HigherHRNet has
 # no level-1 build yet):
-#   (a) yolo_prepare 50 | yolo_implicit ~1300 (TensorRT's implicit INT8, level 3 not measured: 800 at level 1, 3 min
-#       of it calibration; a saved engine or calibration cache from the same files is reused) | yolo_netdef 750
-#       (netdef FP16 680 + INT8 60, level 3) | yolo_variants ~240 (netdef INT8 with the stem in FP16; with conv 0's output quantized: docs/int8.md 4)
+#   (a) yolo_prepare 50 | yolo_implicit >1500 at level 3 (TensorRT's implicit INT8: its level-3 build was stopped
+#       unfinished after 1496 s on 2026-11-30, so it fits no session; 800 s at level 1, 3 min of it calibration; a
+#       saved engine or calibration cache from the same files is reused; NEED 1800 keeps it from starting)
+#       | yolo_netdef 750
+#       (netdef FP16 680 + INT8 60, level 3) | yolo_variants ~200 (netdef INT8 with the head convs in INT8; without
+#       the stem quantized at conv 0's output: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
@@ -22,10 +25,9 @@
 # the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
 # implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
 # YOLOv4 runs at level 3 (Y_LEVEL; level 1's tactic search made netdef INT8 1.5x slower than the same definition at
-# level 3: docs/int8.md 4). Issue 14's comparison at one level, the implicit anchor first on its own GPU:
-# ITEMS="yolo_prepare yolo_implicit yolo_netdef yolo_variants yolo_r3b" (netdef INT8 builds took 37-85 s at level
-# 3, FP16 11 min; TensorRT 8.6 refused every seeded timing cache, "Myelin error from unknown graph", so a seed
-# shortens nothing).
+# level 3: docs/int8.md 4). Issue 14 at level 3: ITEMS="yolo_prepare yolo_netdef yolo_variants pose_files
+# pose512_fp16 pose512_more" (netdef INT8 builds took 37-320 s at level 3, FP16 11 min; TensorRT 8.6 refused every
+# seeded timing cache, "Myelin error from unknown graph", so a seed shortens nothing).
 #
 #   bash bench/gpu_session.sh start          copy this tree to $W/src and start there (setsid nohup), return
 #   bash bench/gpu_session.sh poll SECONDS   wait up to SECONDS (or the end), print one status line per item (done,
@@ -99,7 +101,7 @@ results_of() {  # the result files an item writes, relative to $W
   case "$1" in
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
-    yolo_variants) echo int8/y/trt_yolo_variant_stem.json int8/y/trt_yolo_variant_stem_q.json ;;
+    yolo_variants) echo int8/y/trt_yolo_variant_head_q.json int8/y/trt_yolo_variant_preact_none.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
@@ -129,7 +131,8 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   local s="" kv
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
-    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1300 ;; yolo_netdef) s=700 ;; yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;;
+    yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1800 ;; yolo_netdef) s=700 ;;
+    yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

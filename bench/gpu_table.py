@@ -112,7 +112,7 @@ def int8_summary(gpu_rows: list[dict]) -> list[dict]:
         if nd[0] is not None and im[0] is not None:
             met["at_least_implicit_accuracy"] = nd[0] <= im[0] and nd[1] >= im[1]
         out.append({"model": model, "level": level, "int8_skip": r.get("int8_skip", []),
-                    "shortcut_q": r.get("shortcut_q"), "stem_q": r.get("stem_q"),
+                    "shortcut_q": r.get("shortcut_q"), "preact_q": r.get("preact_q"), "head_q": r.get("head_q"),
                     "gpu_ms_b32": gpu, "ratios": ratio, "met": met,
                     "accuracy": {k: {"rel_err": a[0], "cosine": a[1], "on": a[2]} for k, a in acc.items()},
                     "errors": {k: v.get("error") for k, v in rows.items() if v and v.get("error")},
@@ -130,7 +130,9 @@ def int8_table(gpu_rows: list[dict]) -> str:
         g, q, a = s["gpu_ms_b32"], s["ratios"], s["accuracy"]
         variant = f", INT8 with {'+'.join(s['int8_skip'])} float" if s.get("int8_skip") else ""
         variant += f", shortcuts quantized at the {s['shortcut_q']}" if s.get("shortcut_q") else ""
-        variant += f", stem quantized at the {s['stem_q']}" if s.get("stem_q") else ""
+        variant += {"none": ", no conv quantized at its output but the shortcut branches'",
+                    "mish": ", Mish convs quantized at their output"}.get(s.get("preact_q"), "")
+        variant += ", head convs INT8" if s.get("head_q") == "int8" else ""
         lines.append(f"{s['model']} (level {s['level']}{variant}), batch 32, GPU ms: netdef FP16 {fmt(g['netdef_fp16'], '.3f')} | "
                      f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")
         lines.append(f"  netdef INT8 / implicit INT8 = {fmt(q['vs_implicit'])}   netdef INT8 / netdef FP16 = "

@@ -109,6 +109,10 @@ class DarknetPlan:
         """Index of the first convolution (the one reading the image)."""
         return next(s.index for s in self.layers if s.type == "convolutional")
 
+    def convs_ending_in(self, activation: str) -> list[int]:
+        """Indices of the convolutions whose activation is `activation` ("mish", "leaky", ...)."""
+        return [s.index for s in self.layers if s.type == "convolutional" and s.options["activation"] == activation]
+
     @property
     def shortcut_branches(self) -> list[int]:
         """Indices of the convolutions a [shortcut] adds to its `from` layer (each shortcut's previous layer)."""
@@ -177,8 +181,8 @@ class Side:
         raise NotImplementedError
 
     def preactivation(self, x: Any, kind: str) -> Any:
-        """The raw conv output of a shortcut branch or the stem (`kind`: "branch", "stem") before its activation
-        (INT8 may quantize it there: R3c, define(stem_q="conv"))."""
+        """The raw conv output of a shortcut branch, the stem or a Mish conv (`kind`: "branch", "stem", "mish")
+        before its activation (INT8 may quantize it there: R3c; YOLOv4.define(preact_q=...))."""
         return x
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
@@ -197,7 +201,7 @@ class Side:
 class Convolutional:
     """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
 
-    preactivation_site: str | None = None  # "branch" (a [shortcut] adds its output) or "stem" (make_layers)
+    preactivation_site: str | None = None  # "branch" (a [shortcut] adds its output), "stem", "mish" (make_layers)
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
                  bn: bool, activation: str) -> None:
@@ -328,6 +332,8 @@ def side_classes(side: type) -> dict[str, type]:
 
 def make_layers(darknet_plan: DarknetPlan, classes: dict[str, type]) -> list[Any]:
     layers = [classes[s.type](**s.options) for s in darknet_plan.layers]
+    for i in darknet_plan.convs_ending_in("mish"):
+        layers[i].preactivation_site = "mish"
     layers[darknet_plan.stem].preactivation_site = "stem"
     for i in darknet_plan.shortcut_branches:
         layers[i].preactivation_site = "branch"

@@ -35,7 +35,11 @@ log = logging.getLogger("netdef.yolov4")
 
 NMS_MODES = ("auto", "engine", "raw")
 SHORTCUT_Q = ("conv", "activation")  # define(shortcut_q=...): R3c (the default), R3b (docs/int8.md 2)
-STEM_Q = ("activation", "conv")  # define(stem_q=...): conv 1's input (the default), conv 0's raw output
+# define(preact_q=...): which other convs INT8 quantizes at their raw output, before the activation: the stem
+# (conv 0: the default, 0.51 ms faster on the H200), none, every conv ending in Mish (docs/int8.md 4)
+PREACT_Q = ("stem", "none", "mish")
+# define(head_q=...): the head's last (linear) convs in floating point (R9, the default) or INT8 (an experiment)
+HEAD_Q = ("float", "int8")
 RAW_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_detections", "det_boxes", "det_scores", "det_classes")
 
@@ -110,7 +114,7 @@ class YOLOv4(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False, nms: str = "auto",
                max_detections: int = 100, score_threshold: float = 0.25, iou_threshold: float = 0.45,
                topk: int = TRT_TOPK_LIMIT, calibration: Any = None, skip: tuple[str, ...] = (), heads: bool = False,
-               input_dtype: str = "float32", shortcut_q: str = "conv", stem_q: str = "activation",
+               input_dtype: str = "float32", shortcut_q: str = "conv", preact_q: str = "stem", head_q: str = "float",
                **options: Any) -> Network:
         """The definition: input `input` (B, C, H, W) letterboxed RGB 0..1; outputs per `nms` (module docstring).
 
@@ -124,9 +128,14 @@ class YOLOv4(NetworkModel):
         INT8, the activation and the add run in one INT8 pointwise kernel; 0.42 ms faster on the H200) or
         "activation" (R3b: the conv computes the activation in its INT8 epilogue, the add reads both inputs
         quantized); one calibration serves both.
-        stem_q: where INT8 quantizes the first conv's output, "activation" (conv 1's input: conv 0 writes float, its
-        activation writes INT8) or "conv" (conv 0's raw output: conv 0 writes INT8, its activation runs in an INT8
-        pointwise kernel; an experiment for the stem's cost, docs/int8.md 4); the same calibration serves both.
+        preact_q: which other convs INT8 quantizes at their raw output (after BN, before the activation), so they
+        write INT8 without an activation epilogue and the activation runs in an INT8 pointwise kernel: "stem" (conv 0,
+        the default: the first-layer kernel then writes INT8, not FP32 into a reformat; 7.16 -> 6.65 ms on the
+        H200), "none" (each conv computes its activation, its consumers quantize it) or "mish" (every conv ending
+        in Mish: 7.11 ms, the pointwise Mish kernels cost more than the epilogues did; docs/int8.md 4); one
+        calibration serves all three.
+        head_q: the head's last convs (the [yolo] layers' inputs) in floating point ("float", R9) or INT8 ("int8":
+        no reformats around them; an experiment, docs/int8.md 4).
         """
         if options:
             raise TypeError(f"YOLOv4.define: unknown option(s) {', '.join(sorted(options))}")
@@ -139,14 +148,16 @@ class YOLOv4(NetworkModel):
                                     "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
                                     "topk": int(topk)}
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
-        for name, value, choices in (("shortcut_q", shortcut_q, SHORTCUT_Q), ("stem_q", stem_q, STEM_Q)):
+        for name, value, choices in (("shortcut_q", shortcut_q, SHORTCUT_Q), ("preact_q", preact_q, PREACT_Q),
+                                     ("head_q", head_q, HEAD_Q)):
             if value not in choices:
                 raise ValueError(f"YOLOv4.define: {name}={value!r}: expected one of {', '.join(choices)}")
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.branch_at = shortcut_q
-            if stem_q == "conv":
-                net.quant.before_activation = (f"layers.{self.plan.stem}",)
-            net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
+            preact = {"none": [], "stem": [self.plan.stem], "mish": self.plan.convs_ending_in("mish")}[preact_q]
+            net.quant.before_activation = tuple(f"layers.{i}" for i in preact)
+            if head_q == "float":
+                net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs
             x = self.image_input(net, (-1, self.plan.in_channels, h, w), input_dtype)
             boxes, scores, raw_heads = model(x)
             if nms == "raw":
@@ -162,7 +173,8 @@ class YOLOv4(NetworkModel):
                         **settings)
         self.record_options(net, **settings, **({"heads": True} if heads else {}),
                             **({"shortcut_q": shortcut_q} if shortcut_q != SHORTCUT_Q[0] else {}),
-                            **({"stem_q": stem_q} if stem_q != STEM_Q[0] else {}))
+                            **({"preact_q": preact_q} if preact_q != PREACT_Q[0] else {}),
+                            **({"head_q": head_q} if head_q != HEAD_Q[0] else {}))
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,

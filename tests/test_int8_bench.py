@@ -247,7 +247,8 @@ def test_netdef_int8_plan_carries_its_placement_report(gpu, tmp_path, monkeypatc
 def test_yolo_placement_variants_share_the_default_calibration(gpu, tmp_path, monkeypatch):
     """One calibration cache (the default definition's) serves every YOLOv4 INT8 placement: R3c quantizes the
     branch conv's output (the one quantized weighted output), --yolo-shortcut-q activation (R3b) the activation's,
-    --yolo-stem-q conv conv 0's raw output; each recorded in the definition; FP16 definitions ignore them."""
+    --yolo-preact-q none leaves the stem's raw output alone, --yolo-head-q int8 quantizes the head conv; each
+    recorded in the definition; FP16 definitions ignore them."""
     from netdef.quantize import calibrate
     from weights_export.darknet_synth import CfgWriter, write_synthetic_darknet
     from networks.yolov4 import YOLOv4
@@ -263,18 +264,21 @@ def test_yolo_placement_variants_share_the_default_calibration(gpu, tmp_path, mo
     calibrate(model, data, batch=4, input_size=(32, 32), out=tmp_path / "yolov4_calib.json", progress=False)
     monkeypatch.setitem(gpu.INPUT_SIZE, "yolov4", (32, 32))
     plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "c.engine")
-    assert "shortcut_q" not in plan.meta["define_options"]
-    assert plan.meta["placement"]["quantized_weighted_outputs"] == 1 and plan.meta["placement"]["requantized"] == 0
+    assert not {"shortcut_q", "preact_q", "head_q"} & set(plan.meta["define_options"])
+    assert plan.meta["placement"]["quantized_weighted_outputs"] == 2 and plan.meta["placement"]["requantized"] == 0
     monkeypatch.setitem(gpu.YOLO_INT8, "shortcut_q", "activation")
     plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "a.engine")
     assert plan.meta["define_options"]["shortcut_q"] == "activation"
-    assert plan.meta["placement"]["quantized_weighted_outputs"] == 0 and plan.meta["placement"]["requantized"] == 0
-    monkeypatch.setitem(gpu.YOLO_INT8, "stem_q", "conv")  # --yolo-stem-q conv: conv 0's raw output quantized too
-    assert gpu.yolo_int8_options() == {"shortcut_q": "activation", "stem_q": "conv"}
+    assert plan.meta["placement"]["quantized_weighted_outputs"] == 1 and plan.meta["placement"]["requantized"] == 0
+    monkeypatch.setitem(gpu.YOLO_INT8, "preact_q", "none")  # --yolo-preact-q none: conv 0 computes its Mish
+    monkeypatch.setitem(gpu.YOLO_INT8, "head_q", "int8")  # --yolo-head-q int8: the head conv in INT8 too
+    assert gpu.yolo_int8_options() == {"shortcut_q": "activation", "preact_q": "none", "head_q": "int8"}
     plan = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="int8", progress=False), tmp_path / "s.engine")
-    assert plan.meta["define_options"]["stem_q"] == "conv" and plan.meta["placement"]["quantized_weighted_outputs"] == 1
+    assert plan.meta["define_options"]["preact_q"] == "none" and plan.meta["define_options"]["head_q"] == "int8"
+    assert plan.meta["placement"]["quantized_weighted_outputs"] == 0
+    assert plan.meta["placement"]["int8_weighted_layers"] == plan.meta["placement"]["weighted_layers"] == 3
     fp16 = gpu.netdef_plan("yolov4", tmp_path, BuildSettings(precision="fp16", progress=False), tmp_path / "f.engine")
-    assert not {"shortcut_q", "stem_q"} & set(fp16.meta["define_options"])
+    assert not {"shortcut_q", "preact_q", "head_q"} & set(fp16.meta["define_options"])
 
 
 def test_variant_timing_cache_starts_from_its_base_engines(gpu, tmp_path) -> None:
@@ -398,7 +402,7 @@ def _run_args(tmp_path, plan, deadline_at):
     return argparse.Namespace(work=str(tmp_path), plan=plan, opt_level=1, int8_skip="", iters=1, warmup=0,
                               out=str(tmp_path / "trt.json"), rebuild=False, deadline_at=deadline_at,
                               yolo_heads="fp16,int8", profile_iters=0, yolo_shortcut_q="conv",
-                              yolo_stem_q="activation")
+                              yolo_preact_q="stem", yolo_head_q="float")
 
 
 def test_rows_past_the_deadline_or_without_preparation_are_written_not_crashed(gpu, tmp_path, capsys):

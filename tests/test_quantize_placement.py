@@ -133,8 +133,8 @@ def _check_darknet_placement(model, size, **options):
     """Each [shortcut] add reads both inputs through Q/DQ, the branch (the previous layer's activated output) in one
     scale with its `from` input, and is their only reader (R3b: the branch conv fuses its activation and writes
     INT8); route / max pool / upsample groups declared by the modules are the definition's commuting groups; every
-    group shares one scale; 0 requantized tensors; the head's last convs and the decode carry no Q/DQ; every other
-    conv runs INT8."""
+    group shares one scale; 0 requantized tensors; the only quantized conv output is the stem's (preact_q="stem",
+    read by its activation); the head's last convs and the decode carry no Q/DQ; every other conv runs INT8."""
     fp32 = model.define("fp32", input_size=size, nms="raw", **options)
     int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32), **options)
     report = check_placement(int8)
@@ -148,14 +148,16 @@ def _check_darknet_placement(model, size, **options):
     assert sorted(declared) == sorted(commuting + pairs) and declared
     for group in declared:
         assert report.same_scale(*[m for m in group if report.site(m)])
-    assert report.requantized == [] and report.float_residuals == [] and report.quantized_weighted_outputs == []
+    assert report.requantized == [] and report.float_residuals == []
+    assert report.quantized_weighted_outputs == ["layers.0.bn"]
     assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [0, 1] for i in shortcuts}
     assert all(report.site(f"layers.{i - 1}").readers == [f"layers.{i}/add:0"] for i in shortcuts)
     heads = {f"layers.{s.index - 1}.conv" for s in layers if s.type == "yolo"}
     convs = {w.layer: w.int8_input and w.int8_weights for w in report.weighted}
     assert {c for c, int8_conv in convs.items() if not int8_conv} == heads
     dequantized = {r.split(":")[0] for s in report.activations for r in s.readers}
-    assert not any(r.startswith(("decode", "layers.")) and "/" in r and not r.endswith("/add") for r in dequantized)
+    assert not any(r.startswith(("decode", "layers.")) and "/" in r and not r.endswith("/add")
+                   and not r.startswith("layers.0/") for r in dequantized)
     return report, shortcuts, declared
 
 
@@ -172,7 +174,7 @@ def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> Non
     report, shortcuts, declared = _check_darknet_placement(_yolov4_h5(tmp_path), 64, shortcut_q="activation")
     assert len(shortcuts) == 23 and len(report.int8_layers()) == 107 and len(declared) == 10 + 23
     assert ["layers.4", "layers.6"] in declared and ["layers.17", "layers.19"] in declared  # branch + from
-    assert len(report.activations) == 98 + 23
+    assert len(report.activations) == 98 + 23 + 1  # + the stem's raw output
     assert ["layers.107", "layers.108", "layers.110", "layers.112", "layers.113"] in declared  # SPP
     assert ["layers.117", "layers.118.up", "layers.120", "layers.121"] in declared  # PAN, upsample included
     assert ["layers.116", "layers.152", "layers.153"] in declared
@@ -187,25 +189,31 @@ def _yolov4_h5(tmp_path):
 
 
 def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tmp_path) -> None:
-    """The default placement (R3c, shortcut_q="conv"): each shortcut's branch conv writes its raw output through
-    Q/DQ (its only reader: the activation), the add reads one DQ, the skip's; no shortcut pairs a scale group;
-    nothing requantized, no float residual. The ranges come from the R3b definition's calibration names (it
-    observes the branch conv outputs and the stem's, so one calibration serves every placement; the default's
-    observes the activations R3b quantizes). stem_q="conv" quantizes conv 0's raw output as well."""
+    """The default placement (R3c, shortcut_q="conv", preact_q="stem"): each shortcut's branch conv and the stem
+    write their raw output through Q/DQ (its only reader: the activation), the add reads one DQ, the skip's; no
+    shortcut pairs a scale group; nothing requantized, no float residual. The ranges come from the R3b definition's
+    calibration names (it observes every Mish conv's raw output, so one calibration serves every placement; the
+    default's observes the activations R3b quantizes). preact_q="none" leaves the stem's output to conv 1's input,
+    "mish" quantizes every Mish conv's raw output."""
     model = _yolov4_h5(tmp_path)
     fp32 = model.define("fp32", input_size=64, nms="raw", shortcut_q="activation")
     shortcuts = [s.index for s in model.cfg.layers if s.type == "shortcut"]
     branches = [f"layers.{i - 1}.bn" for i in shortcuts]
-    assert fp32.quant.observed == ["layers.0.bn"] + branches and not set(branches) & set(fp32.quant.sites)
+    mish = [f"layers.{i}.bn" for i in model.plan.convs_ending_in("mish")]
+    assert len(mish) == 72 and branches[0] in mish and mish[0] == "layers.0.bn"
+    head_inputs = [f"layers.{model.plan.layers[i].sources[0]}" for i in model.plan.head_convs]  # for head_q="int8"
+    assert sorted(fp32.quant.observed) == sorted(mish[1:] + head_inputs) and "layers.0.bn" in fp32.quant.sites
+    assert not set(branches) & set(fp32.quant.sites)
     assert set(branches) <= set(fp32.quant.calibration_names())
     default = model.define("fp32", input_size=64, nms="raw")
-    assert default.quant.observed == ["layers.0.bn"] + [f"layers.{i - 1}" for i in shortcuts]  # R3b's sites
+    assert sorted(default.quant.observed) == sorted([m for m in mish[1:] if m not in branches] + head_inputs
+                                                    + [f"layers.{i - 1}" for i in shortcuts])  # + R3b's sites
     assert set(branches) <= set(default.quant.sites) and set(default.quant.calibration_names()) == set(
         fp32.quant.calibration_names())
     int8 = model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32))
     report = check_placement(int8)
     assert report.requantized == [] and report.float_residuals == []
-    assert report.quantized_weighted_outputs == branches
+    assert report.quantized_weighted_outputs == ["layers.0.bn"] + branches
     assert {i: report.dequantized_inputs(f"layers.{i}/add") for i in shortcuts} == {i: [1] for i in shortcuts}
     assert all(report.site(b).readers == [f"{b[:-3]}/mish/softplus:0", f"{b[:-3]}/mish/mul:0"] for b in branches)
     quantized = set(int8.quant.sites)
@@ -215,10 +223,16 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     assert len(report.int8_layers()) == 107 and "shortcut_q" not in int8.meta["define_options"]
     with pytest.raises(ValueError, match="shortcut_q='add'"):
         model.define("fp32", input_size=64, nms="raw", shortcut_q="add")
-    stem = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32), stem_q="conv"))
-    assert stem.quantized_weighted_outputs == ["layers.0.bn"] + branches and stem.requantized == []
-    assert stem.site("layers.0.bn").readers == ["layers.0/mish/softplus:0", "layers.0/mish/mul:0"]
-    assert stem.site("layers.0").readers == ["layers.1.conv:0"]  # conv 1 reads the stem's activation as before
+    assert report.site("layers.0.bn").readers == ["layers.0/mish/softplus:0", "layers.0/mish/mul:0"]
+    assert report.site("layers.0").readers == ["layers.1.conv:0"]  # conv 1 reads the stem's activation as before
+    none = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32),
+                                        preact_q="none"))
+    assert none.quantized_weighted_outputs == branches and none.requantized == []
+    every = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32),
+                                         preact_q="mish"))
+    assert every.quantized_weighted_outputs == mish and every.requantized == [] and every.float_residuals == []
+    assert every.site("layers.1").readers == ["layers.2.conv:0", "layers.4.conv:0"]  # CSP siblings share their input
+    assert all(every.site(m).readers == [f"{m[:-3]}/mish/softplus:0", f"{m[:-3]}/mish/mul:0"] for m in mish)
 
 
 def test_scale_groups_union_find_and_json() -> None:
@@ -337,3 +351,44 @@ def _sensitivity_cli(tmp_path, capsys) -> None:
     assert again.meta["sensitivity"]["ranking"] == stored["ranking"]
     with pytest.raises(ValueError, match="K >= 0"):
         calibrate(model, tmp_path / "calib.npy", input_size=(32, 32), out=calib, progress=False, sensitivity=-1)
+
+
+def test_a_temporary_network_stays_alive_while_it_is_read(tmp_path, monkeypatch) -> None:
+    """check_placement and the executor take a netdef Network and hold it (the arrays its constants point into)
+    while they read it: CPython frees an argument as soon as the callee rebinds its name, and scales then read back
+    as whatever reused that memory (0, 1e-45 were seen). Checked where they read: the Network passed as a temporary
+    is still alive, and the results equal those from a held Network."""
+    import gc
+    import weakref
+
+    from netdef.executor import Executor, core
+    from netdef.quantize import placement
+
+    model = _yolov4_h5(tmp_path)
+    amax = _amax_for(model.define("fp32", input_size=64, nms="raw"))
+    held = model.define("int8", input_size=64, nms="raw", calibration=amax)
+    scales = [a.scale for a in check_placement(held).activations]
+    x = model.sample_input(1, 64, seed=int(np.random.default_rng().integers(1000)))
+    expected = Executor(held)({"input": x})
+    refs: list = []
+    alive: list[bool] = []
+
+    def temporary():
+        net = model.define("int8", input_size=64, nms="raw", calibration=amax)
+        refs.append(weakref.ref(net))
+        return net
+
+    def checked(read):  # the first read after the callee took the Network: collect, then is it alive?
+        def wrapper(*args, **kwargs):
+            if len(alive) < len(refs):
+                gc.collect()
+                alive.append(refs[-1]() is not None)
+            return read(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(placement.Graph, "scale", checked(placement.Graph.scale))
+    monkeypatch.setattr(core, "_prepare", checked(core._prepare))
+    assert [a.scale for a in check_placement(temporary()).activations] == scales
+    got = Executor(temporary())({"input": x})
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert alive == [True, True]

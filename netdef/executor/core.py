@@ -138,7 +138,9 @@ class Executor:
 
     def __init__(self, definition: Any, device: str | torch.device = "cpu",
                  keep: str | Iterable[str] = "outputs", dtype: Any = torch.float32) -> None:
-        # a netdef Network is accepted too; it owns the builder and weight arrays the definition points into
+        # a netdef Network is accepted too; it owns the builder and weight arrays the definition points into, so it
+        # is held (CPython frees an argument that is no longer bound, even while the call runs)
+        self.owner = definition
         definition = getattr(definition, "definition", definition)
         self.device = _device(device)
         self.float_dtype = float_dtype = _float_dtype(dtype)

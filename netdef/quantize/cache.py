@@ -152,10 +152,10 @@ def definition_digest(definition: Any) -> str:
     from netdef.quantize.placement import Graph
     from netdef.sidecar import definition_digest as digest
 
-    definition = getattr(definition, "definition", definition)
+    network = getattr(definition, "definition", definition)  # `definition` stays bound: a Network owns the weights
     trt = shim.binding()
-    graph = Graph(definition)
-    return digest(definition, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
+    graph = Graph(network)
+    return digest(network, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
                                           trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False,
                   skip_names={graph.layers[i].name for i in graph.pixel_layers})
 

@@ -298,8 +298,8 @@ def _quantized_constant(g: Graph, tensor: str | None) -> bool:
 
 def check_placement(definition: Any) -> PlacementReport:
     """The placement report of an INetworkDefinition (or a netdef Network) holding Q/DQ layers."""
-    definition = getattr(definition, "definition", definition)
-    g = Graph(definition)
+    network = getattr(definition, "definition", definition)  # `definition` stays bound: a Network owns the scales
+    g = Graph(network)
     activations: list[ActivationSite] = []
     weights: list[str] = []
     quantized_outputs: list[str] = []
@@ -344,7 +344,7 @@ def check_placement(definition: Any) -> PlacementReport:
     for s in activations:
         by_scale.setdefault(s.scale, []).append(s.tensor)
     shared = [sorted(set(names)) for names in by_scale.values() if len(set(names)) > 1]
-    return PlacementReport(definition.name, activations, weights, weighted, requantized, quantized_outputs, shared,
+    return PlacementReport(network.name, activations, weights, weighted, requantized, quantized_outputs, shared,
                            float_residuals(g))
 
 

@@ -156,6 +156,8 @@ class Quantizer:
         constant -> Q(axis) -> DQ of the kernel (create the layer with an empty kernel and set input 1 to it);
         else x (through the 8.6 guard) and None (the layer takes its kernel as weights)."""
         int8 = self.quantizes()
+        if not int8 and self.region_on() and is_skipped(self.net.path, self.floating) and _floating(x):
+            self._observed.append(x)  # kept float by the network's rule; a placement without it quantizes x
         x = self.input(x)
         if not int8:
             return x, None
