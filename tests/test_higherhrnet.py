@@ -3,6 +3,7 @@ builds, INT8, checkpoint export, grouping into people on synthetic maps, and `ne
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from netdef.executor import execute
 from netdef.network import Network
 from netdef.pose.grouping import GroupingSettings, group, match_by_tag, refine
 from netdef.verify import compare, verify_network
-from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, infer_config,
+from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, _tile, infer_config,
                                   parse, torch_higherhrnet)
 from networks.resnet import random_bn_init
 
@@ -96,14 +97,39 @@ def test_parsed_outputs_are_the_reference_steps(small: HigherHRNet, topk: int, n
     assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
 
-def parse_network(joints: int, height: int, width: int) -> Network:
+def parse_network(joints: int, height: int, width: int, **options: Any) -> Network:
     """The parse alone, fed the two raw outputs as inputs."""
     with Network("parse") as net:
         o0 = net.add_input("output0", (-1, 2 * joints, height // 4, width // 4))
         o1 = net.add_input("output1", (-1, joints, height // 2, width // 2))
-        for name, tensor in zip(("scores", "keypoints", "tags"), parse(net, o0, o1)):
+        for name, tensor in zip(("scores", "keypoints", "tags"), parse(net, o0, o1, **options)):
             net.mark_output(tensor, name)
     return net
+
+
+@pytest.mark.parametrize("tile", [8, 4, 2])
+def test_top_k_by_tiles_is_the_top_k_of_the_whole_map(tile: int) -> None:
+    """The tiled top k (k tiles by their maximum, then the k best of their values) returns what one TopK over
+    each whole NMS map returns: the same sorted scores, and the same positions and tags wherever a score is unique
+    in its map; on fresh random maps with many peaks (rough maps: peaks in every tile)."""
+    height, width, joints = 128, 96, 5
+    rng = np.random.default_rng()
+    output0 = rng.standard_normal((2, 2 * joints, height // 4, width // 4)).astype(np.float32)
+    output1 = rng.standard_normal((2, joints, height // 2, width // 2)).astype(np.float32)
+    whole = execute(parse_network(joints, height, width, tile=1).definition, {"output0": output0, "output1": output1})
+    tiled = parse_network(joints, height, width, tile=tile)
+    assert any(tiled.definition.get_layer(i).name == "parse/tile_topk" for i in range(tiled.definition.num_layers))
+    got = execute(tiled.definition, {"output0": output0, "output1": output1})
+    scores = whole["scores"].numpy()
+    assert (scores > 0).all() and np.array_equal(got["scores"].numpy(), scores)
+    untied = (scores[..., :, None] == scores[..., None, :]).sum(-1) == 1
+    assert untied.mean() > 0.99
+    for name in ("keypoints", "tags"):
+        assert np.array_equal(got[name].numpy()[untied], whole[name].numpy()[untied])
+    with pytest.raises(ValueError, match="tile=3"):
+        parse_network(joints, height, width, tile=3)
+    # by default the largest of 8, 4, 2 leaving k tiles: 8 at the seed's 512 x 512 (4096 tiles, not 262144 values)
+    assert [_tile(None, h, w, 30) for h, w in ((512, 512), (32, 32), (16, 16), (10, 10))] == [8, 4, 2, 1]
 
 
 def synthetic_people(height: int, width: int, people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
