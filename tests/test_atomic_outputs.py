@@ -97,6 +97,8 @@ def test_signal_while_writing_removes_the_temp_file(tmp_path, sig):
     out.write_bytes(b"old")
 
     def body():
+        # as in an interactive process: a shell starts background jobs with SIGINT ignored, and Python then keeps it so
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with atomic_path(out) as tmp:
             tmp.write_bytes(b"half")
             time.sleep(30)
