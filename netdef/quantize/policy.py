@@ -17,7 +17,8 @@ Every Network has a `Quantizer` (`net.quant`); the functional ops ask it while t
 Sites are recorded in every precision: the FP32 definition records what the INT8 one quantizes and emits nothing,
 so calibration reads there which tensors to observe (`sites`, `groups`), by the same canonical names (casts and
 identities looked through). Module paths a network file keeps in floating point (`keep_float`: a detection head's
-last convs) and `unquantized()` / `float32()` regions are never quantized, in any precision; in an INT8 definition
+last convs; calibration still observes their weighted layers' inputs, for a placement that quantizes them) and
+`unquantized()` / `float32()` regions are never quantized, in any precision; in an INT8 definition
 (`Int8Settings`) neither are module paths in `fp16` (skip + the sensitivity ranking). Scale values are final once
 the definition is complete (`finish`): a tensor's scale is its group's, known only after the group's last layer.
 
