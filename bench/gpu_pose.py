@@ -1,8 +1,9 @@
 """HigherHRNet GPU benchmark, the TensorRT side: run in /tmp/gpu-trt/python (TensorRT 8.6, Python 3.10, no torch)
 after `bench/gpu_pose_prepare.py --stage files`. Reuses bench/gpu.py's ONNX-path build, timing and comparison.
 
-Each plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] (path netdef or onnx; outputs raw or parsed; the ONNX model is
-the raw one) is built with batch 1..8 (opt 8) at one optimization level (netdef and ONNX path alike; one timing
+Each plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL[:OPTION=VALUE...]] (path netdef or onnx; outputs raw or parsed;
+the ONNX model is the raw one; options go to HigherHRNet.define, e.g. upsample_q=conv, and name the engine and the
+row) is built with batch 1..8 (opt 8) at one optimization level (netdef and ONNX path alike; one timing
 cache per engine), saved, checked against the float64 references and timed at batch 1 and 8 with device-resident
 I/O (bench/gpu.py's evaluate). Items are run in order until --deadline-s has passed since the start or the clock
 passes --deadline-at (later ones are recorded as skipped, and the result file is written after every item).
@@ -39,10 +40,10 @@ def default_plan(sizes: list[int], items: tuple[str, ...] | list[str] = DEFAULT_
     return ",".join(f"{size}:{item}" for size in sizes for item in items)
 
 
-def netdef_plan(work: Path, size: int, outputs: str, settings):
+def netdef_plan(work: Path, size: int, outputs: str, settings, define_options: dict | None = None):
     from networks.higherhrnet import HigherHRNet
 
-    options = {}
+    options = dict(define_options or {})
     if settings.precision == "int8":
         from netdef.quantize import load_cache
 
@@ -92,22 +93,24 @@ def run_plan(args: argparse.Namespace) -> int:
     prepared = functools.cache(functools.partial(read_prepared, work))  # once per size, not per row
     plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
     for item in plan_text.split(","):
-        size_text, precision, path_kind, outputs, *level = item.split(":")
-        size, opt_level = int(size_text), int(level[0]) if level else args.opt_level
+        size_text, precision, path_kind, outputs, *rest = item.split(":")
+        size, opt_level = int(size_text), int(rest[0]) if rest and rest[0] else args.opt_level
+        options = dict(kv.split("=", 1) for kv in rest[1:])
         row: dict = {"size": size, "precision": precision, "path": path_kind, "outputs": outputs,
-                     "opt_level": opt_level}
+                     "opt_level": opt_level, **({"define_options": options} if options else {})}
         if time.perf_counter() - start > args.deadline_s or time.time() > args.deadline_at:
             row["skipped"] = "deadline"
         else:
             t0 = time.perf_counter()
             try:
-                if path_kind == "onnx" and outputs != "raw":
-                    raise ValueError("the ONNX model has the raw outputs only")
+                if path_kind == "onnx" and (outputs != "raw" or options):
+                    raise ValueError("the ONNX model has the raw outputs only, and no define options")
                 inputs, refs = prepared(f"{ARCH}-{size}")
-                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}-{opt_level}.engine"
+                variant = "".join(f"-{k}-{v}" for k, v in options.items())
+                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}{variant}-{opt_level}.engine"
                 settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
                                          timing_cache=timing_cache_for(work, engine), progress=False)
-                plan = (netdef_plan(work, size, outputs, settings) if path_kind == "netdef"
+                plan = (netdef_plan(work, size, outputs, settings, options) if path_kind == "netdef"
                         else onnx_plan(work / f"{ARCH}-{size}.onnx", settings))
                 row.update(evaluate_outputs(plan, engine, inputs, refs, outputs=outputs, parsed_check=parsed_check,
                                             iters=args.iters, warmup=args.warmup, batches=BATCHES,
@@ -131,7 +134,7 @@ def table(paths: list[str]) -> str:
         data = json.loads(Path(p).read_text())
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])
-    index = {(r["size"], r["precision"], r["path"], r["outputs"], r["opt_level"]): r for r in rows}
+    index = {(r["size"], _label(r), r["path"], r["outputs"], r["opt_level"]): r for r in rows}
 
     def ms(row: dict | None, b: int, key: str = "median_ms") -> float | None:
         return ((row or {}).get(f"b{b}") or {}).get(key)
@@ -148,13 +151,14 @@ def table(paths: list[str]) -> str:
     for (size, precision, path, outputs, level), r in sorted(index.items()):
         if path != "netdef" or outputs != "raw":
             continue
-        onnx = index.get((size, precision, "onnx", "raw", level)) or index.get((size, "fp16", "onnx", "raw", level))
+        onnx = index.get((size, precision.split()[0], "onnx", "raw", level)) or index.get(
+            (size, "fp16", "onnx", "raw", level))
         parsed = index.get((size, precision, "netdef", "parsed", level))
-        eager_kind = "fp32" if precision == "fp32" else "fp16"
+        eager_kind = "fp32" if precision.startswith("fp32") else "fp16"
         for b in BATCHES:
             nd = ms(r, b)
             eager = (torch_times.get(f"eager_{eager_kind}_{size}_b{b}") or {}).get("median_ms")
-            comp = (torch_times.get(f"compile_fp16_{size}_b{b}") or {}).get("median_ms") if precision != "fp32" \
+            comp = (torch_times.get(f"compile_fp16_{size}_b{b}") or {}).get("median_ms") if eager_kind != "fp32" \
                 else None
             check = (r.get(f"b{b}") or {})
             accuracy = f"rel {check['rel_err']:.1e}, cos {check['cosine']:.5f}" if "rel_err" in check else \
@@ -173,14 +177,21 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _label(row: dict) -> str:
+    """The precision column: the precision, then any define options of the row ("int8 upsample_q=conv")."""
+    return " ".join([row["precision"], *(f"{k}={v}" for k, v in (row.get("define_options") or {}).items())])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/ndpose")
     ap.add_argument("--sizes", default="512,256", help="sizes of the default plan, in order")
-    ap.add_argument("--plan", default=None, help="SIZE:PRECISION:PATH:OUTPUTS[:LEVEL] items (default: every size's "
+    ap.add_argument("--plan", default=None, help="SIZE:PRECISION:PATH:OUTPUTS[:LEVEL[:OPTION=VALUE...]] items "
+                                                 "(default: every size's "
                                                  f"{', '.join(DEFAULT_ITEMS)})")
     ap.add_argument("--items", default=",".join(DEFAULT_ITEMS),
-                    help="PRECISION:PATH:OUTPUTS items of the default plan, per size, most important first")
+                    help="PRECISION:PATH:OUTPUTS[:LEVEL[:OPTION=VALUE...]] items of the default plan, per size, "
+                         "most important first")
     ap.add_argument("--opt-level", type=int, default=1, help="builder optimization level of items without one")
     ap.add_argument("--deadline-s", type=float, default=330.0, help="start no item after this many seconds")
     ap.add_argument("--deadline-at", type=float, default=float("inf"),

@@ -109,9 +109,11 @@ def gpu_pose(args: list[str]) -> None:
     items = [f"{size}:{item}" for size in a.sizes.split(",") for item in a.items.split(",")]
 
     def make(item: str, t0: float | None) -> dict:
-        size, precision, path, outputs = item.split(":")
-        row = {"size": int(size), "precision": precision, "path": path, "outputs": outputs, "opt_level": a.opt_level,
-               "fake": True}
+        size, precision, path, outputs, *rest = item.split(":")  # as gpu_pose.py: [:LEVEL[:OPTION=VALUE...]]
+        row = {"size": int(size), "precision": precision, "path": path, "outputs": outputs,
+               "opt_level": int(rest[0]) if rest and rest[0] else a.opt_level, "fake": True}
+        if rest[1:]:
+            row["define_options"] = dict(kv.split("=", 1) for kv in rest[1:])
         if t0 is not None:
             check = {"rel_err": 2e-3, "cosine": 0.99999} if outputs == "raw" else \
                 {"scores_rel_err": 2e-3, "positions_shared": 0.99, "tags_rel_err": 1e-3}

@@ -30,12 +30,16 @@ import numpy as np
 import netdef.functional as F
 import netdef.nn as nn
 from netdef.network import Network, np_dtype
+from netdef.network import current as current_network
 from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
 from networks.base import NetworkModel, side_class
 from networks.resnet import NETDEF as RESNET_NETDEF
 
 OUTPUTS = ("parsed", "raw")
+# define(upsample_q=...): INT8 reads a fuse layer's upsampled branch as its conv writes it, float (the default), or
+# quantizes the conv's raw output (nearest upsampling commutes), so every input of the fuse adds is a DQ
+UPSAMPLE_Q = ("float", "conv")
 RAW_OUTPUTS = ("output0", "output1")
 PARSED_OUTPUTS = ("scores", "keypoints", "tags")
 STRIDE = 32  # the lowest-resolution branch is 1/32 of the input: sizes must divide by it
@@ -117,8 +121,9 @@ class HighResolutionModuleLayers:
              for i in range(n if multi_scale_output else 1)])
         self.relu = ns.ReLU(True)
 
-    def add(self, a: Any, b: Any, skip: int | None) -> Any:
-        raise NotImplementedError  # the side's a + b (netdef's marks input `skip` as a residual's skip)
+    def add(self, a: Any, b: Any, skip: int | None, upsampled: bool) -> Any:
+        raise NotImplementedError  # the side's a + b (netdef's marks input `skip` as a residual's skip and may
+        # quantize an `upsampled` branch b: HigherHRNet.define(upsample_q=...))
 
     def forward(self, xs: list[Any]) -> list[Any]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
@@ -128,7 +133,7 @@ class HighResolutionModuleLayers:
         for i, row in enumerate(self.fuse_layers):
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, len(xs)):
-                y = self.add(y, xs[j] if i == j else row[j](xs[j]), fuse_skip(i, j))
+                y = self.add(y, xs[j] if i == j else row[j](xs[j]), fuse_skip(i, j), j > i)
             fused.append(self.relu(y))
         return fused
 
@@ -202,20 +207,29 @@ class PoseHigherResolutionNetLayers:
 
 
 def side_classes(base: type, ns: Any, cat: Callable[..., Any], blocks: Any, module: str,
-                 add: Callable[[Any, Any, int | None], Any] = lambda a, b, skip: a + b) -> SimpleNamespace:
+                 add: Callable[[Any, Any, int | None, bool], Any] = lambda a, b, skip, upsampled: a + b
+                 ) -> SimpleNamespace:
     """HighResolutionModule and PoseHigherResolutionNet on one side: the classes above on `base` (netdef's or
     torch's Module) with that side's namespace `ns`, `cat(tensors, dim)`, ResNet blocks (networks.resnet) and
-    `add(a, b, skip)` (torch's: a + b)."""
+    `add(a, b, skip, upsampled)` (torch's: a + b)."""
     hr_module = side_class("HighResolutionModule", HighResolutionModuleLayers, base, module, ns=ns, blocks=blocks,
-                           add=lambda self, a, b, skip: add(a, b, skip))
+                           add=lambda self, a, b, skip, upsampled: add(a, b, skip, upsampled))
     net = side_class("PoseHigherResolutionNet", PoseHigherResolutionNetLayers, base, module, ns=ns, blocks=blocks,
                      hr_module=hr_module, cat=lambda self, xs: cat(xs, 1))
     return SimpleNamespace(HighResolutionModule=hr_module, PoseHigherResolutionNet=net)
 
 
 # --- netdef definition ---------------------------------------------------------------------------------
-NETDEF = side_classes(nn.Module, nn, F.concat, RESNET_NETDEF, __name__,
-                      add=lambda a, b, skip: F.add(a, b, skip=skip))
+def _netdef_fuse_add(a: Any, b: Any, skip: int | None, upsampled: bool) -> Any:
+    """A fuse layer's add; an upsampled branch's conv output (nearest upsampling commutes with quantization) is
+    read through its Q/DQ where the definition says so (upsample_q="conv"), else observed for that placement."""
+    if upsampled:
+        quant = current_network().quant
+        b = quant.placed(b, quant.placement.get("upsample_q") == "conv")
+    return F.add(a, b, skip=skip)
+
+
+NETDEF = side_classes(nn.Module, nn, F.concat, RESNET_NETDEF, __name__, add=_netdef_fuse_add)
 HighResolutionModule = NETDEF.HighResolutionModule
 PoseHigherResolutionNet = NETDEF.PoseHigherResolutionNet
 
@@ -440,16 +454,22 @@ class HigherHRNet(NetworkModel):
 
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
                outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
-               skip: tuple[str, ...] = (), input_dtype: str = "float32", **options: Any) -> Network:
+               skip: tuple[str, ...] = (), input_dtype: str = "float32", upsample_q: str = "float",
+               **options: Any) -> Network:
         """The definition for one input size (H, W multiples of 32) with a dynamic batch.
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point) go
         to netdef.quantize.settings; the convs making the maps (final_layers) and the deconvolution stay FP16 (the
         maps feed the parse and, concatenated, the deconvolution in floating point: nothing is requantized), the
-        post-processing in floating point.
+        post-processing in floating point. upsample_q (UPSAMPLE_Q): "float" (a fuse layer's upsampled branch, a 1x1
+        conv's output, stays float up to its add, whose other input is a DQ: the mix YOLOv4's R3 paid dequantizing
+        copies for on TensorRT 8.6) or "conv" (that conv output quantized, so every add input is a DQ; an
+        experiment, docs/int8.md 3); one calibration serves both.
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
+        if upsample_q not in UPSAMPLE_Q:
+            raise ValueError(f"{self.arch}: upsample_q={upsample_q!r}: expected one of {', '.join(UPSAMPLE_Q)}")
         _check_outputs(outputs, nms_kernel)
         h, w = check_input_size(input_size or self.config.input_size, self.arch)
         if not 0 < topk <= h * w:
@@ -459,6 +479,7 @@ class HigherHRNet(NetworkModel):
         norm = self.normalization()
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.keep_float("final_layers", *(f"deconv_layers.{i}.0.0" for i in range(len(model.deconv_layers))))
+            net.quant.placement["upsample_q"] = upsample_q
             x = self.image_input(net, (-1, 3, h, w), input_dtype)
             output0, output1 = model(x)
             if outputs == "raw":
@@ -469,7 +490,7 @@ class HigherHRNet(NetworkModel):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(norm.mean), std=list(norm.std), preprocess="letterbox RGB, ImageNet mean/std")
-        settings: dict[str, Any] = {"outputs": outputs}
+        settings: dict[str, Any] = {"outputs": outputs, **({"upsample_q": upsample_q} if upsample_q != "float" else {})}
         if outputs == "parsed":
             settings.update(topk=int(topk), nms_kernel=int(nms_kernel))
             net.meta.update(topk=int(topk), nms_kernel=int(nms_kernel))

@@ -77,3 +77,25 @@ def test_default_plan_is_one_level_size_by_size_and_a_past_deadline_writes_skipp
     rows = json.loads(out.read_text())["rows"]
     assert [(r["size"], r["path"], r["opt_level"], r["skipped"]) for r in rows] == [
         (512, "netdef", 1, "deadline"), (512, "onnx", 1, "deadline")]
+
+
+def test_items_take_a_level_and_define_options_that_name_the_row(tmp_path, monkeypatch):
+    """"int8:netdef:raw:3:upsample_q=conv": level 3 and HigherHRNet.define(upsample_q="conv"); the row records the
+    options (skipped rows too) and the table shows it apart from the plain INT8 row, on the same level."""
+    script = load_script()
+    out = tmp_path / "trt.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_pose.py", "--work", str(tmp_path), "--sizes", "512", "--items",
+                                      "int8:netdef:raw:3,int8:netdef:raw:3:upsample_q=conv,int8:netdef:raw::x=1",
+                                      "--deadline-at", "1", "--out", str(out)])
+    assert script.main() == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["opt_level"], r.get("define_options")) for r in rows] == [
+        (3, None), (3, {"upsample_q": "conv"}), (1, {"x": "1"})]
+    timing = {"median_ms": 2.0, "gpu_median_ms": 1.8, "rel_err": 1e-3, "cosine": 0.999}
+    for r, m in zip(rows, (2.0, 1.5, 1.0)):
+        r.pop("skipped")
+        r.update({f"b{b}": dict(timing, median_ms=m) for b in (1, 8)})
+    out.write_text(json.dumps({"rows": rows}))
+    text = script.table([str(tmp_path / "torch_pose.json"), str(out)])
+    assert "| 512 | int8 | 3 | 1 | 2.000" in text and "| 512 | int8 upsample_q=conv | 3 | 1 | 1.500" in text
+    assert "| 512 | int8 x=1 | 1 | 8 | 1.000" in text

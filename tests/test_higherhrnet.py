@@ -318,6 +318,41 @@ def test_int8_quantizes_convolutions_and_builds(small: HigherHRNet, tmp_path) ->
     assert check_placement(parsed).requantized == []
 
 
+def test_int8_upsampled_fuse_branches_quantized_at_the_conv(small: HigherHRNet) -> None:
+    """upsample_q="conv": every fuse-layer add of an upsampled branch reads it through a DQ (its 1x1 conv's output,
+    quantized across the nearest upsample, in one scale group with it) instead of as a float resize; the default
+    reads it as float; one calibration (the default definition's) serves both; nothing requantized; the outputs
+    stay as close to float64 as the default's; the engine builds."""
+    from netdef.quantize import calibrate
+    from netdef.quantize.placement import check_placement
+
+    data = np.concatenate([small.sample_input(1, SIZE, seed=s) for s in range(4)])
+    cache = calibrate(small, data, batch=4, input_size=SIZE, progress=False).resolved_amax()  # parsed's, for raw
+    x = small.sample_input(2, SIZE, seed=int(np.random.default_rng().integers(1000)))
+    with torch.no_grad():
+        expected = small.reference().double()(torch.from_numpy(x).double())
+    readers = {}
+    cosine = {}
+    for option in ("float", "conv"):
+        net = small.define("int8", SIZE, outputs="raw", calibration=cache, upsample_q=option)
+        report = check_placement(net)
+        assert report.requantized == [] and report.float_residuals == []
+        d = net.definition
+        producer = {d.get_layer(i).get_output(0).name: d.get_layer(i).type.name for i in range(d.num_layers)}
+        adds = [d.get_layer(i) for i in range(d.num_layers) if d.get_layer(i).name.startswith("stage")
+                and ".branches." not in d.get_layer(i).name and d.get_layer(i).type.name == "ELEMENTWISE"]
+        readers[option] = sorted({producer.get(a.get_input(k).name) for a in adds for k in range(2)})
+        produced = execute(net.definition, {"input": x}, dtype=torch.float64)
+        cosine[option] = min(compare(produced[n], ref)[2] for n, ref in zip(("output0", "output1"), expected))
+    print(f"\nHigherHRNet INT8 outputs cosine vs float64: {cosine}, fuse add inputs: {readers}")
+    assert "RESIZE" in readers["float"] and "RESIZE" not in readers["conv"]
+    assert cosine["conv"] >= 0.95 and cosine["conv"] >= cosine["float"] - 0.015
+    assert small.define("int8", SIZE, outputs="raw", calibration=cache, upsample_q="conv").meta[
+        "define_options"]["upsample_q"] == "conv"
+    with pytest.raises(ValueError, match="upsample_q='add'"):
+        small.define("fp32", SIZE, upsample_q="add")
+
+
 @pytest.mark.slow
 def test_official_checkpoint_exports_and_builds(tmp_path) -> None:
     from netdef.cli import main

@@ -93,6 +93,7 @@ class Quantizer:
         # network file; "conv" (R3c) needs its branch convs' outputs passed through preactivation (Darknet)
         self.branch_at = "activation"
         self.before_activation: tuple[str, ...] = ()  # convs whose raw output is quantized, not their activation's
+        self.placement: dict[str, str] = {}  # a network file's own placement options, read by its modules (placed)
         self._fused: set[str] = set()  # what a fused INT8 conv + add (+ activation) ends in
         # filled by finish(): canonical tensor -> consumer paths, weighted layers' paths, scale groups
         self.sites: dict[str, list[str]] = {}
@@ -203,10 +204,16 @@ class Quantizer:
         kernel: a residual branch's last conv (`branch`) with `branch_at = "conv"` (R3c: TensorRT's implicit INT8
         engine's choice), or a conv at a module path in `before_activation` (a network's stem); else y itself,
         observed so that one calibration serves either placement."""
-        if (branch and self.branch_at == "conv") or is_skipped(self.net.path, self.before_activation):
-            return self.input(y)
-        self.observe(y)
-        return y
+        return self.placed(y, (branch and self.branch_at == "conv")
+                           or is_skipped(self.net.path, self.before_activation))
+
+    def placed(self, x: Any, quantized: bool) -> Any:
+        """x through its shared Q/DQ where a placement option of the network says so (`quantized`), else x itself,
+        observed, so that one calibration serves either placement."""
+        if quantized:
+            return self.input(x)
+        self.observe(x)
+        return x
 
     def observe(self, x: Any) -> None:
         """Calibration observes x (another placement of this network quantizes it); nothing is emitted."""
