@@ -53,7 +53,8 @@ from netdef.runtime import cuda  # noqa: E402
 from netdef.runtime.session import InferenceSession  # noqa: E402
 from netdef.verify import cosine_similarity as cosine  # noqa: E402
 from netdef.verify import relative_error as rel_err  # noqa: E402
-from networks.yolov4 import HEAD_Q, PREACT_Q, SHORTCUT_Q  # noqa: E402
+from networks.base import non_default_choices  # noqa: E402
+from networks.yolov4 import HEAD_Q, INT8_PLACEMENTS, PREACT_Q, SHORTCUT_Q  # noqa: E402
 
 # Most important first: the FP16 comparison, then INT8 and FP32, YOLOv4 after ResNet-50. The ONNX model carries
 # no Q/DQ, so INT8 is compared with the FP16 ONNX-path engine.
@@ -65,14 +66,13 @@ INT8_SKIP: list[str] = []  # --int8-skip: module paths kept in float in INT8 bui
 CALIB_BATCH = 32  # TensorRT's implicit calibration: batches of this size (the calibration profile)
 HEADS_FOR: set[str] = set()  # --yolo-heads: precisions whose YOLOv4 netdef engine also outputs the raw heads
 # YOLOv4 INT8 placements (define options, default first), set by --yolo-shortcut-q, --yolo-preact-q, --yolo-head-q
-YOLO_INT8_CHOICES = {"shortcut_q": SHORTCUT_Q, "preact_q": PREACT_Q, "head_q": HEAD_Q}
-YOLO_INT8 = {k: v[0] for k, v in YOLO_INT8_CHOICES.items()}
+YOLO_INT8 = {k: v[0] for k, v in INT8_PLACEMENTS.items()}
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
 def yolo_int8_options() -> dict[str, str]:
     """The YOLOv4 INT8 placement options that differ from the defaults (they name the engine and label the row)."""
-    return {k: v for k, v in YOLO_INT8.items() if v != YOLO_INT8_CHOICES[k][0]}
+    return non_default_choices("bench/gpu.py", INT8_PLACEMENTS, **YOLO_INT8)
 
 
 def parse_onnx(path: Path):

@@ -262,17 +262,17 @@ def check_definition(meta: Mapping[str, Any], definition: Any, origin: str, same
     layers (digest)."""
     from netdef import trt as shim
 
-    network = getattr(definition, "definition", definition)  # `definition` stays bound: it may own the weights
+    definition = getattr(definition, "definition", definition)
     actual = []
-    for tensors, io in (([network.get_input(i) for i in range(network.num_inputs)], "inputs"),
-                        ([network.get_output(i) for i in range(network.num_outputs)], "outputs")):
+    for tensors, io in (([definition.get_input(i) for i in range(definition.num_inputs)], "inputs"),
+                        ([definition.get_output(i) for i in range(definition.num_outputs)], "outputs")):
         actual += [{"name": t.name, "io": io, "dtype": enum_name(t.dtype), "shape": [int(d) for d in t.shape]}
                    for t in tensors]
     _compare_io(meta, actual, "rebuilt definition", origin)
     feat = shim.features()
     recorded = meta.get("definition_sha256")
     if (recorded and same_precision and meta.get("trt_flavor") == feat.flavor
-            and meta.get("trt_version") == feat.version and definition_digest(network) != recorded):
+            and meta.get("trt_version") == feat.version and definition_digest(definition) != recorded):
         raise SidecarError(f"{origin}: the rebuilt definition differs from the one the engine was built from "
                            "(layers, precision or input size): the sidecar or the weights do not belong to it")
 

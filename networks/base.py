@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -31,6 +31,15 @@ from netdef.sidecar import INPUT_DTYPES
 
 
 DEFINE_OPTIONS = "define_options"  # net.meta key: {define() option: value} (JSON values)
+
+
+def non_default_choices(owner: str, choices: Mapping[str, Sequence[str]], **given: str) -> dict[str, str]:
+    """Check define() options that take one of fixed `choices` (the default first) and return those given a value
+    other than their default: what `record_options` records and what names a variant engine."""
+    for name, value in given.items():
+        if value not in choices[name]:
+            raise ValueError(f"{owner}: {name}={value!r}: expected one of {', '.join(choices[name])}")
+    return {name: value for name, value in given.items() if value != choices[name][0]}
 
 
 def side_class(name: str, layers: type, base: type, module: str, **attrs: Any) -> type:

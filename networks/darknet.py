@@ -332,6 +332,7 @@ def side_classes(side: type) -> dict[str, type]:
 
 def make_layers(darknet_plan: DarknetPlan, classes: dict[str, type]) -> list[Any]:
     layers = [classes[s.type](**s.options) for s in darknet_plan.layers]
+    # a conv's site names the placement option that may quantize its raw output; the more specific one wins
     for i in darknet_plan.convs_ending_in("mish"):
         layers[i].preactivation_site = "mish"
     layers[darknet_plan.stem].preactivation_site = "stem"

@@ -33,7 +33,7 @@ from netdef.network import Network, np_dtype
 from netdef.network import current as current_network
 from netdef.preprocess import IMAGENET, IMAGENET_MEAN, IMAGENET_STD
 from networks import register
-from networks.base import NetworkModel, side_class
+from networks.base import NetworkModel, non_default_choices, side_class
 from networks.resnet import NETDEF as RESNET_NETDEF
 
 OUTPUTS = ("parsed", "raw")
@@ -468,8 +468,7 @@ class HigherHRNet(NetworkModel):
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
-        if upsample_q not in UPSAMPLE_Q:
-            raise ValueError(f"{self.arch}: upsample_q={upsample_q!r}: expected one of {', '.join(UPSAMPLE_Q)}")
+        placement = non_default_choices(self.arch, {"upsample_q": UPSAMPLE_Q}, upsample_q=upsample_q)
         _check_outputs(outputs, nms_kernel)
         h, w = check_input_size(input_size or self.config.input_size, self.arch)
         if not 0 < topk <= h * w:
@@ -490,7 +489,7 @@ class HigherHRNet(NetworkModel):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
                         mean=list(norm.mean), std=list(norm.std), preprocess="letterbox RGB, ImageNet mean/std")
-        settings: dict[str, Any] = {"outputs": outputs, **({"upsample_q": upsample_q} if upsample_q != "float" else {})}
+        settings: dict[str, Any] = {"outputs": outputs, **placement}
         if outputs == "parsed":
             settings.update(topk=int(topk), nms_kernel=int(nms_kernel))
             net.meta.update(topk=int(topk), nms_kernel=int(nms_kernel))

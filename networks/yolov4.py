@@ -28,7 +28,7 @@ from netdef.engine import BuildError, BuildSettings, Plan
 from netdef.network import Network
 from netdef.preprocess import UNIT
 from networks import register
-from networks.base import NetworkModel
+from networks.base import NetworkModel, non_default_choices
 from networks.darknet import Darknet, DarknetPlan, plan, reference_module
 
 log = logging.getLogger("netdef.yolov4")
@@ -40,6 +40,7 @@ SHORTCUT_Q = ("conv", "activation")  # define(shortcut_q=...): R3c (the default)
 PREACT_Q = ("stem", "none", "mish")
 # define(head_q=...): the head's last (linear) convs in floating point (R9, the default) or INT8 (an experiment)
 HEAD_Q = ("float", "int8")
+INT8_PLACEMENTS = {"shortcut_q": SHORTCUT_Q, "preact_q": PREACT_Q, "head_q": HEAD_Q}  # define() options, default first
 RAW_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_detections", "det_boxes", "det_scores", "det_classes")
 
@@ -148,10 +149,8 @@ class YOLOv4(NetworkModel):
                                     "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold),
                                     "topk": int(topk)}
         int8 = self.int8_settings(precision, calibration, skip, (h, w))
-        for name, value, choices in (("shortcut_q", shortcut_q, SHORTCUT_Q), ("preact_q", preact_q, PREACT_Q),
-                                     ("head_q", head_q, HEAD_Q)):
-            if value not in choices:
-                raise ValueError(f"YOLOv4.define: {name}={value!r}: expected one of {', '.join(choices)}")
+        placement = non_default_choices("YOLOv4.define", INT8_PLACEMENTS, shortcut_q=shortcut_q, preact_q=preact_q,
+                                        head_q=head_q)
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.branch_at = shortcut_q
             preact = {"none": [], "stem": [self.plan.stem], "mish": self.plan.convs_ending_in("mish")}[preact_q]
@@ -171,10 +170,7 @@ class YOLOv4(NetworkModel):
                 net.mark_output(tensor, f"head{i}")
         net.meta.update(arch=self.arch, input_size=[h, w], classes=self.num_classes, preprocess="letterbox RGB 0..1",
                         **settings)
-        self.record_options(net, **settings, **({"heads": True} if heads else {}),
-                            **({"shortcut_q": shortcut_q} if shortcut_q != SHORTCUT_Q[0] else {}),
-                            **({"preact_q": preact_q} if preact_q != PREACT_Q[0] else {}),
-                            **({"head_q": head_q} if head_q != HEAD_Q[0] else {}))
+        self.record_options(net, **settings, **({"heads": True} if heads else {}), **placement)
         return net
 
     def build(self, precision: str = "fp32", batch: Any = 1, input_size: Any = None,

@@ -152,11 +152,11 @@ def definition_digest(definition: Any) -> str:
     from netdef.quantize.placement import Graph
     from netdef.sidecar import definition_digest as digest
 
-    network = getattr(definition, "definition", definition)  # `definition` stays bound: a Network owns the weights
     trt = shim.binding()
-    graph = Graph(network)
-    return digest(network, skip_types=(trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE,
-                                          trt.LayerType.DEQUANTIZE, trt.LayerType.CONSTANT), names_and_dtypes=False,
+    graph = Graph(definition)
+    skip_types = (trt.LayerType.CAST, trt.LayerType.IDENTITY, trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE,
+                  trt.LayerType.CONSTANT)
+    return digest(graph.definition, skip_types=skip_types, names_and_dtypes=False,
                   skip_names={graph.layers[i].name for i in graph.pixel_layers})
 
 
@@ -184,8 +184,8 @@ def weights_digest(weights: Any) -> str | None:
 def new_cache(amax: Mapping[str, float], algorithm: str, num_samples: int, definition: Any,
               weights_sha256: str | None = None, arch: str | None = None,
               groups: Sequence[tuple[Sequence[str], float]] = (), **meta: Any) -> CalibrationCache:
-    """A cache for `definition` (the FP32 Network or TensorRT definition that was calibrated); `weights_sha256` from `weights_digest`;
-    `groups`: (members, group amax) per scale group.
+    """A cache for `definition` (the FP32 Network or TensorRT definition that was calibrated); `weights_sha256`
+    from `weights_digest`; `groups`: (members, group amax) per scale group.
 
     Ranges of all-zero tensors (amax 0) are stored as MIN_AMAX, which quantizes the same way."""
     def stored(v: float) -> float:

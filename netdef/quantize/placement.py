@@ -124,9 +124,15 @@ class PlacementReport:
 
 
 class Graph:
-    """Index of a definition: layers, types, producers, consumers, live layers, canonical tensor names."""
+    """Index of a definition: layers, types, producers, consumers, live layers, canonical tensor names.
+
+    Takes a TensorRT definition or a netdef Network, which it holds (`owner`): the Network owns the arrays the
+    definition's constants point into (scales read through `scale`), and CPython frees a temporary passed as an
+    argument once nothing binds it, even while the call runs."""
 
     def __init__(self, definition: Any) -> None:
+        self.owner = definition
+        definition = self.definition = getattr(definition, "definition", definition)
         self.layers = [definition.get_layer(i) for i in range(definition.num_layers)]
         self.types = [_name(layer.type) for layer in self.layers]
         self.producer: dict[str, int] = {}
@@ -231,7 +237,7 @@ def commuting_groups(definition: Any) -> "ScaleGroups":
     """
     from netdef.quantize.groups import ScaleGroups
 
-    g = Graph(getattr(definition, "definition", definition))
+    g = Graph(definition)
     groups = ScaleGroups()
     for i in sorted(g.live):
         t = g.types[i]
@@ -298,8 +304,7 @@ def _quantized_constant(g: Graph, tensor: str | None) -> bool:
 
 def check_placement(definition: Any) -> PlacementReport:
     """The placement report of an INetworkDefinition (or a netdef Network) holding Q/DQ layers."""
-    network = getattr(definition, "definition", definition)  # `definition` stays bound: a Network owns the scales
-    g = Graph(network)
+    g = Graph(definition)
     activations: list[ActivationSite] = []
     weights: list[str] = []
     quantized_outputs: list[str] = []
@@ -344,7 +349,7 @@ def check_placement(definition: Any) -> PlacementReport:
     for s in activations:
         by_scale.setdefault(s.scale, []).append(s.tensor)
     shared = [sorted(set(names)) for names in by_scale.values() if len(set(names)) > 1]
-    return PlacementReport(network.name, activations, weights, weighted, requantized, quantized_outputs, shared,
+    return PlacementReport(g.definition.name, activations, weights, weighted, requantized, quantized_outputs, shared,
                            float_residuals(g))
 
 
