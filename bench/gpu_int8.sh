@@ -14,10 +14,9 @@
 #        implicit    the implicit-INT8 YOLOv4 engine -> y/trt_yolo_implicit.json: the long pole (13 min on the H200
 #                    at level 1, 3 of them TensorRT's calibration); an engine saved from the same ONNX file,
 #                    calibration array and settings is reused, and so is TensorRT's calibration cache
-#        netdef_y    YOLOv4 netdef FP16 and netdef INT8 -> y/trt_yolo_netdef.json (7 min; waits for prepare_y)
-#        variants_y  YOLOv4 netdef INT8 with the head convs in INT8, then without the stem at its raw output (the
-#                    placement before; level Y_LEVEL) -> y/trt_yolo_variant_head_q.json,
-#                    y/trt_yolo_variant_preact_none.json
+#        netdef_y    YOLOv4 netdef in the precisions Y_NETDEF (default fp16,int8) -> y/trt_yolo_netdef.json (7 min;
+#                    waits for prepare_y)
+#        variants_y  YOLOv4 netdef INT8 with the head convs in INT8 (level Y_LEVEL) -> y/trt_yolo_variant_head_q.json
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
@@ -30,7 +29,7 @@
 # Results: $W/int8_table.txt, $W/int8_summary.json, the bench/gpu.py result files (*/trt_*.json), engine layer
 # lists, per-layer profiles and placement reports (*.gz).
 set -uo pipefail
-W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-3}; R_LEVEL=${R_LEVEL:-3}; DEADLINE_AT=${DEADLINE_AT:-}
+W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-3}; Y_NETDEF=${Y_NETDEF:-fp16,int8}; R_LEVEL=${R_LEVEL:-3}; DEADLINE_AT=${DEADLINE_AT:-}
 TORCH_PY=${TORCH_PY:-python3}; TRT_PY=${TRT_PY:-/tmp/gpu-trt/python}
 export PYTHONUNBUFFERED=1
 
@@ -61,18 +60,17 @@ implicit() {
 
 netdef_y() {
   wait_prepared || return 1
-  stamp "y: yolov4 netdef fp16 + int8 (level $Y_LEVEL)"
+  stamp "y: yolov4 netdef $Y_NETDEF (level $Y_LEVEL)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_netdef.json" \
-    --plan yolov4:fp16:netdef,yolov4:int8:netdef >> "$W/y/bench_netdef.log" 2>&1
+    --plan "$(for p in ${Y_NETDEF//,/ }; do printf 'yolov4:%s:netdef,' "$p"; done | sed 's/,$//')" \
+    >> "$W/y/bench_netdef.log" 2>&1
 }
 
-variants_y() {  # what docs/int8.md section 4 leaves open: the head convs' reformats; the stem's gain, same run
+variants_y() {  # what docs/int8.md section 4 leaves open: the head convs' reformats
   wait_prepared || return 1
-  stamp "y: yolov4 netdef int8 with the head convs in int8, then the stem computing its Mish (level $Y_LEVEL)"
+  stamp "y: yolov4 netdef int8 with the head convs in int8 (level $Y_LEVEL)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_head_q.json" --plan yolov4:int8:netdef \
     --yolo-head-q int8 >> "$W/y/bench_variants.log" 2>&1
-  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_variant_preact_none.json" \
-    --plan yolov4:int8:netdef --yolo-preact-q none >> "$W/y/bench_variants.log" 2>&1
 }
 
 r3b_y() {  # shortcut branches quantized after their activation (R3b, docs/int8.md 2): the default before R3c

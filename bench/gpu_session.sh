@@ -12,8 +12,8 @@
 #       unfinished after 1496 s on 2026-11-30, so it fits no session; 800 s at level 1, 3 min of it calibration; a
 #       saved engine or calibration cache from the same files is reused; NEED 1800 keeps it from starting)
 #       | yolo_netdef 750
-#       (netdef FP16 680 + INT8 60, level 3) | yolo_variants ~200 (netdef INT8 with the head convs in INT8; without
-#       the stem quantized at conv 0's output: docs/int8.md 4)
+#       (netdef FP16 680 + INT8 60, level 3; Y_NETDEF=int8: INT8 alone) | yolo_variants ~150 (netdef INT8 with the
+#       head convs in INT8: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
@@ -101,7 +101,7 @@ results_of() {  # the result files an item writes, relative to $W
   case "$1" in
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
-    yolo_variants) echo int8/y/trt_yolo_variant_head_q.json int8/y/trt_yolo_variant_preact_none.json ;;
+    yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;

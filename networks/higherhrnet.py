@@ -271,7 +271,7 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
         heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
         tags = F.slice(up, 1, joints, 2 * joints, op="up0_tags")  # read at the k peaks only (_tags_at)
-        peaks = F.max_pool2d(heat, nms_kernel, 1, (nms_kernel - 1) // 2, op="nms_pool")
+        peaks = _separable_max_pool(heat, nms_kernel)
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
         scores, index = _topk_by_tiles(nms, topk, _tile(tile, height, width, topk))
@@ -292,6 +292,15 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         keypoints = F.concat([F.reshape(kx, (0, joints, topk, 1), op="kx4"),
                               F.reshape(ky, (0, joints, topk, 1), op="ky4")], 3, op="keypoints")
     return scores, keypoints, tag_k
+
+
+def _separable_max_pool(x: Any, kernel: int) -> Any:
+    """The k x k max pool of stride 1 with "same" padding as a 1 x k pool, then a k x 1 pool: the same maxima (a
+    window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2. TensorRT
+    8.6's 5 x 5 pool over the 512 x 512 maps took 0.42 ms at batch 8 (H200), a fifth of the parse."""
+    pad = (kernel - 1) // 2
+    rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
+    return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
 
 
 def _tile(tile: int | None, height: int, width: int, topk: int) -> int:
