@@ -275,12 +275,16 @@ def attempt(errors: dict, key: str, fn, *args):
         return None
 
 
+Profile = tuple[int, int]  # (batch, iterations) of a per-layer profile
+
+
 def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int, *, batches=(1, 32),
-             check=compare, layers: bool = True, profile: tuple[int, int] | None = None) -> dict:
+             check=compare, layers: bool = True, profile: Profile | list[Profile] | None = None) -> dict:
     """Save the engine (unless it is the saved one, reused), then per batch `check(outputs, refs, batch, order)`
-    and time it, then its layer list and (`profile`: (batch, iterations)) per-layer profile. Whatever fails
-    after the save is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open:
-    `error`, beside its build time)."""
+    and time it, then its layer list and per-layer profiles (`profile`: (batch, iterations), or a list of them;
+    the first goes to `.profile.json.gz`, others to `.profile-b<batch>.json.gz`). Whatever fails after the save
+    is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open: `error`, beside
+    its build time)."""
     if not plan.meta.get("reused"):
         save_engine(plan, path)
     result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1),
@@ -309,19 +313,19 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
             text, found = listed
             write_gz(Path(f"{path}.layers.json.gz"), text)
             result["engine_layers"] = attempt(errors, "layer counts", layer_counts, found)
-        if profile and profile[1]:  # last: the profiler stays attached to this context
-            b, n = profile
-            profiled = attempt(errors, "profile", layer_profile, session, inputs[f"b{b}"], n)
+        profiles = [profile] if isinstance(profile, tuple) else list(profile or [])
+        for i, (b, n) in enumerate(p for p in profiles if p[1]):  # last: the profiler stays attached to the context
+            profiled = attempt(errors, f"profile b{b}", layer_profile, session, inputs[f"b{b}"], n)
             if profiled is not None:
                 result[f"profile_b{b}"], every = profiled
-                write_gz(Path(f"{path}.profile.json.gz"), json.dumps(every))
+                write_gz(Path(f"{path}.profile{'' if i == 0 else f'-b{b}'}.json.gz"), json.dumps(every))
     if errors:
         result["analysis_errors"] = errors
     return result
 
 
 def evaluate_outputs(plan, path: Path, inputs: dict, refs: dict, *, outputs: str, parsed_check, iters: int,
-                     warmup: int, batches: tuple[int, ...], profile: tuple[int, int] | None = None) -> dict:
+                     warmup: int, batches: tuple[int, ...], profile: Profile | list[Profile] | None = None) -> dict:
     """`evaluate` for the pose benchmarks (bench/gpu_pose.py, bench/gpu_openpose.py): raw outputs compared with
     the float64 maps (`compare`), parsed ones by the benchmark's `parsed_check`; no engine layer list."""
     return evaluate(plan, path, inputs, refs, iters, warmup, batches=batches, layers=False,

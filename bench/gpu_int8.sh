@@ -29,7 +29,8 @@
 # Results: $W/int8_table.txt, $W/int8_summary.json, the bench/gpu.py result files (*/trt_*.json), engine layer
 # lists, per-layer profiles and placement reports (*.gz).
 set -uo pipefail
-W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-3}; Y_NETDEF=${Y_NETDEF:-fp16,int8}; R_LEVEL=${R_LEVEL:-3}; DEADLINE_AT=${DEADLINE_AT:-}
+W=${W:-/tmp/nd14}; OUT=${OUT:-/tmp/out}; Y_LEVEL=${Y_LEVEL:-3}; Y_NETDEF=${Y_NETDEF:-fp16,int8}; R_LEVEL=${R_LEVEL:-3}
+DEADLINE_AT=${DEADLINE_AT:-}
 TORCH_PY=${TORCH_PY:-python3}; TRT_PY=${TRT_PY:-/tmp/gpu-trt/python}
 export PYTHONUNBUFFERED=1
 

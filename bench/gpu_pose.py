@@ -114,7 +114,8 @@ def run_plan(args: argparse.Namespace) -> int:
                         else onnx_plan(work / f"{ARCH}-{size}.onnx", settings))
                 row.update(evaluate_outputs(plan, engine, inputs, refs, outputs=outputs, parsed_check=parsed_check,
                                             iters=args.iters, warmup=args.warmup, batches=BATCHES,
-                                            profile=(8, args.profile_iters)))
+                                            profile=[(8, args.profile_iters)]
+                                            + ([(1, args.profile_iters)] if outputs == "parsed" else [])))
             except Exception as exc:  # keep going: one failed build must not lose the other numbers
                 row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             row["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -199,7 +200,8 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--profile-iters", type=int, default=10,
-                    help="per-layer profile at batch 8 (0: none), where the parse's and INT8's costs show")
+                    help="per-layer profile at batch 8, and at batch 1 for parsed engines (0: none), where the "
+                         "parse's and INT8's costs show")
     ap.add_argument("--out", default="gpu_pose.json")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="print the table from torch_pose.json and result files")
     args = ap.parse_args()
