@@ -327,8 +327,8 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
 def evaluate_outputs(plan, path: Path, inputs: dict, refs: dict, *, outputs: str, parsed_check, iters: int,
                      warmup: int, batches: tuple[int, ...], profile: Profile | list[Profile] | None = None) -> dict:
     """`evaluate` for the pose benchmarks (bench/gpu_pose.py, bench/gpu_openpose.py): raw outputs compared with
-    the float64 maps (`compare`), parsed ones by the benchmark's `parsed_check`; no engine layer list."""
-    return evaluate(plan, path, inputs, refs, iters, warmup, batches=batches, layers=False,
+    the float64 maps (`compare`), parsed ones by the benchmark's `parsed_check`."""
+    return evaluate(plan, path, inputs, refs, iters, warmup, batches=batches,
                     check=compare if outputs == "raw" else parsed_check, profile=profile)
 
 

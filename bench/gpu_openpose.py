@@ -280,6 +280,13 @@ def item_row(item: str, size: tuple[int, int], **extra) -> dict:
 
 
 def bench(args: argparse.Namespace) -> int:
+    from implicit_int8 import builder_config, detailed_profiling
+
+    with builder_config(detailed_profiling):  # the engines' layer lists name formats and kernels
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
     import gpu
 
     from netdef import trt as shim

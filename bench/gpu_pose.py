@@ -80,6 +80,13 @@ def parsed_check(outputs: dict, refs: dict, batch: int, order: list[str] | None 
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    from implicit_int8 import builder_config, detailed_profiling
+
+    with builder_config(detailed_profiling):  # the engines' layer lists name formats and kernels
+        return _run_plan(args)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
     from gpu import evaluate_outputs, onnx_plan, read_prepared, timing_cache_for, write_results
 
     from netdef import trt as shim

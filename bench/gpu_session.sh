@@ -47,6 +47,7 @@
 # Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
 # carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
+# OPENPOSE_LEVEL (builder level of the OpenPose items, default 1) and OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS list),
 # SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, GPUS, RESUME=1 (keep $W's engines and caches), SEED (a folder
 # copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
@@ -58,7 +59,8 @@ export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE
 export SERVE_ARGS=${SERVE_ARGS:-"--clients 1,16,64 --instances 1,2,4 --gpu-instances 4,8 --duration 2 --warmup 0.5"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
-export OPENPOSE_SIZES="224x224 480x640" PYTHONUNBUFFERED=1
+export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
+export PYTHONUNBUFFERED=1
 stamp() { echo "$(date +%T) +$(( $(date +%s) - ${T0:-$(date +%s)} )) s $*" >> "$W/progress.log"; }
 skipped() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
 queued() { case " $ITEMS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -78,7 +80,8 @@ item() {
     pose512_fp16|pose256_fp16) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_FP16 bash bench/gpu_pose.sh trt "${1:4:3}" fp16 ;;
     pose512_more|pose256_more) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_MORE bash bench/gpu_pose.sh trt "${1:4:3}" more ;;
     openpose_224x224|openpose_480x640)  # PREP_S=0: NEED is the guard
-      W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} bash bench/gpu_openpose.sh ;;
+      W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} LEVEL=$OPENPOSE_LEVEL PLAN=$OPENPOSE_PLAN \
+        bash bench/gpu_openpose.sh ;;
     serve)  # both GPUs; the ResNet-50 FP16 engine of r50 where it exists
       local engine
       engine=$(ls "$W"/int8/r/resnet50-netdef-fp16-level*.engine 2>/dev/null | head -n 1)
