@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serve_clients import ClientPool, run_measured, server_cpu, timed_job  # noqa: E402
+from netdef.serve.phases import PROFILE_ENV, format_phases, phase_offsets, phase_summary  # noqa: E402
 from netdef.serve.server import ms_per_request  # noqa: E402
 
 SIZES = {"resnet18": 224, "resnet50": 224, "yolov4": 416}
@@ -249,6 +250,8 @@ def bench_model(name: str, built: dict[str, Any], args: argparse.Namespace, gpus
                                    engine_ms=0.0 if variant.noop else engine_ms(raw, max(1.0, row["mean_server_batch"])))
                         rows.append(row)
                         print(format_row(row), flush=True)
+                        if row.get("phases"):
+                            print(format_phases(row["phases"]), flush=True)
                         write_report(args.out, report, rows)
         finally:
             pool.close()
@@ -261,9 +264,10 @@ def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients
                     args.duration, mode=args.client_mode, inputs=inputs, token=server.access_token,
                     channels=args.channels)
     exclude = {p.pid for p in pool.procs}
-    # Triton's counts and the serving processes' CPU over the measuring window
+    # Triton's counts, the serving processes' CPU and (--phases) the instances' phase files over the window
     result, w0, w1 = run_measured(pool, job, clients,
-                                  lambda: {"stats": server.stats()[model.name], "cpu": server_cpu(exclude)})
+                                  lambda: {"stats": server.stats()[model.name], "cpu": server_cpu(exclude),
+                                           "phases": phase_offsets(os.environ[PROFILE_ENV]) if args.phases else {}})
     before, after = w0["stats"], w1["stats"]
     lat = np.array(result["latencies"]) * 1e3
     items = max(1, lat.size * args.request_batch)
@@ -285,7 +289,8 @@ def measure(pool: ClientPool, server: Any, model: Any, variant: Variant, clients
             "cpu_ms_per_item": {k: 1e3 * v / items for k, v in cpu_s.items()},
             "cpu_busy": sum(cpu_s.values()) / (args.duration * cores), "cores": cores,
             "client_cpu_ms_per_request": 1e3 * result["cpu_s"] / max(1, lat.size),
-            "errors": len(result["errors"]), "first_error": (result["errors"] or [""])[0]}
+            "errors": len(result["errors"]), "first_error": (result["errors"] or [""])[0],
+            **({"phases": phase_summary(w0["phases"], w1["phases"])} if args.phases else {})}
 
 
 # ms per request (Triton's statistics): queue, in (inputs into the instance), exec (its execute()), engine (the raw
@@ -461,6 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inputs", default="grpc,shm", help="grpc (tensor in each request), shm (system shared memory), "
                    "or grpc,shm: grpc rows at every client count, shm rows at the largest")
     p.add_argument("--port-base", type=int, default=18600, help="HTTP, gRPC, metrics on this port and the next two")
+    p.add_argument("--phases", action="store_true", help="time the instances' execute() phases (inputs, join, "
+                   "infer, responses; netdef/serve/phases.py) in every row")
     p.add_argument("--target", type=float, default=0.8)
     p.add_argument("--deadline", type=float, help="seconds from start after which no new model or row starts "
                    "(a row takes ~4 s, a server start ~1 min, a YOLOv4 build ~2 min); the report says what was cut")
@@ -476,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_env:
         return check_env(args)
+    if args.phases:  # the instances' stub processes inherit it
+        os.makedirs(args.work, exist_ok=True)
+        os.environ[PROFILE_ENV] = f"{args.work}/phases-{os.getpid()}"
     from netdef import trt as shim
 
     feat = shim.features()

@@ -59,7 +59,7 @@ def test_engine_share_and_verdicts():
 def test_phase_summary_counts_only_the_lines_of_the_window(tmp_path):
     import json
 
-    from bench.serve_overhead import phase_offsets, phase_summary
+    from netdef.serve.phases import phase_offsets, phase_summary
 
     def line(requests, seconds):
         row = {"requests": requests, "bytes": requests * 500_000, "faults_inside": 2 * requests, "faults_outside": 0}
