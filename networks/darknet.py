@@ -10,7 +10,7 @@ netdef and on PyTorch (the reference, imported only by `reference_module`). `ACT
 activation to the function of that name in both `netdef.functional` and `torch.nn.functional`.
 Layer types: convolutional (BN folded into the conv; linear, leaky, mish, logistic, relu, swish), maxpool (also
 stride-1 "same" pooling as in SPP), route (several layers, groups/group_id), shortcut, upsample (nearest), yolo
-(`YoloDecode`: input-pixel xyxy boxes and per-class scores, as native layers in FP32).
+(`YoloDecode`: input-pixel xyxy boxes in FP32 and per-class scores in the compute precision, as native layers).
 
 Darknet conventions reproduced here: conv `pad=1` means padding size//2; maxpool pads `padding` (default
 size-1) in total, padding//2 before and the rest after, and padding never wins a max; BatchNorm eps 1e-5;
@@ -411,7 +411,8 @@ class Darknet(Module):
         heads = walk(self.plan, self.layers, x)
         boxes, scores = decode_heads(self.plan, self.layers, heads, self.input_size)
         net = current()
-        with net.scope("decode"), net.float32():
+        with net.scope("decode"), net.float32():  # the outputs in FP32 (the scores were computed in FP16)
+            scores = [net.to_compute(s) for s in scores]
             if len(boxes) == 1:
                 return boxes[0], scores[0], heads
             return F.concat(boxes, dim=1, op="boxes"), F.concat(scores, dim=1, op="scores"), heads

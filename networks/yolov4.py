@@ -123,7 +123,8 @@ class YOLOv4(NetworkModel):
         against the reference's `heads(x)` (INT8 is judged on them: the decode squashes errors).
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point)
-        go to netdef.quantize.settings; the head's last convs stay FP16, the decode and NMS FP32 (docs/int8.md).
+        go to netdef.quantize.settings; the head's last convs stay FP16, the decode's scores FP16, its boxes and NMS
+        FP32 (docs/int8.md).
         `net.meta` records the NMS settings (the define options: what `reference` takes).
         shortcut_q: where INT8 quantizes a [shortcut]'s branch, "conv" (R3c: the conv writes its raw output in
         INT8, the activation and the add run in one INT8 pointwise kernel; 0.42 ms faster on the H200) or

@@ -92,6 +92,23 @@ def test_heads_and_decode_match_pytorch_and_build(models, name, size, precision)
     assert plan.meta["outputs"][0]["max"] == [2, n, 4] and len(plan.data) > 100_000
 
 
+@pytest.mark.parametrize("precision, scores_dtype", [("fp32", "FLOAT"), ("fp16", "HALF")])
+def test_decode_computes_scores_in_the_compute_precision_and_boxes_in_fp32(models, precision, scores_dtype):
+    """The class scores (C of each row's 5 + C) in the network's precision, boxes and both outputs in FP32."""
+    model = models["yolov4-tiny"]
+    net = model.define(precision, input_size=256, nms="raw")
+    d, trt = net.definition, net.trt
+    if not net.features.strongly_typed:
+        pytest.skip("weakly typed: TensorRT picks the decode's precision (FP16 flag, FP32 constraints on the boxes)")
+    dtypes = {d.get_layer(i).name: d.get_layer(i).get_output(0).dtype for i in range(d.num_layers)}
+    heads = [f"layers.{i}" for i in model.plan.heads]
+    for head in heads:
+        assert dtypes[f"{head}/probs"] == getattr(trt.DataType, scores_dtype), head
+        assert dtypes[f"{head}/rows_t"] == getattr(trt.DataType, scores_dtype), head
+        assert dtypes[f"{head}/exp"] == dtypes[f"{head}/xy"] == dtypes[f"{head}/boxes"] == trt.DataType.FLOAT, head
+    assert [d.get_output(i).dtype for i in range(d.num_outputs)] == [trt.DataType.FLOAT] * 2
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_head_outputs_match_reference_heads_and_keep_the_fingerprint(models, precision):
     """heads=True adds head0.. outputs (what INT8 is judged on), and no layer: calibration caches still fit."""
