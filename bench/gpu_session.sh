@@ -47,7 +47,7 @@
 # Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
 # carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
-# OPENPOSE_LEVEL (builder level of the OpenPose items, default 1) and OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS list),
+# OPENPOSE_LEVEL (builder level of the OpenPose items, default 1), OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS),
 # SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, GPUS, RESUME=1 (keep $W's engines and caches), SEED (a folder
 # copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail

@@ -296,8 +296,9 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
 
 def _separable_max_pool(x: Any, kernel: int) -> Any:
     """The k x k max pool of stride 1 with "same" padding as a 1 x k pool, then a k x 1 pool: the same maxima (a
-    window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2. TensorRT
-    8.6's 5 x 5 pool over the 512 x 512 maps took 0.42 ms at batch 8 (H200), a fifth of the parse."""
+    window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2.
+    H200, TensorRT 8.6, 512 x 512 maps at batch 8: 0.25 + 0.15 ms in FP32, where one 5 x 5 pool took 0.42 ms in FP16
+    behind a 0.12 ms reformat."""
     pad = (kernel - 1) // 2
     rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
     return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
