@@ -56,7 +56,8 @@ export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef yolo_va
 pose256_fp16 pose512_more pose256_more openpose_224x224 openpose_480x640 r50 serve"}
 export NEED=${NEED:-} TIME_DIV=${TIME_DIV:-1} POLL_STEP=${POLL_STEP:-10}
 export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE_SETUP=${SERVE_SETUP:-"bash bench/serve_setup.sh"}
-export SERVE_ARGS=${SERVE_ARGS:-"--clients 1,16,64 --instances 1,2,4 --gpu-instances 4,8 --duration 2 --warmup 0.5 --phases"}
+serve_args="--clients 1,16,64 --instances 1,2,4 --gpu-instances 4,8 --duration 2 --warmup 0.5 --phases"
+export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
 export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
