@@ -70,6 +70,11 @@ YOLO_INT8 = {k: v[0] for k, v in INT8_PLACEMENTS.items()}
 INPUT_SIZE = {"resnet18": (224, 224), "resnet50": (224, 224), "yolov4": (416, 416)}
 
 
+def variant_suffix(options: dict[str, str]) -> str:
+    """What define options add to an engine's name: "-preact-stem" for preact_q="stem" ("_q" dropped)."""
+    return "".join(f"-{k.removesuffix('_q')}-{v}" for k, v in options.items())
+
+
 def yolo_int8_options() -> dict[str, str]:
     """The YOLOv4 INT8 placement options that differ from the defaults (they name the engine and label the row)."""
     return non_default_choices("bench/gpu.py", INT8_PLACEMENTS, **YOLO_INT8)
@@ -391,8 +396,7 @@ def run(args: argparse.Namespace) -> int:
         opt_level = int(level[0]) if level else args.opt_level
         skip = INT8_SKIP if precision == "int8" else []
         placement = yolo_int8_options() if (name, path_kind, precision) == ("yolov4", "netdef", "int8") else {}
-        variant = (f"-float-{'+'.join(skip)}" if skip else "") + "".join(
-            f"-{k.removesuffix('_q')}-{v}" for k, v in placement.items())
+        variant = (f"-float-{'+'.join(skip)}" if skip else "") + variant_suffix(placement)
         engine_path = work / f"{name}-{path_kind}-{precision}{variant}-level{opt_level}.engine"
         base_path = work / f"{name}-{path_kind}-{precision}-level{opt_level}.engine"
         if time.time() > args.deadline_at:  # the session's queue moved on: say so in the results

@@ -40,6 +40,15 @@ def default_plan(sizes: list[int], items: tuple[str, ...] | list[str] = DEFAULT_
     return ",".join(f"{size}:{item}" for size in sizes for item in items)
 
 
+def plan_row(item: str, default_level: int) -> dict:
+    """A plan item SIZE:PRECISION:PATH:OUTPUTS[:LEVEL[:OPTION=VALUE...]] as the start of its result row."""
+    size, precision, path_kind, outputs, *rest = item.split(":")
+    options = dict(kv.split("=", 1) for kv in rest[1:])
+    return {"size": int(size), "precision": precision, "path": path_kind, "outputs": outputs,
+            "opt_level": int(rest[0]) if rest and rest[0] else default_level,
+            **({"define_options": options} if options else {})}
+
+
 def netdef_plan(work: Path, size: int, outputs: str, settings, define_options: dict | None = None):
     from networks.higherhrnet import HigherHRNet
 
@@ -87,7 +96,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from gpu import evaluate_outputs, onnx_plan, read_prepared, timing_cache_for, write_results
+    from gpu import evaluate_outputs, onnx_plan, read_prepared, timing_cache_for, variant_suffix, write_results
 
     from netdef import trt as shim
     from netdef.engine import BuildSettings
@@ -100,11 +109,10 @@ def _run_plan(args: argparse.Namespace) -> int:
     prepared = functools.cache(functools.partial(read_prepared, work))  # once per size, not per row
     plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
     for item in plan_text.split(","):
-        size_text, precision, path_kind, outputs, *rest = item.split(":")
-        size, opt_level = int(size_text), int(rest[0]) if rest and rest[0] else args.opt_level
-        options = dict(kv.split("=", 1) for kv in rest[1:])
-        row: dict = {"size": size, "precision": precision, "path": path_kind, "outputs": outputs,
-                     "opt_level": opt_level, **({"define_options": options} if options else {})}
+        row = plan_row(item, args.opt_level)
+        size, precision, path_kind, outputs, opt_level = (row[k] for k in ("size", "precision", "path", "outputs",
+                                                                           "opt_level"))
+        options = row.get("define_options", {})
         if time.perf_counter() - start > args.deadline_s or time.time() > args.deadline_at:
             row["skipped"] = "deadline"
         else:
@@ -113,8 +121,8 @@ def _run_plan(args: argparse.Namespace) -> int:
                 if path_kind == "onnx" and (outputs != "raw" or options):
                     raise ValueError("the ONNX model has the raw outputs only, and no define options")
                 inputs, refs = prepared(f"{ARCH}-{size}")
-                variant = "".join(f"-{k}-{v}" for k, v in options.items())
-                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{precision}{variant}-{opt_level}.engine"
+                variant = f"{precision}{variant_suffix(options)}"
+                engine = work / f"{ARCH}-{size}-{path_kind}-{outputs}-{variant}-{opt_level}.engine"
                 settings = BuildSettings(precision=precision, batch=(1, 8, 8), optimization_level=opt_level,
                                          timing_cache=timing_cache_for(work, engine), progress=False)
                 plan = (netdef_plan(work, size, outputs, settings, options) if path_kind == "netdef"

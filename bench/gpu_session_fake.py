@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gpu_pose import plan_row  # noqa: E402
 from netdef.atomic import write_text_atomic  # noqa: E402
 
 # H200 seconds (2026-11-30 run where measured; HigherHRNet at level 1 estimated)
@@ -109,11 +110,8 @@ def gpu_pose(args: list[str]) -> None:
     items = [f"{size}:{item}" for size in a.sizes.split(",") for item in a.items.split(",")]
 
     def make(item: str, t0: float | None) -> dict:
-        size, precision, path, outputs, *rest = item.split(":")  # as gpu_pose.py: [:LEVEL[:OPTION=VALUE...]]
-        row = {"size": int(size), "precision": precision, "path": path, "outputs": outputs,
-               "opt_level": int(rest[0]) if rest and rest[0] else a.opt_level, "fake": True}
-        if rest[1:]:
-            row["define_options"] = dict(kv.split("=", 1) for kv in rest[1:])
+        row = {**plan_row(item, a.opt_level), "fake": True}
+        outputs = row["outputs"]
         if t0 is not None:
             check = {"rel_err": 2e-3, "cosine": 0.99999} if outputs == "raw" else \
                 {"scores_rel_err": 2e-3, "positions_shared": 0.99, "tags_rel_err": 1e-3}

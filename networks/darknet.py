@@ -98,11 +98,15 @@ class DarknetPlan:
         """Indices of the [yolo] layers, in cfg order (the order their outputs are concatenated)."""
         return [s.index for s in self.layers if s.type == "yolo"]
 
+    def _convs_read_by(self, kind: str) -> list[int]:
+        """Indices of the convolutions that the layers of type `kind` read first."""
+        sources = (s.sources[0] for s in self.layers if s.type == kind)
+        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+
     @property
     def head_convs(self) -> list[int]:
         """Indices of the convolutions the [yolo] layers read (the head's last, linear 1x1 convs)."""
-        sources = (self.layers[h].sources[0] for h in self.heads)
-        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+        return self._convs_read_by("yolo")
 
     @property
     def stem(self) -> int:
@@ -116,8 +120,7 @@ class DarknetPlan:
     @property
     def shortcut_branches(self) -> list[int]:
         """Indices of the convolutions a [shortcut] adds to its `from` layer (each shortcut's previous layer)."""
-        sources = (self.layers[s.index].sources[0] for s in self.layers if s.type == "shortcut")
-        return [i for i in sources if i >= 0 and self.layers[i].type == "convolutional"]
+        return self._convs_read_by("shortcut")
 
     @property
     def classes(self) -> int:
