@@ -40,6 +40,9 @@ OUTPUTS = ("parsed", "raw")
 # define(upsample_q=...): INT8 reads a fuse layer's upsampled branch as its conv writes it, float (the default), or
 # quantizes the conv's raw output (nearest upsampling commutes), so every input of the fuse adds is a DQ
 UPSAMPLE_Q = ("float", "conv")
+# define(nms_pool=...): the parse's NMS maximum as two pooling layers (the default) or as the maximum of edge-clamped
+# shifted copies, elementwise work TensorRT may fuse with the peak test into one kernel (_shifted_max_pool)
+NMS_POOL = ("pool", "shift")
 RAW_OUTPUTS = ("output0", "output1")
 PARSED_OUTPUTS = ("scores", "keypoints", "tags")
 STRIDE = 32  # the lowest-resolution branch is 1/32 of the input: sizes must divide by it
@@ -251,14 +254,14 @@ def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> 
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
 def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5,
-          tile: int | None = None) -> tuple[Any, Any, Any]:
+          tile: int | None = None, nms_pool: str = "pool") -> tuple[Any, Any, Any]:
     """`torch_parse`'s steps as TensorRT layers (names `parse/...`), in FP32 and never quantized, whatever the
     network's precision; positions from int32 indices.
 
     Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
     tensors; the four neighbours of the quarter-pixel adjustment come from one gather. The top k per map runs on
     `tile` x `tile` tiles first (`_topk_by_tiles`; None: the largest of 8, 4, 2 that divides the map into at
-    least k tiles; 1: one TopK over the whole map).
+    least k tiles; 1: one TopK over the whole map). `nms_pool` (NMS_POOL) picks how the NMS maximum is emitted.
     """
     joints = int(tuple(output1.shape)[1])
     height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
@@ -271,7 +274,7 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
         heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
         tags = F.slice(up, 1, joints, 2 * joints, op="up0_tags")  # read at the k peaks only (_tags_at)
-        peaks = _separable_max_pool(heat, nms_kernel)
+        peaks = (_shifted_max_pool if nms_pool == "shift" else _separable_max_pool)(heat, nms_kernel)
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
         scores, index = _topk_by_tiles(nms, topk, _tile(tile, height, width, topk))
@@ -302,6 +305,25 @@ def _separable_max_pool(x: Any, kernel: int) -> Any:
     pad = (kernel - 1) // 2
     rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
     return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
+
+
+def _shifted_max_pool(x: Any, kernel: int) -> Any:
+    """The same maxima as _separable_max_pool, as the maximum of k - 1 shifted copies along W, then along H, each
+    shift one slice reading past the edge in CLAMP mode (the edge pixel lies in every window that reaches past it,
+    so it stands for the padding): only slices and elementwise maxima, which TensorRT can fuse with the peak test
+    instead of running two pooling kernels over the input-size maps."""
+    return _max_of_shifts(_max_of_shifts(x, kernel, 3, "nms_rows"), kernel, 2, "nms_cols")
+
+
+def _max_of_shifts(x: Any, kernel: int, dim: int, op: str) -> Any:
+    pad = (kernel - 1) // 2
+    result = x
+    for shift in (s for s in range(-pad, pad + 1) if s):
+        spec = [0] * (2 * (4 - dim))
+        spec[-2:] = [-shift, shift]  # (before, after) of `dim`: crop one side, replicate the edge on the other
+        shifted = F.pad(x, spec, mode="replicate", op=f"{op}/shift{shift:+d}")
+        result = F.maximum(result, shifted, op=f"{op}/max{shift:+d}")
+    return result
 
 
 def _tile(tile: int | None, height: int, width: int, topk: int) -> int:
@@ -465,7 +487,7 @@ class HigherHRNet(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
                outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
                skip: tuple[str, ...] = (), input_dtype: str = "float32", upsample_q: str = "float",
-               **options: Any) -> Network:
+               nms_pool: str = "pool", **options: Any) -> Network:
         """The definition for one input size (H, W multiples of 32) with a dynamic batch.
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point) go
@@ -474,11 +496,13 @@ class HigherHRNet(NetworkModel):
         post-processing in floating point. upsample_q (UPSAMPLE_Q): "float" (a fuse layer's upsampled branch, a 1x1
         conv's output, stays float up to its add, whose other input is a DQ: the mix YOLOv4's R3 paid dequantizing
         copies for on TensorRT 8.6) or "conv" (that conv output quantized, so every add input is a DQ; an
-        experiment, docs/int8.md 3); one calibration serves both.
+        experiment, docs/int8.md 3); one calibration serves both. nms_pool (NMS_POOL): how the parse emits its NMS
+        maximum (the same values either way).
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
-        placement = non_default_choices(self.arch, {"upsample_q": UPSAMPLE_Q}, upsample_q=upsample_q)
+        placement = non_default_choices(self.arch, {"upsample_q": UPSAMPLE_Q, "nms_pool": NMS_POOL},
+                                        upsample_q=upsample_q, nms_pool=nms_pool)
         _check_outputs(outputs, nms_kernel)
         h, w = check_input_size(input_size or self.config.input_size, self.arch)
         if not 0 < topk <= h * w:
@@ -494,7 +518,7 @@ class HigherHRNet(NetworkModel):
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
             else:
-                results = parse(net, output0, output1, topk, nms_kernel)
+                results = parse(net, output0, output1, topk, nms_kernel, nms_pool=nms_pool)
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,
