@@ -42,6 +42,9 @@ def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
              **{f"b{b}": dict(timing, median_ms=m * b) for b in (1, 8)}}
             for p, o, m in (("netdef", "raw", 2.0), ("onnx", "raw", 2.2), ("netdef", "parsed", 2.1))]
     rows[2]["b1"].update(scores_rel_err=1e-3, positions_shared=0.9, tags_rel_err=1e-3)
+    # a parse-only define option: the variant's row compares with the same raw row, on a line of its own
+    rows.append(dict(rows[2], define_options={"nms_pool": "shift"},
+                     **{f"b{b}": dict(timing, median_ms=2.05 * b) for b in (1, 8)}))
     rows.append({"size": 512, "precision": "int8", "path": "netdef", "outputs": "raw", "opt_level": 1,
                  "error": "BuildError: no"})
     (tmp_path / "trt.json").write_text(json.dumps({"rows": rows}))
@@ -51,6 +54,8 @@ def test_table_relates_netdef_onnx_parsed_and_pytorch(tmp_path):
     assert first.startswith("| 512 | fp16 | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | 0.91 (1.00) | 2.100 | 1.05 | "
                             "20.00 | 10.00x")
     assert "positions 0.900" in first and "BuildError: no" in text
+    assert text.splitlines()[3].startswith("| 512 | fp16 nms_pool=shift | 3 | 1 | 2.000 (1.800) | 2.200 (1.800) | "
+                                           "0.91 (1.00) | 2.050 | 1.02 | ")
 
 
 def test_table_names_result_files_that_were_never_written(tmp_path):
