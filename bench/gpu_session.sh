@@ -47,9 +47,10 @@
 # Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
 # carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
+# POSE_FP16 / POSE_MORE (the pose items' plans; POSE_FP16_512, POSE_MORE_256, ... for one size),
 # OPENPOSE_LEVEL (builder level of the OpenPose items, default 1), OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS),
-# SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, GPUS, RESUME=1 (keep $W's engines and caches), SEED (a folder
-# copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
+# SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, SERVE_MODELS (MODEL:INPUT_DTYPE ...), GPUS, RESUME=1 (keep $W's
+# engines and caches), SEED (a folder copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
 export W=${W:-/tmp/gs} OUT=${OUT:-/tmp/out} SKIP=${SKIP:-} SEED=${SEED:-.gpu/seed} SESSION_S=${SESSION_S:-1440}
 export ITEMS=${ITEMS:-"yolo_prepare pose_files yolo_implicit yolo_netdef yolo_variants pose_torch pose512_fp16 \
@@ -58,6 +59,8 @@ export NEED=${NEED:-} TIME_DIV=${TIME_DIV:-1} POLL_STEP=${POLL_STEP:-10}
 export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE_SETUP=${SERVE_SETUP:-"bash bench/serve_setup.sh"}
 serve_args="--clients 1,16,64 --instances 1,2,4 --gpu-instances 4,8 --duration 2 --warmup 0.5 --phases"
 export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
+# MODEL:INPUT_DTYPE in order; uint8 first: 4x fewer bytes, the best row (H200)
+export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 yolov4:float32 resnet50:float32"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
 export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
@@ -78,8 +81,10 @@ item() {
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
-    pose512_fp16|pose256_fp16) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_FP16 bash bench/gpu_pose.sh trt "${1:4:3}" fp16 ;;
-    pose512_more|pose256_more) W="$W/pose" GPUS=1 POSE_ITEMS=$POSE_MORE bash bench/gpu_pose.sh trt "${1:4:3}" more ;;
+    pose512_fp16|pose256_fp16|pose512_more|pose256_more)  # POSE_FP16_512 etc. replace POSE_FP16 for one size
+      local size=${1:4:3} kind=${1:8} list
+      list=POSE_${kind^^}_$size; [ -n "${!list:-}" ] || list=POSE_${kind^^}
+      W="$W/pose" GPUS=1 POSE_ITEMS=${!list} bash bench/gpu_pose.sh trt "$size" "$kind" ;;
     openpose_224x224|openpose_480x640)  # PREP_S=0: NEED is the guard
       W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} LEVEL=$OPENPOSE_LEVEL PLAN=$OPENPOSE_PLAN \
         bash bench/gpu_openpose.sh ;;
@@ -89,7 +94,7 @@ item() {
       unset CUDA_VISIBLE_DEVICES
       $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
       local rc=0 one left
-      for one in resnet50:uint8 yolov4:float32 resnet50:float32; do  # uint8 first: 4x fewer bytes, the best row (H200)
+      for one in $SERVE_MODELS; do
         left=$(( END - $(date +%s) - 30 / TIME_DIV ))  # serve.py starts no model or row after this
         [ "$left" -gt $(( 60 / TIME_DIV )) ] || { echo "serving $one: not started, ${left} s left"; continue; }
         PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve-${one/:/-}.json" --deadline "$left" \
@@ -110,7 +115,7 @@ results_of() {  # the result files an item writes, relative to $W
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
-    serve) echo serve-resnet50-float32.json serve-resnet50-uint8.json serve-yolov4-float32.json ;;
+    serve) local one; for one in $SERVE_MODELS; do echo "serve-${one/:/-}.json"; done ;;
   esac
 }
 
