@@ -17,7 +17,7 @@ from netdef.network import Network
 from netdef.pose.grouping import GroupingSettings, group, match_by_tag, refine
 from netdef.verify import compare, verify_network
 from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, _shifted_max_pool,
-                                  _tile, infer_config, parse, torch_higherhrnet)
+                                  _tile, _upsample2x_shifts, infer_config, parse, torch_higherhrnet)
 from networks.resnet import random_bn_init
 
 torch.set_num_threads(2)
@@ -157,6 +157,37 @@ def test_shifted_nms_maximum_is_torchs_max_pool(small: HigherHRNet, kernel: int)
     assert small.define("fp32", LAYER_SIZE, nms_pool="shift").meta["define_options"]["nms_pool"] == "shift"
     with pytest.raises(ValueError, match="nms_pool='rows'"):
         small.define("fp32", LAYER_SIZE, nms_pool="rows")
+
+
+def test_resize_as_shifts_is_torchs_bilinear_resize(small: HigherHRNet) -> None:
+    """parse_resize="shift": the 2x bilinear resize as weighted shifted slices equals torch's interpolate
+    (half-pixel centres, clamped borders) on a fresh non-square map, and the parse with it (and nms_pool="shift")
+    finds torch's candidates: the same sorted scores, and the same positions and tags wherever a score is unique."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 3, 12, 20)).astype(np.float32)
+    with Network("resize") as net:
+        net.mark_output(_upsample2x_shifts(net.add_input("x", (-1, 3, 12, 20)), "up"), "y")
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x).double(), scale_factor=2, mode="bilinear",
+                                               align_corners=False).numpy()
+    got = execute(net.definition, {"x": x})["y"].double().numpy()
+    assert got.shape == (2, 3, 24, 40) and np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
+
+    net = small.define("fp32", LAYER_SIZE, nms_pool="shift", parse_resize="shift")
+    assert net.meta["define_options"] == {"outputs": "parsed", "nms_pool": "shift", "parse_resize": "shift",
+                                          "topk": 30, "nms_kernel": 5}
+    d = net.definition
+    assert not [d.get_layer(i).name for i in range(d.num_layers) if d.get_layer(i).type.name == "RESIZE"
+                and d.get_layer(i).name.startswith("parse/")]
+    reference = small.reference("parsed")
+    sample = small.sample_input(2, LAYER_SIZE, seed=int(rng.integers(1 << 30)))
+    scores, keypoints, tags = verify_network(net, reference, sample).outputs
+    assert scores.rel <= 1e-5
+    got = execute(d, {"input": sample})
+    with torch.no_grad():
+        ref = [t.numpy() for t in reference.double()(torch.from_numpy(sample).double())]
+    untied = (ref[0][..., :, None] == ref[0][..., None, :]).sum(-1) == 1
+    assert untied.mean() > 0.5 and np.array_equal(got["keypoints"].numpy()[untied], ref[1][untied])
+    assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
 
 def synthetic_people(height: int, width: int, people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
