@@ -312,6 +312,18 @@ def _separable_max_pool(x: Any, kernel: int) -> Any:
     return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
 
 
+def parse_network(joints: int, size: tuple[int, int], precision: str = "fp32", **options: Any) -> Network:
+    """The parse alone: inputs `output0` (B, 2 * joints, H/4, W/4) and `output1` (B, joints, H/2, W/2) for the input
+    size (H, W), the parsed outputs; `options` go to parse() (to check or time its forms on given maps)."""
+    h, w = size
+    with Network(f"parse-{h}x{w}", precision) as net:
+        output0 = net.add_input("output0", (-1, 2 * joints, h // 4, w // 4))
+        output1 = net.add_input("output1", (-1, joints, h // 2, w // 2))
+        for name, tensor in zip(PARSED_OUTPUTS, parse(net, output0, output1, **options)):
+            net.mark_output(tensor, name)
+    return net
+
+
 def _upsample2x(x: Any, op: str) -> Any:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False, op=op)
 

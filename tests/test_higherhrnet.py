@@ -3,7 +3,6 @@ builds, INT8, checkpoint export, grouping into people on synthetic maps, and `ne
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +16,8 @@ from netdef.network import Network
 from netdef.pose.grouping import GroupingSettings, group, match_by_tag, refine
 from netdef.verify import compare, verify_network
 from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, _shifted_max_pool,
-                                  _tile, _upsample2x_shifts, infer_config, parse, torch_higherhrnet)
+                                  _tile, _upsample2x_shifts, infer_config, parse_network,
+                                  torch_higherhrnet)
 from networks.resnet import random_bn_init
 
 torch.set_num_threads(2)
@@ -97,16 +97,6 @@ def test_parsed_outputs_are_the_reference_steps(small: HigherHRNet, topk: int, n
     assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
 
-def parse_network(joints: int, height: int, width: int, **options: Any) -> Network:
-    """The parse alone, fed the two raw outputs as inputs."""
-    with Network("parse") as net:
-        o0 = net.add_input("output0", (-1, 2 * joints, height // 4, width // 4))
-        o1 = net.add_input("output1", (-1, joints, height // 2, width // 2))
-        for name, tensor in zip(("scores", "keypoints", "tags"), parse(net, o0, o1, **options)):
-            net.mark_output(tensor, name)
-    return net
-
-
 @pytest.mark.parametrize("tile", [8, 4, 2])
 def test_top_k_by_tiles_is_the_top_k_of_the_whole_map(tile: int) -> None:
     """The tiled top k (k tiles by their maximum, then the k best of their values) returns what one TopK over
@@ -116,8 +106,8 @@ def test_top_k_by_tiles_is_the_top_k_of_the_whole_map(tile: int) -> None:
     rng = np.random.default_rng()
     output0 = rng.standard_normal((2, 2 * joints, height // 4, width // 4)).astype(np.float32)
     output1 = rng.standard_normal((2, joints, height // 2, width // 2)).astype(np.float32)
-    whole = execute(parse_network(joints, height, width, tile=1).definition, {"output0": output0, "output1": output1})
-    tiled = parse_network(joints, height, width, tile=tile)
+    whole = execute(parse_network(joints, (height, width), tile=1).definition, {"output0": output0, "output1": output1})
+    tiled = parse_network(joints, (height, width), tile=tile)
     assert any(tiled.definition.get_layer(i).name == "parse/tile_topk" for i in range(tiled.definition.num_layers))
     got = execute(tiled.definition, {"output0": output0, "output1": output1})
     scores = whole["scores"].numpy()
@@ -127,7 +117,7 @@ def test_top_k_by_tiles_is_the_top_k_of_the_whole_map(tile: int) -> None:
     for name in ("keypoints", "tags"):
         assert np.array_equal(got[name].numpy()[untied], whole[name].numpy()[untied])
     with pytest.raises(ValueError, match="tile=3"):
-        parse_network(joints, height, width, tile=3)
+        parse_network(joints, (height, width), tile=3)
     # by default the largest of 8, 4, 2 leaving k tiles: 8 at the seed's 512 x 512 (4096 tiles, not 262144 values)
     assert [_tile(None, h, w, 30) for h, w in ((512, 512), (32, 32), (16, 16), (10, 10))] == [8, 4, 2, 1]
 
@@ -147,8 +137,8 @@ def test_shifted_nms_maximum_is_torchs_max_pool(small: HigherHRNet, kernel: int)
     height, width, joints = 128, 96, 5
     feeds = {"output0": rng.standard_normal((2, 2 * joints, height // 4, width // 4)).astype(np.float32),
              "output1": rng.standard_normal((2, joints, height // 2, width // 2)).astype(np.float32)}
-    pooled = execute(parse_network(joints, height, width, nms_kernel=kernel).definition, feeds)
-    shift = parse_network(joints, height, width, nms_kernel=kernel, nms_pool="shift").definition
+    pooled = execute(parse_network(joints, (height, width), nms_kernel=kernel).definition, feeds)
+    shift = parse_network(joints, (height, width), nms_kernel=kernel, nms_pool="shift").definition
     layers = [shift.get_layer(i) for i in range(shift.num_layers)]
     assert not [layer.name for layer in layers if layer.type.name == "POOLING" and "nms" in layer.name]
     got = execute(shift, feeds)
@@ -185,7 +175,9 @@ def test_resize_as_shifts_is_torchs_bilinear_resize(small: HigherHRNet) -> None:
     got = execute(d, {"input": sample})
     with torch.no_grad():
         ref = [t.numpy() for t in reference.double()(torch.from_numpy(sample).double())]
-    untied = (ref[0][..., :, None] == ref[0][..., None, :]).sum(-1) == 1
+    # untied: no other score of its map within float32 rounding (the seed is fresh), and not a zero filling the k
+    close = np.abs(ref[0][..., :, None] - ref[0][..., None, :]) <= 1e-6 * np.abs(ref[0]).max()
+    untied = (close.sum(-1) == 1) & (ref[0] > 0)
     assert untied.mean() > 0.5 and np.array_equal(got["keypoints"].numpy()[untied], ref[1][untied])
     assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
@@ -219,7 +211,7 @@ def synthetic_people(height: int, width: int, people: int, seed: int) -> tuple[n
 def test_parse_and_grouping_find_planted_people() -> None:
     height, width, people = 128, 160, 3
     output0, output1, truth = synthetic_people(height, width, people, seed=3)
-    net = parse_network(17, height, width)
+    net = parse_network(17, (height, width))
     found = execute(net.definition, {"output0": output0, "output1": output1})
     scores, keypoints, tags = (found[n].numpy()[0] for n in ("scores", "keypoints", "tags"))
     assert (scores[:, :people] > 0.25).all() and (scores[:, people:] < 0.1).all()  # one peak per blob
