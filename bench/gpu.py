@@ -187,12 +187,19 @@ def write_gz(path: Path, text: str) -> None:
     write_bytes_atomic(path, gzip.compress(text.encode()))
 
 
-def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
-    """Latency with device-resident input and outputs (no host copies): wall clock of `infer` (Python included)
+def feeds_of(session: InferenceSession, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch's inputs: the first input's array, or arrays by input name (the HigherHRNet parse takes two)."""
+    return dict(x) if isinstance(x, dict) else {session.input_names[0]: x}
+
+
+def time_session(session: InferenceSession, x: np.ndarray | dict[str, np.ndarray], iters: int,
+                 warmup: int) -> dict[str, float]:
+    """Latency with device-resident inputs and outputs (no host copies): wall clock of `infer` (Python included)
     and GPU time of the enqueue alone (CUDA events around execute_async_v3, what trtexec calls GPU compute)."""
-    dev_in = CudaArray.from_host(x)
-    outs = {s.name: CudaArray((x.shape[0],) + tuple(s.shape[1:]), s.dtype) for s in session.outputs}
-    feed = {session.input_names[0]: dev_in}
+    host = feeds_of(session, x)
+    feed = {name: CudaArray.from_host(a) for name, a in host.items()}
+    batch = next(iter(host.values())).shape[0]
+    outs = {s.name: CudaArray((batch,) + tuple(s.shape[1:]), s.dtype) for s in session.outputs}
     for _ in range(warmup):
         session.infer(feed, out=outs)
     times = []
@@ -211,13 +218,14 @@ def time_session(session: InferenceSession, x: np.ndarray, iters: int, warmup: i
         gpu.append(end.elapsed_ms(start))
     start.destroy()
     end.destroy()
-    for a in [dev_in, *outs.values()]:
+    for a in [*feed.values(), *outs.values()]:
         a.buf.free()
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
             "gpu_median_ms": float(np.median(gpu)), "gpu_p90_ms": float(np.percentile(gpu, 90))}
 
 
-def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int = 30) -> tuple[dict, dict]:
+def layer_profile(session: InferenceSession, x: np.ndarray | dict[str, np.ndarray], iters: int,
+                  top: int = 30) -> tuple[dict, dict]:
     """Per-layer GPU time (TensorRT's IProfiler, fused layers as the engine runs them), mean over `iters`:
     (summary with the `top` slowest layers, every layer's mean ms)."""
     trt = shim.binding()
@@ -232,8 +240,9 @@ def layer_profile(session: InferenceSession, x: np.ndarray, iters: int, top: int
 
     profiler = LayerTimes()
     session.backend.context.profiler = profiler
+    feed = feeds_of(session, x)
     for _ in range(iters):
-        session.infer({session.input_names[0]: x})
+        session.infer(feed)
     mean = {name: ms / iters for name, ms in profiler.ms.items()}
     ranked = sorted(mean.items(), key=lambda kv: -kv[1])
     return {"total_ms": round(sum(mean.values()), 4), "layers": len(mean),
@@ -286,7 +295,7 @@ Profile = tuple[int, int]  # (batch, iterations) of a per-layer profile
 def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int, *, batches=(1, 32),
              check=compare, layers: bool = True, profile: Profile | list[Profile] | None = None) -> dict:
     """Save the engine (unless it is the saved one, reused), then per batch `check(outputs, refs, batch, order)`
-    and time it, then its layer list and per-layer profiles (`profile`: (batch, iterations), or a list of them;
+    on `inputs["b<batch>"]` (feeds_of) and time it, then its layer list and per-layer profiles (`profile`: (batch, iterations), or a list of them;
     the first goes to `.profile.json.gz`, others to `.profile-b<batch>.json.gz`). Whatever fails after the save
     is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open: `error`, beside
     its build time)."""
@@ -307,7 +316,7 @@ def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int
         order = declared_outputs(session)
         for b in batches:
             x = inputs[f"b{b}"]
-            y = attempt(errors, f"b{b} infer", session.infer, {session.input_names[0]: x})
+            y = attempt(errors, f"b{b} infer", session.infer, feeds_of(session, x))
             checked = attempt(errors, f"b{b} check", check, y, refs, b, order) if y is not None else None
             timing = attempt(errors, f"b{b} timing", time_session, session, x, iters, warmup)
             result[f"b{b}"] = {**(checked or {}), **(timing or {})}

@@ -31,7 +31,8 @@ ARCH = "higherhrnet-w32"
 BATCHES = (1, 8)
 # FP16 first (the headline ratios), then INT8 and FP32; one level for all (--opt-level, default 1: a level-3 FP16
 # build at 512 took 377 s on the H200).
-PARSE_OPTIONS = ("nms_pool",)  # define options of the parse alone: a parsed row with them compares with the plain raw row
+# define options of the parse alone: a parsed row with them compares with the plain raw row
+PARSE_OPTIONS = ("nms_pool", "parse_resize")
 DEFAULT_ITEMS = ("fp16:netdef:raw", "fp16:onnx:raw", "fp16:netdef:parsed", "int8:netdef:raw", "fp32:netdef:raw",
                  "fp32:onnx:raw", "int8:netdef:parsed")
 
@@ -109,8 +110,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     out = Path(args.out)
     prepared = functools.cache(functools.partial(read_prepared, work))  # once per size, not per row
     plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
-    for item in plan_text.split(","):
-        row = plan_row(item, args.opt_level)
+    # one row per distinct item ('@best' in a session's plan may name the default parse a second time)
+    for row in {json.dumps(r): r for r in (plan_row(i, args.opt_level) for i in plan_text.split(","))}.values():
         size, precision, path_kind, outputs, opt_level = (row[k] for k in ("size", "precision", "path", "outputs",
                                                                            "opt_level"))
         options = row.get("define_options", {})

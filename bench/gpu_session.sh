@@ -18,6 +18,9 @@
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
+#       | pose_parse ~90 (the HigherHRNet parse's forms alone, bench/gpu_parse.py; the pose items wait for it when it
+#       is queued, and '@best' in their plan items, e.g. POSE_FP16="fp16:netdef:raw,fp16:netdef:parsed:1:@best",
+#       becomes the options of its fastest form at that size)
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
 #   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item;
 #       the workers end their items its NEED and a minute early, so it is not crowded out
@@ -63,6 +66,7 @@ export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
 export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 yolov4:float32 resnet50:float32"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
+export PARSE_SIZES=${PARSE_SIZES:-512,256}
 export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
 export PYTHONUNBUFFERED=1
 stamp() { echo "$(date +%T) +$(( $(date +%s) - ${T0:-$(date +%s)} )) s $*" >> "$W/progress.log"; }
@@ -81,10 +85,15 @@ item() {
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
+    pose_parse)  # the parse's forms alone; writes pose/parse_best_SIZE.txt, what '@best' in a pose plan item takes
+      PYTHONPATH=. $TRT_PY bench/gpu_parse.py --work "$W/pose" --sizes "$PARSE_SIZES" --out "$W/pose/parse.json" \
+        --best "$W/pose/parse_best" > "$W/pose/parse.log" 2>&1 ;;
     pose512_fp16|pose256_fp16|pose512_more|pose256_more)  # POSE_FP16_512 etc. replace POSE_FP16 for one size
-      local size=${1:4:3} kind=${1:8} list
+      local size=${1:4:3} kind=${1:8} list best
       list=POSE_${kind^^}_$size; [ -n "${!list:-}" ] || list=POSE_${kind^^}
-      W="$W/pose" GPUS=1 POSE_ITEMS=${!list} bash bench/gpu_pose.sh trt "$size" "$kind" ;;
+      best=$(cat "$W/pose/parse_best_$size.txt" 2>/dev/null)  # pose_parse's fastest form; none: the default
+      list=${!list//:@best/${best:+:$best}}
+      W="$W/pose" GPUS=1 POSE_ITEMS=$list bash bench/gpu_pose.sh trt "$size" "$kind" ;;
     openpose_224x224|openpose_480x640)  # PREP_S=0: NEED is the guard
       W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} LEVEL=$OPENPOSE_LEVEL PLAN=$OPENPOSE_PLAN \
         bash bench/gpu_openpose.sh ;;
@@ -112,7 +121,7 @@ results_of() {  # the result files an item writes, relative to $W
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
-    pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;;
+    pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;; pose_parse) echo pose/parse.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
     serve) local one; for one in $SERVE_MODELS; do echo "serve-${one/:/-}.json"; done ;;
@@ -125,6 +134,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
+    pose_parse) echo pose/parse.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
     openpose_*) echo "openpose/${1#openpose_}/prepare.log" "openpose/${1#openpose_}/bench.log" ;;
   esac
@@ -132,8 +142,12 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more) echo pose_files ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
   esac
+}
+
+after() {  # the item this one waits for when it is queued, whatever its outcome (its results are optional)
+  case "$1" in pose*_fp16|pose*_more) echo pose_parse ;; esac
 }
 
 need_s() {  # seconds an item's longest build takes (no build starts later); NEED="item=seconds ..." overrides
@@ -141,7 +155,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   for kv in $NEED; do [ "${kv%%=*}" = "$1" ] && s=${kv#*=}; done
   [ -z "$s" ] && case "$1" in
     yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1800 ;; yolo_netdef) s=700 ;;
-    yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;;
+    yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;; pose_parse) s=60 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac
@@ -199,6 +213,14 @@ run_item() {  # WHERE ITEM
       if [ $(( end - $(date +%s) )) -le "$need" ]; then
         finish "$name" skipped "$where" "deadline while waiting for $dep"; return
       fi
+      sleep 1
+    done
+  done
+  for dep in $(after "$name"); do
+    queued "$dep" && ! skipped "$dep" || continue
+    put_status "$name" waiting "$where" "for $dep"
+    while [ ! -f "$W/markers/$dep.ok" ] && [ ! -f "$W/markers/$dep.failed" ] \
+          && [ $(( end - $(date +%s) )) -gt "$need" ]; do
       sleep 1
     done
   done
