@@ -1,17 +1,11 @@
-"""The HigherHRNet parse alone on the GPU (issue 17: parsed outputs cost <= 10% over raw), in minutes where a whole
-parsed engine takes 2.5 to build: each form of the parse (HigherHRNet.define's nms_pool and parse_resize: pooling
-layers or shifted slices for the NMS maximum, resize layers or shifted slices for the 2x resizes) built as its own
-engine on the raw outputs (networks.higherhrnet.parse_network, FP16 build flags as in a parsed FP16 engine, the
+"""The HigherHRNet parse alone on the GPU (issue 17: parsed outputs cost <= 10% over raw), in a minute where a whole
+parsed engine takes two to build: each form of the parse (parse() options, e.g. tile=1; 'default': none) built as its
+own engine on the raw outputs (networks.higherhrnet.parse_network, FP16 build flags as in a parsed FP16 engine, the
 parse in FP32), fed the float64 references' raw maps (bench/gpu_pose_prepare.py --stage files), checked against
 their float64 parse (bench/gpu_pose.py's parsed_check) and timed at batch 1 and 8 (bench/gpu.py's evaluate: GPU time
-between CUDA events, per-layer profile at batch 8). Run in /tmp/gpu-trt/python (TensorRT 8.6, no torch).
+between CUDA events, layer list, per-layer profile at batch 8). Run in /tmp/gpu-trt/python (TensorRT 8.6, no torch).
 
---best PREFIX writes PREFIX_<size>.txt per size: the define options of the form with the lowest batch-8 GPU time
-among those whose scores are within 1e-2 of float64, as OPTION=VALUE items joined by ':' (empty: the default form),
-what bench/gpu_session.sh puts where a pose plan item says '@best'.
-
-    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_parse.py --work /tmp/gs/pose --sizes 512,256 \
-        --out /tmp/gs/pose/parse.json --best /tmp/gs/pose/parse_best
+    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_parse.py --work /tmp/gs/pose --sizes 512,256 --out /tmp/gs/pose/parse.json
 """
 from __future__ import annotations
 
@@ -30,27 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ARCH = "higherhrnet-w32"
 BATCHES = (1, 8)
 RAW = ("output0", "output1")
-FORMS = ("nms_pool=pool:parse_resize=layer", "nms_pool=shift:parse_resize=layer", "nms_pool=shift:parse_resize=shift",
-         "nms_pool=pool:parse_resize=shift")
-SCORES_TOLERANCE = 1e-2  # the issue's FP16 accuracy bound, on the top-k scores
 
 
-def form_options(form: str) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in form.split(":"))
-
-
-def best_options(rows: list[dict], size: int) -> str | None:
-    """The non-default options of `size`'s fastest accurate form at batch 8 ('' for the default form), None if no
-    form of that size was measured and accurate."""
-    from networks.higherhrnet import NMS_POOL, PARSE_RESIZE
-
-    defaults = {"nms_pool": NMS_POOL[0], "parse_resize": PARSE_RESIZE[0]}
-    timed = [r for r in rows if r["size"] == size and (r.get("b8") or {}).get("gpu_median_ms") is not None
-             and (r["b8"].get("scores_rel_err") or 0.0) <= SCORES_TOLERANCE]
-    if not timed:
-        return None
-    fastest = min(timed, key=lambda r: r["b8"]["gpu_median_ms"])
-    return ":".join(f"{k}={v}" for k, v in form_options(fastest["form"]).items() if defaults.get(k) != v)
+def form_options(form: str) -> dict[str, int | str]:
+    """'default' -> {}; 'tile=1:nms_kernel=3' -> {'tile': 1, 'nms_kernel': 3} (integers where they parse)."""
+    if form == "default":
+        return {}
+    options = dict(kv.split("=", 1) for kv in form.split(":"))
+    return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in options.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +46,6 @@ def _run(args: argparse.Namespace) -> int:
     from gpu_pose import parsed_check
 
     from netdef import trt as shim
-    from netdef.atomic import write_text_atomic
     from netdef.engine import BuildSettings
     from networks.higherhrnet import parse_network
 
@@ -93,10 +73,6 @@ def _run(args: argparse.Namespace) -> int:
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             write_results(Path(args.out), results)
-        if args.best:
-            chosen = best_options(results["rows"], size)
-            if chosen is not None:
-                write_text_atomic(Path(f"{args.best}_{size}.txt"), chosen + "\n")
     return 0
 
 
@@ -104,13 +80,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/ndpose", help="where bench/gpu_pose_prepare.py wrote the references")
     ap.add_argument("--sizes", default="512,256")
-    ap.add_argument("--forms", default=",".join(FORMS), help="OPTION=VALUE[:OPTION=VALUE] per form, comma-separated")
+    ap.add_argument("--forms", default="default",
+                    help="parse() options per form, OPTION=VALUE[:OPTION=VALUE] ('default': none), comma-separated")
     ap.add_argument("--opt-level", type=int, default=1, help="as the pose engines (bench/gpu_pose.py)")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--profile-iters", type=int, default=10)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--best", help="prefix of the per-size files naming the fastest accurate form's options")
     return run(ap.parse_args())
 
 

@@ -31,8 +31,6 @@ ARCH = "higherhrnet-w32"
 BATCHES = (1, 8)
 # FP16 first (the headline ratios), then INT8 and FP32; one level for all (--opt-level, default 1: a level-3 FP16
 # build at 512 took 377 s on the H200).
-# define options of the parse alone: a parsed row with them compares with the plain raw row
-PARSE_OPTIONS = ("nms_pool", "parse_resize")
 DEFAULT_ITEMS = ("fp16:netdef:raw", "fp16:onnx:raw", "fp16:netdef:parsed", "int8:netdef:raw", "fp32:netdef:raw",
                  "fp32:onnx:raw", "int8:netdef:parsed")
 
@@ -110,8 +108,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     out = Path(args.out)
     prepared = functools.cache(functools.partial(read_prepared, work))  # once per size, not per row
     plan_text = args.plan or default_plan([int(s) for s in args.sizes.split(",")], args.items.split(","))
-    # one row per distinct item ('@best' in a session's plan may name the default parse a second time)
-    for row in {json.dumps(r): r for r in (plan_row(i, args.opt_level) for i in plan_text.split(","))}.values():
+    for item in plan_text.split(","):
+        row = plan_row(item, args.opt_level)
         size, precision, path_kind, outputs, opt_level = (row[k] for k in ("size", "precision", "path", "outputs",
                                                                            "opt_level"))
         options = row.get("define_options", {})
@@ -153,10 +151,6 @@ def table(paths: list[str]) -> str:
         torch_times.update(data.get("torch_timings", {}))
         rows += data.get("rows", [])
     index = {(r["size"], _label(r), r["path"], r["outputs"], r["opt_level"]): r for r in rows}
-    parsed_of: dict = {}  # (size, the raw row's label, level) -> its parsed rows, the default parse first
-    for (size, label, path, outputs, level), r in sorted(index.items()):
-        if path == "netdef" and outputs == "parsed":
-            parsed_of.setdefault((size, _label(r, PARSE_OPTIONS), level), []).append(r)
 
     def ms(row: dict | None, b: int, key: str = "median_ms") -> float | None:
         return ((row or {}).get(f"b{b}") or {}).get(key)
@@ -175,9 +169,9 @@ def table(paths: list[str]) -> str:
             continue
         onnx = index.get((size, precision.split()[0], "onnx", "raw", level)) or index.get(
             (size, "fp16", "onnx", "raw", level))
+        parsed = index.get((size, precision, "netdef", "parsed", level))
         eager_kind = "fp32" if precision.startswith("fp32") else "fp16"
-        for b, parsed in ((b, p) for b in BATCHES for p in parsed_of.get((size, precision, level)) or [None]):
-            parse_options = _label(parsed, keep=PARSE_OPTIONS).split()[1:] if parsed else []
+        for b in BATCHES:
             nd = ms(r, b)
             eager = (torch_times.get(f"eager_{eager_kind}_{size}_b{b}") or {}).get("median_ms")
             comp = (torch_times.get(f"compile_fp16_{size}_b{b}") or {}).get("median_ms") if eager_kind != "fp32" \
@@ -190,8 +184,7 @@ def table(paths: list[str]) -> str:
                 accuracy += (f"; parsed: scores {p_check['scores_rel_err']:.1e}, "
                              f"positions {p_check['positions_shared']:.3f}")
             lines.append(
-                f"| {size} | {' '.join([precision, *parse_options])} | {level} | {b} | {fmt(nd)} "
-                f"({fmt(ms(r, b, 'gpu_median_ms'))}) | "
+                f"| {size} | {precision} | {level} | {b} | {fmt(nd)} ({fmt(ms(r, b, 'gpu_median_ms'))}) | "
                 f"{fmt(ms(onnx, b))} ({fmt(ms(onnx, b, 'gpu_median_ms'))}) | {ratio(nd, ms(onnx, b))} "
                 f"({ratio(ms(r, b, 'gpu_median_ms'), ms(onnx, b, 'gpu_median_ms'))}) | {fmt(ms(parsed, b))} | "
                 f"{ratio(ms(parsed, b), nd)} | {fmt(eager, '.2f')} | {ratio(eager, nd, 'x')} | {fmt(comp)} | "
@@ -200,12 +193,9 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _label(row: dict, drop: tuple[str, ...] = (), keep: tuple[str, ...] | None = None) -> str:
-    """The precision column: the precision, then the row's define options ("int8 upsample_q=conv"), less those in
-    `drop`, or only those in `keep`."""
-    options = (row.get("define_options") or {}).items()
-    return " ".join([row["precision"], *(f"{k}={v}" for k, v in options
-                                         if k not in drop and (keep is None or k in keep))])
+def _label(row: dict) -> str:
+    """The precision column: the precision, then any define options of the row ("int8 upsample_q=conv")."""
+    return " ".join([row["precision"], *(f"{k}={v}" for k, v in (row.get("define_options") or {}).items())])
 
 
 def main() -> int:

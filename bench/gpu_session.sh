@@ -18,9 +18,7 @@
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
 #       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
-#       | pose_parse ~90 (the HigherHRNet parse's forms alone, bench/gpu_parse.py; the pose items wait for it when it
-#       is queued, and '@best' in their plan items, e.g. POSE_FP16="fp16:netdef:raw,fp16:netdef:parsed:1:@best",
-#       becomes the options of its fastest form at that size)
+#       | pose_parse 65 (the HigherHRNet parse alone at 512 and 256, each of PARSE_FORMS: bench/gpu_parse.py)
 #   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
 #   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item;
 #       the workers end their items its NEED and a minute early, so it is not crowded out
@@ -50,7 +48,7 @@
 # Each poll's $OUT/results.tgz and $OUT/seed.tgz come back; a later session unpacks seed.tgz into .gpu/seed and
 # carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
-# POSE_FP16 / POSE_MORE (the pose items' plans; POSE_FP16_512, POSE_MORE_256, ... for one size),
+# POSE_FP16 / POSE_MORE (the pose items' plans; POSE_FP16_512, POSE_MORE_256, ... for one size), PARSE_FORMS,
 # OPENPOSE_LEVEL (builder level of the OpenPose items, default 1), OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS),
 # SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, SERVE_MODELS (MODEL:INPUT_DTYPE ...), GPUS, RESUME=1 (keep $W's
 # engines and caches), SEED (a folder copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
@@ -66,7 +64,7 @@ export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
 export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 yolov4:float32 resnet50:float32"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
-export PARSE_SIZES=${PARSE_SIZES:-512,256}
+export PARSE_SIZES=${PARSE_SIZES:-512,256} PARSE_FORMS=${PARSE_FORMS:-default}
 export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
 export PYTHONUNBUFFERED=1
 stamp() { echo "$(date +%T) +$(( $(date +%s) - ${T0:-$(date +%s)} )) s $*" >> "$W/progress.log"; }
@@ -85,15 +83,13 @@ item() {
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
-    pose_parse)  # the parse's forms alone; writes pose/parse_best_SIZE.txt, what '@best' in a pose plan item takes
-      PYTHONPATH=. $TRT_PY bench/gpu_parse.py --work "$W/pose" --sizes "$PARSE_SIZES" --out "$W/pose/parse.json" \
-        --best "$W/pose/parse_best" > "$W/pose/parse.log" 2>&1 ;;
+    pose_parse)  # the HigherHRNet parse alone, each of PARSE_FORMS
+      PYTHONPATH=. $TRT_PY bench/gpu_parse.py --work "$W/pose" --sizes "$PARSE_SIZES" --forms "$PARSE_FORMS" \
+        --out "$W/pose/parse.json" > "$W/pose/parse.log" 2>&1 ;;
     pose512_fp16|pose256_fp16|pose512_more|pose256_more)  # POSE_FP16_512 etc. replace POSE_FP16 for one size
-      local size=${1:4:3} kind=${1:8} list best
+      local size=${1:4:3} kind=${1:8} list
       list=POSE_${kind^^}_$size; [ -n "${!list:-}" ] || list=POSE_${kind^^}
-      best=$(cat "$W/pose/parse_best_$size.txt" 2>/dev/null)  # pose_parse's fastest form; none: the default
-      list=${!list//:@best/${best:+:$best}}
-      W="$W/pose" GPUS=1 POSE_ITEMS=$list bash bench/gpu_pose.sh trt "$size" "$kind" ;;
+      W="$W/pose" GPUS=1 POSE_ITEMS=${!list} bash bench/gpu_pose.sh trt "$size" "$kind" ;;
     openpose_224x224|openpose_480x640)  # PREP_S=0: NEED is the guard
       W="$W/openpose" GPUS=1 PREP_S=0 SIZES=${1#openpose_} LEVEL=$OPENPOSE_LEVEL PLAN=$OPENPOSE_PLAN \
         bash bench/gpu_openpose.sh ;;
@@ -142,12 +138,9 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;; pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;;
+    pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
   esac
-}
-
-after() {  # the item this one waits for when it is queued, whatever its outcome (its results are optional)
-  case "$1" in pose*_fp16|pose*_more) echo pose_parse ;; esac
 }
 
 need_s() {  # seconds an item's longest build takes (no build starts later); NEED="item=seconds ..." overrides
@@ -213,14 +206,6 @@ run_item() {  # WHERE ITEM
       if [ $(( end - $(date +%s) )) -le "$need" ]; then
         finish "$name" skipped "$where" "deadline while waiting for $dep"; return
       fi
-      sleep 1
-    done
-  done
-  for dep in $(after "$name"); do
-    queued "$dep" && ! skipped "$dep" || continue
-    put_status "$name" waiting "$where" "for $dep"
-    while [ ! -f "$W/markers/$dep.ok" ] && [ ! -f "$W/markers/$dep.failed" ] \
-          && [ $(( end - $(date +%s) )) -gt "$need" ]; do
       sleep 1
     done
   done

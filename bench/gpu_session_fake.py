@@ -33,7 +33,7 @@ DURATIONS = {
     "gpu_pose.py:512:fp16": 150, "gpu_pose.py:512:int8": 100, "gpu_pose.py:512:fp32": 80,
     "gpu_pose.py:256:fp16": 100, "gpu_pose.py:256:int8": 70, "gpu_pose.py:256:fp32": 60,
     "gpu_openpose.py:prepare:224x224": 18, "gpu_openpose.py:prepare:480x640": 56,
-    "gpu_openpose.py:bench:224x224": 20, "gpu_openpose.py:bench:480x640": 37, "serve.py": 300, "gpu_parse.py": 90,
+    "gpu_openpose.py:bench:224x224": 20, "gpu_openpose.py:bench:480x640": 37, "serve.py": 300, "gpu_parse.py": 65,
 }
 
 
@@ -188,10 +188,8 @@ def main() -> int:
     elif script == "gpu_parse.py":
         step("gpu_parse.py")
         write(Path(opts["--out"]), {"date": "fake", "trt": "fake 8.6.0", "rows": [
-            {"size": int(s), "form": "nms_pool=shift:parse_resize=layer", "fake": True,
-             "b8": timing(0.5, scores_rel_err=1e-3)} for s in opts["--sizes"].split(",")]})
-        for s in opts["--sizes"].split(","):
-            write_text_atomic(Path(f"{opts['--best']}_{s}.txt"), "nms_pool=shift\n")
+            {"size": int(s), "form": form, "fake": True, "b8": timing(0.5, scores_rel_err=1e-3)}
+            for s in opts["--sizes"].split(",") for form in opts["--forms"].split(",")]})
     elif script == "gpu_openpose.py":
         gpu_openpose(args)
     elif script == "serve.py":

@@ -40,12 +40,6 @@ OUTPUTS = ("parsed", "raw")
 # define(upsample_q=...): INT8 reads a fuse layer's upsampled branch as its conv writes it, float (the default), or
 # quantizes the conv's raw output (nearest upsampling commutes), so every input of the fuse adds is a DQ
 UPSAMPLE_Q = ("float", "conv")
-# define(nms_pool=...): the parse's NMS maximum as two pooling layers (the default) or as the maximum of edge-clamped
-# shifted copies, elementwise work TensorRT may fuse with the peak test into one kernel (_shifted_max_pool)
-NMS_POOL = ("pool", "shift")
-# define(parse_resize=...): the parse's 2x bilinear resizes as resize layers (the default) or as edge-clamped shifted
-# slices weighted 3:1 and interleaved (_upsample2x_shifts), elementwise work TensorRT may fuse with what follows
-PARSE_RESIZE = ("layer", "shift")
 RAW_OUTPUTS = ("output0", "output1")
 PARSED_OUTPUTS = ("scores", "keypoints", "tags")
 STRIDE = 32  # the lowest-resolution branch is 1/32 of the input: sizes must divide by it
@@ -257,15 +251,14 @@ def torch_higherhrnet(cfg: HigherHRNetConfig | str, seed: int | None = None) -> 
 
 # --- in-engine post-processing ----------------------------------------------------------------------------
 def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: int = 5,
-          tile: int | None = None, nms_pool: str = "pool", parse_resize: str = "layer") -> tuple[Any, Any, Any]:
+          tile: int | None = None) -> tuple[Any, Any, Any]:
     """`torch_parse`'s steps as TensorRT layers (names `parse/...`), in FP32 and never quantized, whatever the
     network's precision; positions from int32 indices.
 
     Every resize doubles (H/4 -> H/2 -> H), so scale factors 2 give torch's size-based result without shape
     tensors; the four neighbours of the quarter-pixel adjustment come from one gather. The top k per map runs on
     `tile` x `tile` tiles first (`_topk_by_tiles`; None: the largest of 8, 4, 2 that divides the map into at
-    least k tiles; 1: one TopK over the whole map). `nms_pool` (NMS_POOL) and `parse_resize` (PARSE_RESIZE) pick
-    how the NMS maximum and the resizes are emitted.
+    least k tiles; 1: one TopK over the whole map).
     """
     joints = int(tuple(output1.shape)[1])
     height, width = (2 * int(d) for d in tuple(output1.shape)[2:])
@@ -274,12 +267,11 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         # the top k fills with duplicates (H200 FP16 engine: scores 15% off)
         output0 = F.cast(output0, np.float32, op="output0/float")
         output1 = F.cast(output1, np.float32, op="output1/float")
-        upsample = _upsample2x_shifts if parse_resize == "shift" else _upsample2x
-        up = upsample(output0, "up0")
+        up = F.interpolate(output0, scale_factor=2, mode="bilinear", align_corners=False, op="up0")
         heat = F.mul(F.add(F.slice(up, 1, 0, joints, op="up0_heatmaps"), output1, op="heat_sum"), 0.5, op="heat_avg")
-        heat = upsample(heat, "heatmaps")
+        heat = F.interpolate(heat, scale_factor=2, mode="bilinear", align_corners=False, op="heatmaps")
         tags = F.slice(up, 1, joints, 2 * joints, op="up0_tags")  # read at the k peaks only (_tags_at)
-        peaks = (_shifted_max_pool if nms_pool == "shift" else _separable_max_pool)(heat, nms_kernel)
+        peaks = _separable_max_pool(heat, nms_kernel)
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
         flat = (0, joints, height * width)
         scores, index = _topk_by_tiles(nms, topk, _tile(tile, height, width, topk))
@@ -306,7 +298,9 @@ def _separable_max_pool(x: Any, kernel: int) -> Any:
     """The k x k max pool of stride 1 with "same" padding as a 1 x k pool, then a k x 1 pool: the same maxima (a
     window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2.
     H200, TensorRT 8.6, 512 x 512 maps at batch 8: 0.25 + 0.15 ms in FP32, where one 5 x 5 pool took 0.42 ms in FP16
-    behind a 0.12 ms reformat."""
+    behind a 0.12 ms reformat. Tried and measured slower there (bench/gpu_parse.py, sixth session): the maximum of
+    edge-clamped shifted slices (each CLAMP slice ran as a copy kernel of its own, 0.175 ms: the parse alone 2.27
+    against 0.95 ms), and the resizes as shifted slices weighted 3:1 (1.65 ms)."""
     pad = (kernel - 1) // 2
     rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
     return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
@@ -322,51 +316,6 @@ def parse_network(joints: int, size: tuple[int, int], precision: str = "fp32", *
         for name, tensor in zip(PARSED_OUTPUTS, parse(net, output0, output1, **options)):
             net.mark_output(tensor, name)
     return net
-
-
-def _upsample2x(x: Any, op: str) -> Any:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False, op=op)
-
-
-def _upsample2x_shifts(x: Any, op: str) -> Any:
-    """torch's 2x bilinear resize (half-pixel centres) of an (N, C, H, W) map as elementwise work, W then H: output
-    2i is 0.75 x[i] + 0.25 x[i - 1] and 2i + 1 is 0.75 x[i] + 0.25 x[i + 1], the neighbours edge-clamped (torch
-    clamps its source coordinate), the two phases interleaved by a concat on a new last axis and a reshape."""
-    return _upsample2x_along(_upsample2x_along(x, 3, f"{op}/w"), 2, f"{op}/h")
-
-
-def _upsample2x_along(x: Any, dim: int, op: str) -> Any:
-    shape = [int(d) for d in tuple(x.shape)]
-    phases = []
-    for name, shift in (("even", -1), ("odd", 1)):
-        spec = [0] * (2 * (4 - dim))
-        spec[-2:] = [-shift, shift]
-        neighbour = F.pad(x, spec, mode="replicate", op=f"{op}/{name}/neighbour")
-        phase = F.add(F.mul(x, 0.75, op=f"{op}/{name}/centre"), F.mul(neighbour, 0.25, op=f"{op}/{name}/side"),
-                      op=f"{op}/{name}")
-        phases.append(F.reshape(phase, (0, *shape[1:dim + 1], 1, *shape[dim + 1:]), op=f"{op}/{name}/axis"))
-    doubled = [0, *shape[1:]]
-    doubled[dim] *= 2
-    return F.reshape(F.concat(phases, dim + 1, op=f"{op}/interleave"), doubled, op=op)
-
-
-def _shifted_max_pool(x: Any, kernel: int) -> Any:
-    """The same maxima as _separable_max_pool, as the maximum of k - 1 shifted copies along W, then along H, each
-    shift one slice reading past the edge in CLAMP mode (the edge pixel lies in every window that reaches past it,
-    so it stands for the padding): only slices and elementwise maxima, which TensorRT can fuse with the peak test
-    instead of running two pooling kernels over the input-size maps."""
-    return _max_of_shifts(_max_of_shifts(x, kernel, 3, "nms_rows"), kernel, 2, "nms_cols")
-
-
-def _max_of_shifts(x: Any, kernel: int, dim: int, op: str) -> Any:
-    pad = (kernel - 1) // 2
-    result = x
-    for shift in (s for s in range(-pad, pad + 1) if s):
-        spec = [0] * (2 * (4 - dim))
-        spec[-2:] = [-shift, shift]  # (before, after) of `dim`: crop one side, replicate the edge on the other
-        shifted = F.pad(x, spec, mode="replicate", op=f"{op}/shift{shift:+d}")
-        result = F.maximum(result, shifted, op=f"{op}/max{shift:+d}")
-    return result
 
 
 def _tile(tile: int | None, height: int, width: int, topk: int) -> int:
@@ -530,7 +479,7 @@ class HigherHRNet(NetworkModel):
     def define(self, precision: str = "fp32", input_size: Any = None, fp16_io: bool = False,
                outputs: str = "parsed", topk: int = 30, nms_kernel: int = 5, calibration: Any = None,
                skip: tuple[str, ...] = (), input_dtype: str = "float32", upsample_q: str = "float",
-               nms_pool: str = "pool", parse_resize: str = "layer", **options: Any) -> Network:
+               **options: Any) -> Network:
         """The definition for one input size (H, W multiples of 32) with a dynamic batch.
 
         int8: `calibration` (cache JSON, amax mapping or data) and `skip` (module paths kept in floating point) go
@@ -539,14 +488,11 @@ class HigherHRNet(NetworkModel):
         post-processing in floating point. upsample_q (UPSAMPLE_Q): "float" (a fuse layer's upsampled branch, a 1x1
         conv's output, stays float up to its add, whose other input is a DQ: the mix YOLOv4's R3 paid dequantizing
         copies for on TensorRT 8.6) or "conv" (that conv output quantized, so every add input is a DQ; an
-        experiment, docs/int8.md 3); one calibration serves both. nms_pool (NMS_POOL) and parse_resize
-        (PARSE_RESIZE): how the parse emits its NMS maximum and its resizes (the same values either way).
+        experiment, docs/int8.md 3); one calibration serves both.
         """
         if options:
             raise TypeError(f"{self.arch}: unknown option(s) {', '.join(sorted(options))}")
-        placement = non_default_choices(
-            self.arch, {"upsample_q": UPSAMPLE_Q, "nms_pool": NMS_POOL, "parse_resize": PARSE_RESIZE},
-            upsample_q=upsample_q, nms_pool=nms_pool, parse_resize=parse_resize)
+        placement = non_default_choices(self.arch, {"upsample_q": UPSAMPLE_Q}, upsample_q=upsample_q)
         _check_outputs(outputs, nms_kernel)
         h, w = check_input_size(input_size or self.config.input_size, self.arch)
         if not 0 < topk <= h * w:
@@ -562,7 +508,7 @@ class HigherHRNet(NetworkModel):
             if outputs == "raw":
                 results: tuple[Any, ...] = (output0, output1)
             else:
-                results = parse(net, output0, output1, topk, nms_kernel, nms_pool=nms_pool, parse_resize=parse_resize)
+                results = parse(net, output0, output1, topk, nms_kernel)
             for name, tensor in zip(RAW_OUTPUTS if outputs == "raw" else PARSED_OUTPUTS, results):
                 net.mark_output(tensor, name, dtype=np.float32 if name == "keypoints" else None)
         net.meta.update(arch=self.arch, input_size=[h, w], outputs_kind=outputs, num_joints=self.config.num_joints,

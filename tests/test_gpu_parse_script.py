@@ -1,5 +1,4 @@
-"""bench/gpu_parse.py without a GPU: every form builds (TensorRT-RTX) and is recorded, and the fastest accurate form
-per size names the options the session's parsed engines take."""
+"""bench/gpu_parse.py without a GPU: each form of the parse builds (TensorRT-RTX) and is recorded with its options."""
 from __future__ import annotations
 
 import json
@@ -12,21 +11,14 @@ from networks.higherhrnet_torch import torch_parse
 from tests.bench_scripts import load_bench
 
 
-def test_best_form_is_the_fastest_accurate_one_at_batch_8() -> None:
+def test_forms_name_parse_options() -> None:
     script = load_bench("gpu_parse")
-
-    def row(size, form, ms, err=1e-3):
-        return {"size": size, "form": form, "b8": {"gpu_median_ms": ms, "scores_rel_err": err}}
-
-    rows = [row(512, script.FORMS[0], 1.0), row(512, script.FORMS[1], 0.8), row(512, script.FORMS[2], 0.5, err=0.2),
-            row(256, script.FORMS[0], 0.3), row(256, script.FORMS[2], 0.4), {"size": 256, "form": "x", "error": "no"}]
-    assert script.best_options(rows, 512) == "nms_pool=shift"  # the faster form 2 is not accurate
-    assert script.best_options(rows, 256) == ""  # the default form: no options
-    assert script.best_options(rows, 128) is None
+    assert script.form_options("default") == {}
+    assert script.form_options("tile=1:nms_kernel=3") == {"tile": 1, "nms_kernel": 3}
 
 
 def test_every_form_builds_and_is_recorded(tmp_path, monkeypatch) -> None:
-    """On this machine the engines build but do not open (no GPU): each row keeps its build, none is 'best'."""
+    """On this machine the engines build but do not open (no GPU): each row keeps its build and its form."""
     script = load_bench("gpu_parse")
     rng = np.random.default_rng()
     refs = {}
@@ -38,11 +30,11 @@ def test_every_form_builds_and_is_recorded(tmp_path, monkeypatch) -> None:
     np.savez(tmp_path / "higherhrnet-w32-64_refs.npz", **refs)
     np.savez(tmp_path / "higherhrnet-w32-64_inputs.npz", b1=np.zeros(1))
     out = tmp_path / "parse.json"
-    monkeypatch.setattr(sys, "argv", ["gpu_parse.py", "--work", str(tmp_path), "--sizes", "64", "--out", str(out),
-                                      "--best", str(tmp_path / "best")])
+    monkeypatch.setattr(sys, "argv", ["gpu_parse.py", "--work", str(tmp_path), "--sizes", "64", "--forms",
+                                      "default,tile=4,tile=3", "--out", str(out)])
     assert script.main() == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["form"] for r in rows] == list(script.FORMS)
-    assert all(r["build_s"] is not None and "did not open" in r["error"] for r in rows)
-    assert (tmp_path / "parse-64-nms_pool-shift-parse_resize-shift.engine").exists()
-    assert not list(tmp_path.glob("best_*.txt"))
+    assert [r["form"] for r in rows] == ["default", "tile=4", "tile=3"]
+    assert all(r["build_s"] is not None and "did not open" in r["error"] for r in rows[:2])
+    assert "tile=3" in rows[2]["error"] and "build_s" not in rows[2]  # not a divisor of 64: the form fails alone
+    assert (tmp_path / "parse-64-default.engine").exists() and (tmp_path / "parse-64-tile-4.engine").exists()

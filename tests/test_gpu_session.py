@@ -126,21 +126,19 @@ def test_serving_keeps_its_reserve_from_an_item_that_would_outlast_the_session(t
     assert " done " in _line(done.stdout, "serve"), done.stdout
 
 
-def test_pose_items_wait_for_the_parse_forms_and_take_the_fastest(tmp_path):
-    """pose_parse runs on one GPU while the other would start pose512_fp16: that item waits for it, and its
-    '@best' becomes the fastest form's options (the fake names nms_pool=shift); a plan without the marker keeps
-    its items."""
+def test_the_parse_alone_and_per_size_pose_plans(tmp_path):
+    """pose_parse times the parse's forms at each size; POSE_FP16_256 replaces POSE_FP16 at 256 alone."""
     work, out = tmp_path / "gs", tmp_path / "out"
     env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="2",
-               ITEMS="pose_files pose_parse pose512_fp16 pose256_fp16",
-               POSE_FP16="fp16:netdef:raw,fp16:netdef:parsed:1:@best,fp16:netdef:parsed",
-               POSE_FP16_256="fp16:netdef:parsed")
+               ITEMS="pose_files pose_parse pose512_fp16 pose256_fp16", PARSE_FORMS="default,tile=4",
+               POSE_FP16="fp16:netdef:raw,fp16:netdef:parsed", POSE_FP16_256="fp16:netdef:parsed")
     done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    progress = (work / "progress.log").read_text()
-    assert progress.index("pose_parse done") < progress.index("pose512_fp16 (needs")
-    rows = json.loads((work / "pose" / "trt_512_fp16.json").read_text())["rows"]
-    assert [r.get("define_options") for r in rows] == [None, {"nms_pool": "shift"}, None]
+    rows = json.loads((work / "pose" / "parse.json").read_text())["rows"]
+    assert [(r["size"], r["form"]) for r in rows] == [(512, "default"), (512, "tile=4"), (256, "default"),
+                                                       (256, "tile=4")]
+    assert "pose/parse.json: 4 ok" in _line(done.stdout, "pose_parse")
+    assert [r["outputs"] for r in json.loads((work / "pose" / "trt_512_fp16.json").read_text())["rows"]] == [
+        "raw", "parsed"]
     assert [r["outputs"] for r in json.loads((work / "pose" / "trt_256_fp16.json").read_text())["rows"]] == ["parsed"]
-    assert "pose/parse.json: 2 ok" in _line(done.stdout, "pose_parse")

@@ -12,12 +12,10 @@ from PIL import Image
 import networks
 from netdef.engine import BuildSettings, save_engine
 from netdef.executor import execute
-from netdef.network import Network
 from netdef.pose.grouping import GroupingSettings, group, match_by_tag, refine
 from netdef.verify import compare, verify_network
-from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, _shifted_max_pool,
-                                  _tile, _upsample2x_shifts, infer_config, parse_network,
-                                  torch_higherhrnet)
+from networks.higherhrnet import (PRESETS, HigherHRNet, HigherHRNetConfig, PoseHigherResolutionNet, _tile, infer_config,
+                                  parse_network, torch_higherhrnet)
 from networks.resnet import random_bn_init
 
 torch.set_num_threads(2)
@@ -120,66 +118,6 @@ def test_top_k_by_tiles_is_the_top_k_of_the_whole_map(tile: int) -> None:
         parse_network(joints, (height, width), tile=3)
     # by default the largest of 8, 4, 2 leaving k tiles: 8 at the seed's 512 x 512 (4096 tiles, not 262144 values)
     assert [_tile(None, h, w, 30) for h, w in ((512, 512), (32, 32), (16, 16), (10, 10))] == [8, 4, 2, 1]
-
-
-@pytest.mark.parametrize("kernel", [5, 3])
-def test_shifted_nms_maximum_is_torchs_max_pool(small: HigherHRNet, kernel: int) -> None:
-    """nms_pool="shift": the maximum of edge-clamped shifted copies equals torch's k x k max pool (stride 1, "same"
-    padding) on fresh maps with negative values (a zero-filled shift would win at the edges), and the whole parse
-    with it returns the pooled parse's outputs exactly, with no pooling layer in its NMS."""
-    rng = np.random.default_rng()
-    x = rng.standard_normal((2, 3, 24, 40)).astype(np.float32) - 1.0
-    with Network("shift") as net:
-        net.mark_output(_shifted_max_pool(net.add_input("x", (-1, 3, 24, 40)), kernel), "y")
-    expected = torch.nn.functional.max_pool2d(torch.from_numpy(x).double(), kernel, 1, (kernel - 1) // 2).numpy()
-    assert np.array_equal(execute(net.definition, {"x": x})["y"].double().numpy(), expected)
-
-    height, width, joints = 128, 96, 5
-    feeds = {"output0": rng.standard_normal((2, 2 * joints, height // 4, width // 4)).astype(np.float32),
-             "output1": rng.standard_normal((2, joints, height // 2, width // 2)).astype(np.float32)}
-    pooled = execute(parse_network(joints, (height, width), nms_kernel=kernel).definition, feeds)
-    shift = parse_network(joints, (height, width), nms_kernel=kernel, nms_pool="shift").definition
-    layers = [shift.get_layer(i) for i in range(shift.num_layers)]
-    assert not [layer.name for layer in layers if layer.type.name == "POOLING" and "nms" in layer.name]
-    got = execute(shift, feeds)
-    for name in ("scores", "keypoints", "tags"):
-        assert np.array_equal(got[name].numpy(), pooled[name].numpy())
-    assert small.define("fp32", LAYER_SIZE, nms_pool="shift").meta["define_options"]["nms_pool"] == "shift"
-    with pytest.raises(ValueError, match="nms_pool='rows'"):
-        small.define("fp32", LAYER_SIZE, nms_pool="rows")
-
-
-def test_resize_as_shifts_is_torchs_bilinear_resize(small: HigherHRNet) -> None:
-    """parse_resize="shift": the 2x bilinear resize as weighted shifted slices equals torch's interpolate
-    (half-pixel centres, clamped borders) on a fresh non-square map, and the parse with it (and nms_pool="shift")
-    finds torch's candidates: the same sorted scores, and the same positions and tags wherever a score is unique."""
-    rng = np.random.default_rng()
-    x = rng.standard_normal((2, 3, 12, 20)).astype(np.float32)
-    with Network("resize") as net:
-        net.mark_output(_upsample2x_shifts(net.add_input("x", (-1, 3, 12, 20)), "up"), "y")
-    expected = torch.nn.functional.interpolate(torch.from_numpy(x).double(), scale_factor=2, mode="bilinear",
-                                               align_corners=False).numpy()
-    got = execute(net.definition, {"x": x})["y"].double().numpy()
-    assert got.shape == (2, 3, 24, 40) and np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
-
-    net = small.define("fp32", LAYER_SIZE, nms_pool="shift", parse_resize="shift")
-    assert net.meta["define_options"] == {"outputs": "parsed", "nms_pool": "shift", "parse_resize": "shift",
-                                          "topk": 30, "nms_kernel": 5}
-    d = net.definition
-    assert not [d.get_layer(i).name for i in range(d.num_layers) if d.get_layer(i).type.name == "RESIZE"
-                and d.get_layer(i).name.startswith("parse/")]
-    reference = small.reference("parsed")
-    sample = small.sample_input(2, LAYER_SIZE, seed=int(rng.integers(1 << 30)))
-    scores, keypoints, tags = verify_network(net, reference, sample).outputs
-    assert scores.rel <= 1e-5
-    got = execute(d, {"input": sample})
-    with torch.no_grad():
-        ref = [t.numpy() for t in reference.double()(torch.from_numpy(sample).double())]
-    # untied: no other score of its map within float32 rounding (the seed is fresh), and not a zero filling the k
-    close = np.abs(ref[0][..., :, None] - ref[0][..., None, :]) <= 1e-6 * np.abs(ref[0]).max()
-    untied = (close.sum(-1) == 1) & (ref[0] > 0)
-    assert untied.mean() > 0.5 and np.array_equal(got["keypoints"].numpy()[untied], ref[1][untied])
-    assert np.abs(got["tags"].double().numpy()[untied] - ref[2][untied]).max() <= 1e-5 * np.abs(ref[2]).max()
 
 
 def synthetic_people(height: int, width: int, people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
