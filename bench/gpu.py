@@ -295,10 +295,10 @@ Profile = tuple[int, int]  # (batch, iterations) of a per-layer profile
 def evaluate(plan, path: Path, inputs: dict, refs: dict, iters: int, warmup: int, *, batches=(1, 32),
              check=compare, layers: bool = True, profile: Profile | list[Profile] | None = None) -> dict:
     """Save the engine (unless it is the saved one, reused), then per batch `check(outputs, refs, batch, order)`
-    on `inputs["b<batch>"]` (feeds_of) and time it, then its layer list and per-layer profiles (`profile`: (batch, iterations), or a list of them;
-    the first goes to `.profile.json.gz`, others to `.profile-b<batch>.json.gz`). Whatever fails after the save
-    is recorded in `analysis_errors`; the rest of the row is kept (an engine that does not open: `error`, beside
-    its build time)."""
+    on `inputs["b<batch>"]` (feeds_of) and time it, then its layer list and per-layer profiles (`profile`: (batch,
+    iterations), or a list of them; the first goes to `.profile.json.gz`, others to `.profile-b<batch>.json.gz`).
+    Whatever fails after the save is recorded in `analysis_errors`; the rest of the row is kept (an engine that does
+    not open: `error`, beside its build time)."""
     if not plan.meta.get("reused"):
         save_engine(plan, path)
     result: dict = {"build_s": plan.meta.get("build_seconds"), "engine_mb": round(len(plan.data) / 1e6, 1),

@@ -5,7 +5,8 @@ parse in FP32), fed the float64 references' raw maps (bench/gpu_pose_prepare.py 
 their float64 parse (bench/gpu_pose.py's parsed_check) and timed at batch 1 and 8 (bench/gpu.py's evaluate: GPU time
 between CUDA events, layer list, per-layer profile at batch 8). Run in /tmp/gpu-trt/python (TensorRT 8.6, no torch).
 
-    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_parse.py --work /tmp/gs/pose --sizes 512,256 --out /tmp/gs/pose/parse.json
+    PYTHONPATH=. /tmp/gpu-trt/python bench/gpu_parse.py --work /tmp/gs/pose --sizes 512,256 \
+        --out /tmp/gs/pose/parse.json
 """
 from __future__ import annotations
 
