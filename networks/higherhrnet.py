@@ -294,18 +294,6 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
     return scores, keypoints, tag_k
 
 
-def _separable_max_pool(x: Any, kernel: int) -> Any:
-    """The k x k max pool of stride 1 with "same" padding as a 1 x k pool, then a k x 1 pool: the same maxima (a
-    window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2.
-    H200, TensorRT 8.6, 512 x 512 maps at batch 8: 0.25 + 0.15 ms in FP32, where one 5 x 5 pool took 0.42 ms in FP16
-    behind a 0.12 ms reformat. Tried and measured slower there (bench/gpu_parse.py, sixth session): the maximum of
-    edge-clamped shifted slices (each CLAMP slice ran as a copy kernel of its own, 0.175 ms: the parse alone 2.27
-    against 0.95 ms), and the resizes as shifted slices weighted 3:1 (1.65 ms)."""
-    pad = (kernel - 1) // 2
-    rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
-    return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
-
-
 def parse_network(joints: int, size: tuple[int, int], precision: str = "fp32", **options: Any) -> Network:
     """The parse alone: inputs `output0` (B, 2 * joints, H/4, W/4) and `output1` (B, joints, H/2, W/2) for the input
     size (H, W), the parsed outputs; `options` go to parse() (to check or time its forms on given maps)."""
@@ -316,6 +304,18 @@ def parse_network(joints: int, size: tuple[int, int], precision: str = "fp32", *
         for name, tensor in zip(PARSED_OUTPUTS, parse(net, output0, output1, **options)):
             net.mark_output(tensor, name)
     return net
+
+
+def _separable_max_pool(x: Any, kernel: int) -> Any:
+    """The k x k max pool of stride 1 with "same" padding as a 1 x k pool, then a k x 1 pool: the same maxima (a
+    window's maximum is the maximum of its rows' maxima; padding never wins), 2k taps per pixel instead of k^2.
+    H200, TensorRT 8.6, 512 x 512 maps at batch 8: 0.25 + 0.15 ms in FP32, where one 5 x 5 pool took 0.42 ms in FP16
+    behind a 0.12 ms reformat. Tried and measured slower there (bench/gpu_parse.py, sixth session): the maximum of
+    edge-clamped shifted slices (each CLAMP slice ran as a copy kernel of its own, 0.175 ms: the parse alone 2.27
+    against 0.95 ms), and the resizes as shifted slices weighted 3:1 (1.65 ms)."""
+    pad = (kernel - 1) // 2
+    rows = F.max_pool2d(x, (1, kernel), 1, (0, pad), op="nms_pool_rows")
+    return F.max_pool2d(rows, (kernel, 1), 1, (pad, 0), op="nms_pool")
 
 
 def _tile(tile: int | None, height: int, width: int, topk: int) -> int:
