@@ -49,7 +49,8 @@
 # carries it in its own call (cp -r .gpu/seed /tmp/gs-seed), then starts with SEED=/tmp/gs-seed.
 # Knobs: ITEMS (names in order of value; also yolo_onnx: the ONNX-path FP16 cross-check of YOLOv4), SKIP (names),
 # POSE_FP16 / POSE_MORE (the pose items' plans; POSE_FP16_512, POSE_MORE_256, ... for one size), PARSE_FORMS,
-# OPENPOSE_LEVEL (builder level of the OpenPose items, default 1), OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS),
+# OPENPOSE_LEVEL (builder level of the OpenPose items, default 3: INT8 0.65 / 0.62x FP16 at 480x640 where level 1 gave
+# 0.72 / 0.63, FP16 the same), OPENPOSE_PLAN (their PRECISION:PATH:OUTPUTS),
 # SESSION_S, NEED ("item=seconds ..."), SERVE_ARGS, SERVE_MODELS (MODEL:INPUT_DTYPE ...), GPUS, RESUME=1 (keep $W's
 # engines and caches), SEED (a folder copied into $W first; default .gpu/seed), TORCH_PY / TRT_PY (the interpreters).
 set -uo pipefail
@@ -63,9 +64,10 @@ export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
 # MODEL:INPUT_DTYPE in order; uint8 first: 4x fewer bytes, the best row (H200)
 export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 yolov4:float32 resnet50:float32"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
-export POSE_MORE=${POSE_MORE:-"int8:netdef:raw,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed"}
+# HigherHRNet INT8 at level 3: at level 1 its 32-channel blocks' conv1 ran 6x slower (sixth session, docs/int8.md 4)
+export POSE_MORE=${POSE_MORE:-"int8:netdef:raw:3,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed:3"}
 export PARSE_SIZES=${PARSE_SIZES:-512,256} PARSE_FORMS=${PARSE_FORMS:-default}
-export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-1} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
+export OPENPOSE_SIZES="224x224 480x640" OPENPOSE_LEVEL=${OPENPOSE_LEVEL:-3} OPENPOSE_PLAN=${OPENPOSE_PLAN:-}
 export PYTHONUNBUFFERED=1
 stamp() { echo "$(date +%T) +$(( $(date +%s) - ${T0:-$(date +%s)} )) s $*" >> "$W/progress.log"; }
 skipped() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
