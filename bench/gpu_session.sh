@@ -6,8 +6,7 @@
 # after the start (default 1440: 25 usable minutes less one for the last poll). No build starts with less than the
 # item's longest build (NEED) left, no item starts without its preparation on top; at the end whatever still runs is
 # stopped (its finished rows are kept: every result file is rewritten, atomically, after each row). Then the
-# tables, then serving if its 300 s are left. Seconds on the H200 (2026-11-30 run; "~": estimated, HigherHRNet has
-# no level-1 build yet):
+# tables, then serving if its 300 s are left. Seconds on the H200 (2026-11-30 runs; "~": estimated):
 #   (a) yolo_prepare 50 | yolo_implicit >1500 at level 3 (TensorRT's implicit INT8: its level-3 build was stopped
 #       unfinished after 1496 s on 2026-11-30, so it fits no session; 800 s at level 1, 3 min of it calibration; a
 #       saved engine or calibration cache from the same files is reused; NEED 1800 keeps it from starting)
@@ -16,12 +15,14 @@
 #       head convs in INT8: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
-#   (b) pose_files 45 | pose_torch 125 (eager, torch.compile) | pose512_fp16 ~450 (netdef raw, ONNX path, parsed) |
-#       pose256_fp16 ~300 | pose512_more ~400 (INT8 raw, FP32 raw, FP32 ONNX path, INT8 parsed) | pose256_more ~300
+#   (b) pose_files 20-45 | pose_torch 70-125 (eager, torch.compile) | pose512_fp16 255 per raw + parsed pair at level 1
+#       (+150 with the ONNX path) | pose256_fp16 365 (raw, parsed, ONNX path) | pose512_more 530 (FP32 raw, FP32 ONNX
+#       path, INT8 raw at level 3: its build 372 s) | pose256_more ~400
 #       | pose_parse 65 (the HigherHRNet parse alone at 512 and 256, each of PARSE_FORMS: bench/gpu_parse.py)
-#   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines, image to people)
-#   (d) serve ~300 (bench/serve.py on both GPUs: ResNet-50 float32 and uint8 input, YOLOv4), after every other item;
-#       the workers end their items its NEED and a minute early, so it is not crowded out
+#   (c) openpose_224x224 ~170 | openpose_480x640 330 (each: prepare, parse check, 7 engines at level 1, image to
+#       people; 3 engines at level 3: 245-260)
+#   (d) serve 300-410 (bench/serve.py on both GPUs, the models of SERVE_MODELS), after every other item; the workers
+#       end their items its NEED and a minute early, so it is not crowded out
 # With these numbers one session holds (a) without r50 and part of (b); (c), r50 and (d) run only where builds beat
 # the estimates or SKIP frees time (e.g. SKIP="yolo_implicit yolo_variants" for a pose and serving session; the
 # implicit YOLOv4 engine is reused from a seed). `dry-run` prints the plan's outcome.
