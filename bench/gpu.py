@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from device_array import CudaArray  # noqa: E402
 from engine_layers import engine_layers, layer_counts  # noqa: E402
-from implicit_int8 import builder_config, calibrator, detailed_profiling, implicit_int8  # noqa: E402
+from implicit_int8 import builder_config, calibrator, implicit_int8, with_layer_lists  # noqa: E402
 
 from netdef import trt as shim  # noqa: E402
 from netdef.atomic import sha256_file, write_bytes_atomic, write_text_atomic  # noqa: E402
@@ -385,9 +385,7 @@ def main() -> int:
                     help="YOLOv4's head convs in netdef INT8: floating point (R9, the default) or INT8 "
                          "(define(head_q=...))")
     ap.add_argument("--profile-iters", type=int, default=10, help="per-layer profile at batch 32 (0: none)")
-    args = ap.parse_args()
-    with builder_config(detailed_profiling):
-        return run(args)
+    return with_layer_lists(run, ap.parse_args())
 
 
 def run(args: argparse.Namespace) -> int:

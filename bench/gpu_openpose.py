@@ -280,10 +280,9 @@ def item_row(item: str, size: tuple[int, int], **extra) -> dict:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from implicit_int8 import builder_config, detailed_profiling
+    from implicit_int8 import with_layer_lists
 
-    with builder_config(detailed_profiling):  # the engines' layer lists name formats and kernels
-        return _bench(args)
+    return with_layer_lists(_bench, args)
 
 
 def _bench(args: argparse.Namespace) -> int:

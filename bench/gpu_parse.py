@@ -36,10 +36,9 @@ def form_options(form: str) -> dict[str, int | str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from implicit_int8 import builder_config, detailed_profiling
+    from implicit_int8 import with_layer_lists
 
-    with builder_config(detailed_profiling):  # the engines' layer lists name formats and kernels
-        return _run(args)
+    return with_layer_lists(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

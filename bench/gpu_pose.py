@@ -89,10 +89,9 @@ def parsed_check(outputs: dict, refs: dict, batch: int, order: list[str] | None 
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from implicit_int8 import builder_config, detailed_profiling
+    from implicit_int8 import with_layer_lists
 
-    with builder_config(detailed_profiling):  # the engines' layer lists name formats and kernels
-        return _run_plan(args)
+    return with_layer_lists(_run_plan, args)
 
 
 def _run_plan(args: argparse.Namespace) -> int:

@@ -46,6 +46,13 @@ def detailed_profiling(config: Any, builder: Any, network: Any) -> None:
     config.profiling_verbosity = shim.binding().ProfilingVerbosity.DETAILED
 
 
+def with_layer_lists(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) with every engine it builds keeping its layers' formats and kernels (`detailed_profiling`), for
+    the layer lists the benchmarks record."""
+    with builder_config(detailed_profiling):
+        return fn(*args)
+
+
 def calibrator(data: np.ndarray, batch: int, cache: Path) -> Any:
     """An IInt8EntropyCalibrator2 serving `data` (N, C, H, W) float32 in full batches of `batch`."""
     from device_array import CudaArray

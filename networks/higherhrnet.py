@@ -273,7 +273,6 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         tags = F.slice(up, 1, joints, 2 * joints, op="up0_tags")  # read at the k peaks only (_tags_at)
         peaks = _separable_max_pool(heat, nms_kernel)
         nms = F.where(F.eq(peaks, heat, op="is_peak"), heat, 0.0, op="nms")
-        flat = (0, joints, height * width)
         scores, index = _topk_by_tiles(nms, topk, _tile(tile, height, width, topk))
         y = F.div(index, width, op="y")  # int32 and non-negative: truncation is floor
         row = F.mul(y, width, op="row")
@@ -285,7 +284,8 @@ def parse(net: Network, output0: Any, output1: Any, topk: int = 30, nms_kernel: 
         left = F.add(row, F.maximum(F.sub(x, 1, op="x_prev"), 0, op="x_left"), op="left_index")
         neighbours = F.concat([right, left, F.add(below, x, op="down_index"), F.add(above, x, op="up_index")], 2,
                               op="neighbours")
-        values = F.gather(F.reshape(heat, flat, op="heat_flat"), 2, neighbours, op="neighbour_values")
+        heat_flat = F.reshape(heat, (0, joints, height * width), op="heat_flat")
+        values = F.gather(heat_flat, 2, neighbours, op="neighbour_values")
         right_v, left_v, down_v, up_v = F.split(values, topk, 2, op="neighbour")
         kx = _adjusted(x, right_v, left_v, "kx")
         ky = _adjusted(y, down_v, up_v, "ky")
@@ -336,8 +336,9 @@ def _topk_by_tiles(nms: Any, topk: int, tile: int) -> tuple[Any, Any]:
     TopK over H x W in two passes (rows, then their best) was 3.3x slower still."""
     batch_joints = (0, int(tuple(nms.shape)[1]))
     height, width = (int(d) for d in tuple(nms.shape)[2:])
+    flat = F.reshape(nms, (*batch_joints, height * width), op="nms_flat")
     if tile == 1:
-        return F.topk(F.reshape(nms, (*batch_joints, height * width), op="nms_flat"), topk, dim=2, op="topk")
+        return F.topk(flat, topk, dim=2, op="topk")
     tiles_w = width // tile
     maxima = F.max_pool2d(nms, tile, tile, op="tile_max")
     _, best = F.topk(F.reshape(maxima, (*batch_joints, (height // tile) * tiles_w), op="tile_flat"), topk, dim=2,
@@ -349,8 +350,7 @@ def _topk_by_tiles(nms: Any, topk: int, tile: int) -> tuple[Any, Any]:
     candidates = F.reshape(F.add(F.reshape(corner, (*batch_joints, topk, 1), op="corner4"),
                                  F.constant(offsets, dtype=np.int32, op="offsets"), op="candidates4"),
                            (*batch_joints, topk * tile * tile), op="candidates")
-    values = F.gather(F.reshape(nms, (*batch_joints, height * width), op="nms_flat"), 2, candidates,
-                      op="candidate_values")
+    values = F.gather(flat, 2, candidates, op="candidate_values")
     scores, pick = F.topk(values, topk, dim=2, op="topk")
     return scores, F.gather(candidates, 2, pick, op="index")
 
