@@ -19,6 +19,8 @@
 #        variants_y  YOLOv4 netdef INT8 with the head convs in INT8 (level Y_LEVEL) -> y/trt_yolo_variant_head_q.json
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
+#        row_y       one YOLOv4 netdef engine at one level: Y_KIND fp16, int8, int8head (the head convs in INT8) or
+#                    int8leaky (the stem and the leaky convs quantized at their raw output), level Y_LEVEL -> y/trt_yolo_<kind>_level<level>.json (builder levels compared: docs/int8.md 4)
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
 #   bash bench/gpu_int8.sh summarize       the table of the steps' result files (missing ones named)
@@ -81,6 +83,19 @@ r3b_y() {  # shortcut branches quantized after their activation (R3b, docs/int8.
     --yolo-shortcut-q activation >> "$W/y/bench_r3b.log" 2>&1
 }
 
+row_y() {
+  wait_prepared || return 1
+  local kind=${Y_KIND:-int8} precision=fp16 option=""
+  case "$kind" in
+    fp16) ;; int8) precision=int8 ;; int8head) precision=int8 option="--yolo-head-q int8" ;;
+    int8leaky) precision=int8 option="--yolo-preact-q stem+leaky" ;;
+    *) echo "Y_KIND=$kind: expected fp16, int8, int8head or int8leaky" >&2; return 2 ;;
+  esac
+  stamp "y: yolov4 netdef $kind (level $Y_LEVEL)"
+  bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_${kind}_level$Y_LEVEL.json" \
+    --plan "yolov4:$precision:netdef" $option >> "$W/y/bench_${kind}_level$Y_LEVEL.log" 2>&1
+}
+
 onnx_y() {
   wait_prepared || return 1
   stamp "y: yolov4 onnx fp16 (level $Y_LEVEL)"
@@ -98,7 +113,7 @@ r50() {
 
 summarize() {  # the table of the result files (those never written are named as missing)
   python3 bench/gpu_table.py --int8 "$W"/y/trt_yolo_{netdef,implicit}.json \
-    $(ls "$W"/y/trt_yolo_onnx.json "$W"/y/trt_yolo_variant_*.json 2>/dev/null) \
+    $(ls "$W"/y/trt_yolo_onnx.json "$W"/y/trt_yolo_variant_*.json "$W"/y/trt_yolo_*_level*.json 2>/dev/null) \
     "$W"/r/trt_r50.json --json "$W/int8_summary.json" > "$W/int8_table.txt" 2>&1
 }
 
@@ -154,8 +169,8 @@ case "${1:-}" in
   step)
     mkdir -p "$W/y" "$W/r"
     case "${2:-}" in
-      prepare_y|implicit|netdef_y|variants_y|r3b_y|onnx_y|r50) "$2" ;;
-      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|r3b_y|onnx_y|r50" >&2; exit 2 ;;
+      prepare_y|implicit|netdef_y|variants_y|r3b_y|row_y|onnx_y|r50) "$2" ;;
+      *) echo "usage: bash bench/gpu_int8.sh step prepare_y|implicit|netdef_y|variants_y|r3b_y|row_y|onnx_y|r50" >&2; exit 2 ;;
     esac ;;
   summarize) summarize; touch "$W/done" ;;
   *) echo "usage: bash bench/gpu_int8.sh start | wait SECONDS | run | lane y|r | step NAME | summarize" >&2; exit 2 ;;

@@ -14,6 +14,9 @@
 #       (netdef FP16 680 + INT8 60, level 3; Y_NETDEF=int8: INT8 alone) | yolo_variants ~150 (netdef INT8 with the
 #       head convs in INT8: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
+#       | yolo_<kind>_<level> (one netdef engine at one builder level; kind fp16, int8, int8head, int8leaky: FP16 at
+#       level 5 731 s, INT8 at level 5 454-513 s, INT8 at level 3 26-504 s (504 s beside a level-5 build on the
+#       other GPU; over 145 s on the one-GPU kind's 16 cores), seventh session)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 20-45 | pose_torch 70-125 (eager, torch.compile) | pose512_fp16 255 per raw + parsed pair at level 1
 #       (+150 with the ONNX path) | pose256_fp16 365 (raw, parsed, ONNX path) | pose512_more 530 (FP32 raw, FP32 ONNX
@@ -83,6 +86,8 @@ item() {
     yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
     yolo_variants) W="$W/int8" bash bench/gpu_int8.sh step variants_y ;;
     yolo_r3b) W="$W/int8" bash bench/gpu_int8.sh step r3b_y ;;
+    yolo_fp16_[0-5]|yolo_int8_[0-5]|yolo_int8head_[0-5]|yolo_int8leaky_[0-5])  # one engine at one builder level
+      local kind=${1#yolo_}; W="$W/int8" Y_KIND=${kind%_*} Y_LEVEL=${kind##*_} bash bench/gpu_int8.sh step row_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
@@ -120,6 +125,7 @@ results_of() {  # the result files an item writes, relative to $W
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
+    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) local kind=${1#yolo_}; echo "int8/y/trt_yolo_${kind%_*}_level${kind##*_}.json" ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;; pose_parse) echo pose/parse.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
@@ -132,6 +138,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
+    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) local kind=${1#yolo_}; echo "int8/y/bench_${kind%_*}_level${kind##*_}.log" ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose_parse) echo pose/parse.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
@@ -141,7 +148,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b|yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) echo yolo_prepare ;;
     pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
   esac
 }
@@ -152,6 +159,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
   [ -z "$s" ] && case "$1" in
     yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1800 ;; yolo_netdef) s=700 ;;
     yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;; pose_parse) s=60 ;;
+    yolo_fp16_[0-3]) s=700 ;; yolo_fp16_?) s=750 ;; yolo_int8*_[0-3]) s=300 ;; yolo_int8*_?) s=520 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

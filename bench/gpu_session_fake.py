@@ -85,11 +85,14 @@ def gpu(args: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work"), ap.add_argument("--out"), ap.add_argument("--plan")
     ap.add_argument("--opt-level", type=int, default=3), ap.add_argument("--deadline-at", type=float, default=1e12)
+    ap.add_argument("--yolo-preact-q"), ap.add_argument("--yolo-head-q")  # recorded as bench/gpu.py's rows do
     a, _ = ap.parse_known_args(args)
+    placement = {k: v for k, v in (("preact_q", a.yolo_preact_q), ("head_q", a.yolo_head_q)) if v}
 
     def make(item: str, t0: float | None) -> dict:
         model, precision, path = item.split(":")
-        row = {"model": model, "precision": precision, "path": path, "opt_level": a.opt_level, "fake": True}
+        row = {"model": model, "precision": precision, "path": path, "opt_level": a.opt_level, "fake": True,
+               **(placement if precision == "int8" else {})}
         if t0 is None:
             return row
         ms = {"fp16": 8.4, "int8": 6.5, "fp32": 15.0}[precision] / (7 if model == "resnet50" else 1)

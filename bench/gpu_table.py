@@ -131,7 +131,8 @@ def int8_table(gpu_rows: list[dict]) -> str:
         variant = f", INT8 with {'+'.join(s['int8_skip'])} float" if s.get("int8_skip") else ""
         variant += f", shortcuts quantized at the {s['shortcut_q']}" if s.get("shortcut_q") else ""
         variant += {"none": ", no conv quantized at its output but the shortcut branches'",
-                    "mish": ", Mish convs quantized at their output"}.get(s.get("preact_q"), "")
+                    "mish": ", Mish convs quantized at their output",
+                    "stem+leaky": ", the stem and leaky convs quantized at their output"}.get(s.get("preact_q"), "")
         variant += ", head convs INT8" if s.get("head_q") == "int8" else ""
         lines.append(f"{s['model']} (level {s['level']}{variant}), batch 32, GPU ms: netdef FP16 {fmt(g['netdef_fp16'], '.3f')} | "
                      f"netdef INT8 {fmt(g['netdef_int8'], '.3f')} | implicit INT8 (ONNX path) {fmt(g['implicit_int8'], '.3f')}")

@@ -184,8 +184,8 @@ class Side:
         raise NotImplementedError
 
     def preactivation(self, x: Any, kind: str) -> Any:
-        """The raw conv output of a shortcut branch, the stem or a Mish conv (`kind`: "branch", "stem", "mish")
-        before its activation (INT8 may quantize it there: R3c; YOLOv4.define(preact_q=...))."""
+        """The raw conv output of a shortcut branch, the stem, a Mish or a leaky conv (`kind`: "branch", "stem",
+        "mish", "leaky") before its activation (INT8 may quantize it there: R3c; YOLOv4.define(preact_q=...))."""
         return x
 
     def max_pool(self, x: Any, size: int, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
@@ -204,7 +204,8 @@ class Side:
 class Convolutional:
     """[convolutional]: conv (+ BN, folded into it: conv/bn siblings) + activation."""
 
-    preactivation_site: str | None = None  # "branch" (a [shortcut] adds its output), "stem", "mish" (make_layers)
+    # "branch" (a [shortcut] adds its output), "stem", "mish", "leaky" (make_layers)
+    preactivation_site: str | None = None
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
                  bn: bool, activation: str) -> None:
@@ -336,8 +337,9 @@ def side_classes(side: type) -> dict[str, type]:
 def make_layers(darknet_plan: DarknetPlan, classes: dict[str, type]) -> list[Any]:
     layers = [classes[s.type](**s.options) for s in darknet_plan.layers]
     # a conv's site names the placement option that may quantize its raw output; the more specific one wins
-    for i in darknet_plan.convs_ending_in("mish"):
-        layers[i].preactivation_site = "mish"
+    for activation in ("mish", "leaky"):
+        for i in darknet_plan.convs_ending_in(activation):
+            layers[i].preactivation_site = activation
     layers[darknet_plan.stem].preactivation_site = "stem"
     for i in darknet_plan.shortcut_branches:
         layers[i].preactivation_site = "branch"

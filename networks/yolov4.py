@@ -36,8 +36,9 @@ log = logging.getLogger("netdef.yolov4")
 NMS_MODES = ("auto", "engine", "raw")
 SHORTCUT_Q = ("conv", "activation")  # define(shortcut_q=...): R3c (the default), R3b (docs/int8.md 2)
 # define(preact_q=...): which other convs INT8 quantizes at their raw output, before the activation: the stem
-# (conv 0: the default, 0.51 ms faster on the H200), none, every conv ending in Mish (docs/int8.md 4)
-PREACT_Q = ("stem", "none", "mish")
+# (conv 0: the default, 0.51 ms faster on the H200), none, every conv ending in Mish, the stem and every leaky conv
+# (docs/int8.md 4)
+PREACT_Q = ("stem", "none", "mish", "stem+leaky")
 # define(head_q=...): the head's last (linear) convs in floating point (R9, the default) or INT8 (an experiment)
 HEAD_Q = ("float", "int8")
 INT8_PLACEMENTS = {"shortcut_q": SHORTCUT_Q, "preact_q": PREACT_Q, "head_q": HEAD_Q}  # define() options, default first
@@ -134,8 +135,10 @@ class YOLOv4(NetworkModel):
         write INT8 without an activation epilogue and the activation runs in an INT8 pointwise kernel: "stem" (conv 0,
         the default: the first-layer kernel then writes INT8, not FP32 into a reformat; 7.16 -> 6.65 ms on the
         H200), "none" (each conv computes its activation, its consumers quantize it) or "mish" (every conv ending
-        in Mish: 7.11 ms, the pointwise Mish kernels cost more than the epilogues did; docs/int8.md 4); one
-        calibration serves all three.
+        in Mish: 7.11 ms, the pointwise Mish kernels cost more than the epilogues did; docs/int8.md 4) or
+        "stem+leaky" (the stem and every leaky conv: TensorRT 8.6 runs an INT8 conv with an activation epilogue on
+        sm80 kernels, one writing its raw output on Hopper ones, and a leaky pointwise kernel is cheap); one
+        calibration serves them all.
         head_q: the head's last convs (the [yolo] layers' inputs) in floating point ("float", R9) or INT8 ("int8":
         no reformats around them; an experiment, docs/int8.md 4).
         """
@@ -154,7 +157,8 @@ class YOLOv4(NetworkModel):
                                         head_q=head_q)
         with Network(f"{self.arch}-{h}x{w}", precision, fp16_io, int8=int8) as net:
             net.quant.branch_at = shortcut_q
-            preact = {"none": [], "stem": [self.plan.stem], "mish": self.plan.convs_ending_in("mish")}[preact_q]
+            preact = {"none": [], "stem": [self.plan.stem], "mish": self.plan.convs_ending_in("mish"),
+                      "stem+leaky": [self.plan.stem, *self.plan.convs_ending_in("leaky")]}[preact_q]
             net.quant.before_activation = tuple(f"layers.{i}" for i in preact)
             if head_q == "float":
                 net.quant.keep_float(*(f"layers.{i}" for i in self.plan.head_convs))  # R9: the head's last convs

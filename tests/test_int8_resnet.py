@@ -131,8 +131,8 @@ def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
 
 def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None:
     """YOLOv4 (the real cfg, widths / 16): one calibration serves every placement (R3c with the stem at conv 0's
-    output, the default; R3b: `shortcut_q`; no conv but the branches or every Mish conv at its raw output:
-    `preact_q`; the head convs in INT8: `head_q`); each INT8 definition keeps the heads close to FP32 on fresh
+    output, the default; R3b: `shortcut_q`; no conv but the branches, every Mish conv, or the stem and every leaky
+    conv at its raw output: `preact_q`; the head convs in INT8: `head_q`); each INT8 definition keeps the heads close to FP32 on fresh
     inputs, the others about as close as R3b (the INT8 head within twice its error); all build, the default passes
     `verify`."""
     from networks.yolov4 import YOLOv4
@@ -149,7 +149,8 @@ def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None
     ref = execute(fp32.definition, {"input": x})
     errors = {}
     placements = {"R3b": {"shortcut_q": "activation"}, "R3c, stem at conv 0": {}, "R3c": {"preact_q": "none"},
-                  "R3c, Mish convs at their output": {"preact_q": "mish"}, "R3c, INT8 head": {"head_q": "int8"}}
+                  "R3c, Mish convs at their output": {"preact_q": "mish"}, "R3c, INT8 head": {"head_q": "int8"},
+                  "R3c, stem and leaky convs at their output": {"preact_q": "stem+leaky"}}
     for label, options in placements.items():
         int8 = model.define("int8", input_size=size, nms="raw", heads=True, calibration=cache, **options)
         got = execute(int8.definition, {"input": x})
@@ -158,13 +159,14 @@ def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None
                                   / ref[f"head{i}"].double().norm()) for i in range(3))
         print(f"\nyolov4 INT8 {label}: heads cosine {cos:.5f}, rel err {errors[label]:.3e}")
         assert cos >= 0.97 and errors[label] > 0
-    assert max(errors["R3c"], errors["R3c, stem at conv 0"], errors["R3c, Mish convs at their output"]) <= (
-        1.5 * errors["R3b"])
+    assert max(errors["R3c"], errors["R3c, stem at conv 0"], errors["R3c, Mish convs at their output"],
+               errors["R3c, stem and leaky convs at their output"]) <= 1.5 * errors["R3b"]
     assert errors["R3c, INT8 head"] <= 2 * errors["R3b"]
     int8 = model.define("int8", input_size=size, nms="raw", calibration=cache)
     report = verify_network(int8, model.reference(), x)
     assert report.ok and report.quantized == {"activations": 122, "weights": 107}
-    for options in ({"shortcut_q": "activation"}, {"preact_q": "none"}, {"preact_q": "mish"}, {"head_q": "int8"}):
+    for options in ({"shortcut_q": "activation"}, {"preact_q": "none"}, {"preact_q": "mish"}, {"head_q": "int8"},
+                    {"preact_q": "stem+leaky"}):
         plan = model.define("int8", input_size=size, nms="raw", calibration=cache, **options).build(
             BuildSettings(precision="int8", progress=False))
         assert len(plan.data) > 100_000 and plan.meta["define_options"].items() >= options.items()

@@ -193,20 +193,22 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     write their raw output through Q/DQ (its only reader: the activation), the add reads one DQ, the skip's; no
     shortcut pairs a scale group; nothing requantized, no float residual. The ranges come from the R3b definition's
     calibration names (it observes every Mish conv's raw output, so one calibration serves every placement; the
-    default's observes the activations R3b quantizes). preact_q="none" leaves the stem's output to conv 1's input,
-    "mish" quantizes every Mish conv's raw output."""
+    default's observes the activations R3b quantizes, and the leaky convs' raw outputs). preact_q="none" leaves the
+    stem's output to conv 1's input, "mish" quantizes every Mish conv's raw output, "stem+leaky" the stem's and every
+    leaky conv's (each read by its activation alone)."""
     model = _yolov4_h5(tmp_path)
     fp32 = model.define("fp32", input_size=64, nms="raw", shortcut_q="activation")
     shortcuts = [s.index for s in model.cfg.layers if s.type == "shortcut"]
     branches = [f"layers.{i - 1}.bn" for i in shortcuts]
     mish = [f"layers.{i}.bn" for i in model.plan.convs_ending_in("mish")]
-    assert len(mish) == 72 and branches[0] in mish and mish[0] == "layers.0.bn"
+    leaky = [f"layers.{i}.bn" for i in model.plan.convs_ending_in("leaky")]
+    assert len(mish) == 72 and branches[0] in mish and mish[0] == "layers.0.bn" and len(leaky) == 35
     head_inputs = [f"layers.{model.plan.layers[i].sources[0]}" for i in model.plan.head_convs]  # for head_q="int8"
-    assert sorted(fp32.quant.observed) == sorted(mish[1:] + head_inputs) and "layers.0.bn" in fp32.quant.sites
+    assert sorted(fp32.quant.observed) == sorted(mish[1:] + leaky + head_inputs) and "layers.0.bn" in fp32.quant.sites
     assert not set(branches) & set(fp32.quant.sites)
     assert set(branches) <= set(fp32.quant.calibration_names())
     default = model.define("fp32", input_size=64, nms="raw")
-    assert sorted(default.quant.observed) == sorted([m for m in mish[1:] if m not in branches] + head_inputs
+    assert sorted(default.quant.observed) == sorted([m for m in mish[1:] if m not in branches] + leaky + head_inputs
                                                     + [f"layers.{i - 1}" for i in shortcuts])  # + R3b's sites
     assert set(branches) <= set(default.quant.sites) and set(default.quant.calibration_names()) == set(
         fp32.quant.calibration_names())
@@ -233,6 +235,11 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     assert every.quantized_weighted_outputs == mish and every.requantized == [] and every.float_residuals == []
     assert every.site("layers.1").readers == ["layers.2.conv:0", "layers.4.conv:0"]  # CSP siblings share their input
     assert all(every.site(m).readers == [f"{m[:-3]}/mish/softplus:0", f"{m[:-3]}/mish/mul:0"] for m in mish)
+    leaky_q = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32),
+                                           preact_q="stem+leaky"))
+    assert sorted(leaky_q.quantized_weighted_outputs) == sorted(["layers.0.bn"] + branches + leaky)
+    assert leaky_q.requantized == [] and leaky_q.float_residuals == [] and len(leaky_q.int8_layers()) == 107
+    assert all(leaky_q.site(name).readers == [f"{name[:-3]}/leaky:0"] for name in leaky)  # the activation alone
 
 
 def test_scale_groups_union_find_and_json() -> None:
