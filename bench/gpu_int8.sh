@@ -20,7 +20,8 @@
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        row_y       one YOLOv4 netdef engine at one level: Y_KIND fp16, int8, int8head (the head convs in INT8) or
-#                    int8leaky (the stem and the leaky convs quantized at their raw output), level Y_LEVEL -> y/trt_yolo_<kind>_level<level>.json (builder levels compared: docs/int8.md 4)
+#                    int8leaky (the stem and the leaky convs quantized at their raw output), level Y_LEVEL
+#                    -> y/trt_yolo_<kind>_level<level>.json (builder levels compared: docs/int8.md 4)
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
 #   bash bench/gpu_int8.sh summarize       the table of the steps' result files (missing ones named)

@@ -125,7 +125,8 @@ results_of() {  # the result files an item writes, relative to $W
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
-    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) local kind=${1#yolo_}; echo "int8/y/trt_yolo_${kind%_*}_level${kind##*_}.json" ;;
+    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
+      local kind=${1#yolo_}; echo "int8/y/trt_yolo_${kind%_*}_level${kind##*_}.json" ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;; pose_parse) echo pose/parse.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
@@ -138,7 +139,8 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
-    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) local kind=${1#yolo_}; echo "int8/y/bench_${kind%_*}_level${kind##*_}.log" ;;
+    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
+      local kind=${1#yolo_}; echo "int8/y/bench_${kind%_*}_level${kind##*_}.log" ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose_parse) echo pose/parse.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
@@ -148,7 +150,8 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 
 needs() {  # the item whose success this one waits for
   case "$1" in
-    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b|yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) echo yolo_prepare ;;
+    yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;;
+    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) echo yolo_prepare ;;
     pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
   esac
 }

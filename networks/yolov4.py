@@ -136,9 +136,9 @@ class YOLOv4(NetworkModel):
         the default: the first-layer kernel then writes INT8, not FP32 into a reformat; 7.16 -> 6.65 ms on the
         H200), "none" (each conv computes its activation, its consumers quantize it) or "mish" (every conv ending
         in Mish: 7.11 ms, the pointwise Mish kernels cost more than the epilogues did; docs/int8.md 4) or
-        "stem+leaky" (the stem and every leaky conv: TensorRT 8.6 runs an INT8 conv with an activation epilogue on
-        sm80 kernels, one writing its raw output on Hopper ones, and a leaky pointwise kernel is cheap); one
-        calibration serves them all.
+        "stem+leaky" (the stem and every leaky conv: on the H200 TensorRT 8.6 runs an INT8 conv that carries its
+        activation on sm80 kernels, one writing its raw output on Hopper ones, and a leaky pointwise kernel is
+        cheap; not yet measured, docs/int8.md 4); one calibration serves them all.
         head_q: the head's last convs (the [yolo] layers' inputs) in floating point ("float", R9) or INT8 ("int8":
         no reformats around them; an experiment, docs/int8.md 4).
         """

@@ -132,9 +132,9 @@ def test_yolov4_tiny_int8_heads_cosine_and_build(tmp_path) -> None:
 def test_yolov4_shortcut_placements_keep_heads_close_and_build(tmp_path) -> None:
     """YOLOv4 (the real cfg, widths / 16): one calibration serves every placement (R3c with the stem at conv 0's
     output, the default; R3b: `shortcut_q`; no conv but the branches, every Mish conv, or the stem and every leaky
-    conv at its raw output: `preact_q`; the head convs in INT8: `head_q`); each INT8 definition keeps the heads close to FP32 on fresh
-    inputs, the others about as close as R3b (the INT8 head within twice its error); all build, the default passes
-    `verify`."""
+    conv at its raw output: `preact_q`; the head convs in INT8: `head_q`); each INT8 definition keeps the heads
+    close to FP32 on fresh inputs, the others about as close as R3b (the INT8 head within twice its error); all
+    build, the default passes `verify`."""
     from networks.yolov4 import YOLOv4
     from weights_export.darknet_synth import write_synthetic_darknet, yolov4_cfg
 
