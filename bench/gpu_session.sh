@@ -17,6 +17,8 @@
 #       | yolo_<kind>_<level> (one netdef engine at one builder level; kind fp16, int8, int8head, int8leaky: FP16 at
 #       level 5 731 s, INT8 at level 5 454-513 s, INT8 at level 3 26-504 s (504 s beside a level-5 build on the
 #       other GPU; over 145 s on the one-GPU kind's 16 cores), seventh session)
+#       | int8_kernels ~300-600 (estimated: one conv + activation at YOLOv4's and OpenPose's shapes as FP16, netdef
+#       INT8, raw output quantized and TensorRT's implicit INT8: which kernels each gets; bench/int8_kernels.py)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 20-45 | pose_torch 70-125 (eager, torch.compile) | pose512_fp16 255 per raw + parsed pair at level 1
 #       (+150 with the ONNX path) | pose256_fp16 365 (raw, parsed, ONNX path) | pose512_more 530 (FP32 raw, FP32 ONNX
@@ -89,6 +91,11 @@ item() {
     yolo_fp16_[0-5]|yolo_int8_[0-5]|yolo_int8head_[0-5]|yolo_int8leaky_[0-5])  # one engine at one builder level
       local kind=${1#yolo_}; W="$W/int8" Y_KIND=${kind%_*} Y_LEVEL=${kind##*_} bash bench/gpu_int8.sh step row_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
+    int8_kernels)  # one conv + activation per case, four ways (bench/int8_kernels.py); K_CASES, K_LEVEL
+      mkdir -p "$W/int8/k"
+      PYTHONPATH=. $TRT_PY bench/int8_kernels.py --work "$W/int8/k" --out "$W/int8/kernels.json" \
+        --level "${K_LEVEL:-3}" ${K_CASES:+--cases "$K_CASES"} --deadline-at "$DEADLINE_AT" \
+        > "$W/int8/kernels.log" 2>&1 ;;
     pose_files) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh files ;;
     pose_torch) W="$W/pose" GPUS=1 bash bench/gpu_pose.sh torch ;;
     pose_parse)  # the HigherHRNet parse alone, each of PARSE_FORMS
@@ -123,6 +130,7 @@ results_of() {  # the result files an item writes, relative to $W
   case "$1" in
     yolo_implicit) echo int8/y/trt_yolo_implicit.json ;; yolo_netdef) echo int8/y/trt_yolo_netdef.json ;;
     yolo_onnx) echo int8/y/trt_yolo_onnx.json ;; r50) echo int8/r/trt_r50.json ;;
+    int8_kernels) echo int8/kernels.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
     yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
@@ -141,6 +149,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
     yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
       local kind=${1#yolo_}; echo "int8/y/bench_${kind%_*}_level${kind##*_}.log" ;;
+    int8_kernels) echo int8/kernels.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
     pose_parse) echo pose/parse.log ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.log" ;;
@@ -163,6 +172,7 @@ need_s() {  # seconds an item's longest build takes (no build starts later); NEE
     yolo_prepare|pose_files|openpose_224x224) s=60 ;; yolo_implicit) s=1800 ;; yolo_netdef) s=700 ;;
     yolo_onnx) s=700 ;; yolo_variants|yolo_r3b) s=150 ;; pose_parse) s=60 ;;
     yolo_fp16_[0-3]) s=700 ;; yolo_fp16_?) s=750 ;; yolo_int8*_[0-3]) s=300 ;; yolo_int8*_?) s=520 ;;
+    int8_kernels) s=120 ;;
     r50) s=240 ;; pose_torch) s=130 ;; pose512_*) s=180 ;; pose256_*) s=130 ;; openpose_480x640) s=110 ;;
     serve) s=300 ;; *) s=60 ;;
   esac

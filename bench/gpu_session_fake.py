@@ -34,6 +34,7 @@ DURATIONS = {
     "gpu_pose.py:256:fp16": 100, "gpu_pose.py:256:int8": 70, "gpu_pose.py:256:fp32": 60,
     "gpu_openpose.py:prepare:224x224": 18, "gpu_openpose.py:prepare:480x640": 56,
     "gpu_openpose.py:bench:224x224": 20, "gpu_openpose.py:bench:480x640": 37, "serve.py": 300, "gpu_parse.py": 65,
+    "int8_kernels.py": 20,  # per case and form (estimated)
 }
 
 
@@ -195,6 +196,15 @@ def main() -> int:
             for s in opts["--sizes"].split(",") for form in opts["--forms"].split(",")]})
     elif script == "gpu_openpose.py":
         gpu_openpose(args)
+    elif script == "int8_kernels.py":  # one row per case and form; CASES: the script's own default list
+        cases = opts.get("--cases") or "leaky-1x1-512-256-26,relu-7x7-128-128-60x80"
+        results = {"date": "fake", "trt": "fake 8.6.0", "level": int(opts.get("--level") or 3), "rows": []}
+        rows_with_deadline([f"{c}:{f}" for c in cases.split(",") for f in ("fp16", "int8", "preact", "implicit")],
+                           float(opts.get("--deadline-at") or 1e12), lambda item: "int8_kernels.py",
+                           lambda item, t0: {"case": item.split(":")[0], "form": item.split(":")[1], "fake": True,
+                                             **({} if t0 is None else {"conv_kernel": "sm80_fake", "conv_ms": 0.1,
+                                                                       "block_ms": 0.1, "block_layers": 1})},
+                           Path(opts["--out"]), results)
     elif script == "serve.py":
         step("serve.py")
         write(Path(opts["--out"]), {"fake": True, "rows": [{"model": "resnet50", "clients": 64, "items_per_s": 1.0}]})

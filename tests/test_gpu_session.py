@@ -146,10 +146,12 @@ def test_the_parse_alone_and_per_size_pose_plans(tmp_path):
 
 def test_one_yolov4_engine_per_builder_level(tmp_path):
     """yolo_<kind>_<level>: one netdef engine (fp16, int8, int8head: head convs INT8, int8leaky: the stem and leaky
-    convs quantized at their raw output) at one builder level, each in its own result file, after yolo_prepare."""
+    convs quantized at their raw output) at one builder level, each in its own result file, after yolo_prepare;
+    int8_kernels: the cases of K_CASES in four forms."""
     work, out = tmp_path / "gs", tmp_path / "out"
     env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="2",
-               ITEMS="yolo_prepare yolo_fp16_5 yolo_int8leaky_3 yolo_int8head_5")
+               ITEMS="yolo_prepare yolo_fp16_5 yolo_int8leaky_3 yolo_int8head_5 int8_kernels",
+               K_CASES="leaky-1x1-512-256-26")
     done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -161,3 +163,7 @@ def test_one_yolov4_engine_per_builder_level(tmp_path):
     assert [(r["precision"], r["opt_level"]) for r in fp16 + leaky + head] == [("fp16", 5), ("int8", 3), ("int8", 5)]
     assert leaky[0]["preact_q"] == "stem+leaky" and head[0]["head_q"] == "int8" and "preact_q" not in head[0]
     assert "int8/y/trt_yolo_int8leaky_level3.json: 1 ok" in _line(done.stdout, "yolo_int8leaky_3")
+    kernels = json.loads((work / "int8" / "kernels.json").read_text())["rows"]  # int8_kernels: K_CASES, 4 forms
+    assert [(r["case"], r["form"]) for r in kernels] == [("leaky-1x1-512-256-26", f) for f in
+                                                         ("fp16", "int8", "preact", "implicit")]
+    assert "int8/kernels.json: 4 ok" in _line(done.stdout, "int8_kernels")
