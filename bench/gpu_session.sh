@@ -67,8 +67,9 @@ export NEED=${NEED:-} TIME_DIV=${TIME_DIV:-1} POLL_STEP=${POLL_STEP:-10}
 export TORCH_PY=${TORCH_PY:-python3} TRT_PY=${TRT_PY:-/tmp/gpu-trt/python} SERVE_SETUP=${SERVE_SETUP:-"bash bench/serve_setup.sh"}
 serve_args="--clients 1,16,64 --instances 1,2,4 --gpu-instances 4,8 --duration 2 --warmup 0.5 --phases"
 export SERVE_ARGS=${SERVE_ARGS:-$serve_args}
-# MODEL:INPUT_DTYPE in order; uint8 first: 4x fewer bytes, the best row (H200)
-export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 yolov4:float32 resnet50:float32"}
+# MODEL:INPUT_DTYPE[:mps] in order (":mps": under a private CUDA MPS daemon, so the instances' processes share the
+# GPU at once); uint8 first: 4x fewer bytes, the best row (H200)
+export SERVE_MODELS=${SERVE_MODELS:-"resnet50:uint8 resnet50:uint8:mps yolov4:float32 resnet50:float32"}
 export POSE_FP16=${POSE_FP16:-"fp16:netdef:raw,fp16:onnx:raw,fp16:netdef:parsed"}
 # HigherHRNet INT8 at level 3: at level 1 its 32-channel blocks' conv1 ran 6x slower (sixth session, docs/int8.md 4)
 export POSE_MORE=${POSE_MORE:-"int8:netdef:raw:3,fp32:netdef:raw,fp32:onnx:raw,int8:netdef:parsed:3"}
@@ -114,12 +115,15 @@ item() {
       unset CUDA_VISIBLE_DEVICES
       $SERVE_SETUP > "$W/logs/serve_setup.log" 2>&1 || { echo "serving setup failed: see serve_setup.log"; return 4; }
       local rc=0 one left
-      for one in $SERVE_MODELS; do
+      local model dtype
+      for one in $SERVE_MODELS; do  # MODEL:INPUT_DTYPE[:mps]
         left=$(( END - $(date +%s) - 30 / TIME_DIV ))  # serve.py starts no model or row after this
         [ "$left" -gt $(( 60 / TIME_DIV )) ] || { echo "serving $one: not started, ${left} s left"; continue; }
-        PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve-${one/:/-}.json" --deadline "$left" \
-          --models "${one%:*}" --input-dtype "${one#*:}" \
-          $([ "$one" = resnet50:float32 ] && [ -n "$engine" ] && echo --engine "resnet50=$engine") $SERVE_ARGS || rc=$?
+        model=${one%%:*} dtype=${one#*:}; dtype=${dtype%%:*}
+        PYTHONPATH=. $TRT_PY bench/serve.py --work "$W/serve" --out "$W/serve-${one//:/-}.json" --deadline "$left" \
+          --models "$model" --input-dtype "$dtype" $(case "$one" in *:mps) echo --mps ;; esac) \
+          $([ "$model:$dtype" = resnet50:float32 ] && [ -n "$engine" ] && echo --engine "resnet50=$engine") \
+          $SERVE_ARGS || rc=$?
       done
       return $rc ;;
     *) echo "no item $1"; return 127 ;;
@@ -138,7 +142,7 @@ results_of() {  # the result files an item writes, relative to $W
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;; pose_parse) echo pose/parse.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
     openpose_*) echo "openpose/${1#openpose_}/gpu.json" ;;
-    serve) local one; for one in $SERVE_MODELS; do echo "serve-${one/:/-}.json"; done ;;
+    serve) local one; for one in $SERVE_MODELS; do echo "serve-${one//:/-}.json"; done ;;
   esac
 }
 

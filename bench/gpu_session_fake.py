@@ -207,7 +207,9 @@ def main() -> int:
                            Path(opts["--out"]), results)
     elif script == "serve.py":
         step("serve.py")
-        write(Path(opts["--out"]), {"fake": True, "rows": [{"model": "resnet50", "clients": 64, "items_per_s": 1.0}]})
+        settings = {"models": opts["--models"], "input_dtype": opts["--input-dtype"], "mps": "--mps" in args}
+        write(Path(opts["--out"]), {"fake": True, "settings": settings,
+                                    "rows": [{"model": "resnet50", "clients": 64, "items_per_s": 1.0}]})
     else:
         raise SystemExit(f"gpu_session_fake.py: no stand-in for {script}")
     return 0

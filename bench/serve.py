@@ -36,6 +36,7 @@ CPU rehearsal of the whole flow (netdef's executor, a small model):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -469,6 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", action="store_true", help="time the instances' execute() phases (inputs, join, "
                    "infer, responses; netdef/serve/phases.py) in every row")
     p.add_argument("--target", type=float, default=0.8)
+    p.add_argument("--mps", action="store_true", help="every row under a private CUDA MPS daemon (netdef serve --mps)")
     p.add_argument("--deadline", type=float, help="seconds from start after which no new model or row starts "
                    "(a row takes ~4 s, a server start ~1 min, a YOLOv4 build ~2 min); the report says what was cut")
     args = p.parse_args(argv)
@@ -483,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_env:
         return check_env(args)
+    from netdef.serve.mps import mps_daemon
+
+    with mps_daemon() if args.mps else contextlib.nullcontext():  # before the first CUDA call, as netdef serve
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.phases:  # the instances' stub processes inherit it
         os.makedirs(args.work, exist_ok=True)
         os.environ[PROFILE_ENV] = f"{args.work}/phases-{os.getpid()}"
@@ -503,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                               "python": sys.version.split()[0],
                               "dev_shm_free_gb": round(shm.f_bavail * shm.f_frsize / 2**30, 1),
                               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "models": {}}
-    print(f"{feat.flavor} {feat.version}, {gpus} GPU(s), /dev/shm free {report['dev_shm_free_gb']} GB", flush=True)
+    print(f"{feat.flavor} {feat.version}, {gpus} GPU(s), /dev/shm free {report['dev_shm_free_gb']} GB"
+          f"{', CUDA MPS' if args.mps else ''}", flush=True)
     prebuilt = dict(e.split("=", 1) for e in args.engine)
     rows: list[dict[str, Any]] = []
     for name in args.models.split(","):  # each model built and measured before the next is built

@@ -167,3 +167,17 @@ def test_one_yolov4_engine_per_builder_level(tmp_path):
     assert [(r["case"], r["form"]) for r in kernels] == [("leaky-1x1-512-256-26", f) for f in
                                                          ("fp16", "int8", "preact", "implicit")]
     assert "int8/kernels.json: 4 ok" in _line(done.stdout, "int8_kernels")
+
+
+def test_serving_rows_under_mps(tmp_path):
+    """SERVE_MODELS entries MODEL:INPUT_DTYPE[:mps]: each its own serve.py run and result file, ":mps" adds --mps."""
+    work, out = tmp_path / "gs", tmp_path / "out"
+    env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="2",
+               ITEMS="serve", SERVE_MODELS="resnet50:uint8 resnet50:uint8:mps")
+    done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    plain, mps = (json.loads((work / f"serve-{n}.json").read_text())["settings"]
+                  for n in ("resnet50-uint8", "resnet50-uint8-mps"))
+    assert plain == {"models": "resnet50", "input_dtype": "uint8", "mps": False} and mps == {**plain, "mps": True}
+    assert " done " in _line(done.stdout, "serve"), done.stdout

@@ -7,10 +7,13 @@ visible GPUs or --gpus). The model function is netdef's runtime: TensorRT on a G
 where TensorRT cannot run.
 HTTP, gRPC and Prometheus metrics listen on --host (default 127.0.0.1 only; 0.0.0.0 to expose them).
 Ctrl+C or SIGTERM stops the server cleanly. Needs the `serve` extra: pip install 'netdef-trt[serve]'.
+--mps runs a private CUDA MPS daemon meanwhile (netdef.serve.mps): the instances' processes then share a GPU at
+once rather than in turns.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import threading
@@ -38,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--log-file", help="Triton's own log goes here (default: standard output)")
     p.add_argument("--exit-timeout", type=int, default=30, help="seconds to let requests in flight finish on stop")
+    p.add_argument("--mps", action="store_true",
+                   help="run a private CUDA MPS daemon while serving, so the instances' processes share a GPU at "
+                        "once instead of in turns (needs nvidia-cuda-mps-control, which comes with the driver)")
     p.set_defaults(func=run)
 
 
@@ -101,6 +107,13 @@ def build_models(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdef.serve.mps import mps_daemon
+
+    with mps_daemon() if args.mps else contextlib.nullcontext():  # before any CUDA call (build_models opens one)
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from netdef.serve.server import ModelServer, ServerConfig
 
     config = ServerConfig(args.host, args.http_port, args.grpc_port, args.metrics_port, args.log_file,
