@@ -79,7 +79,7 @@ def test_missing_or_failing_control_program_is_a_clear_error(control, monkeypatc
             pass
 
 
-def test_netdef_serve_mps_starts_the_daemon_before_any_session(control, monkeypatch) -> None:
+def test_netdef_serve_mps_starts_the_daemon_before_any_session(control, monkeypatch, capsys, tmp_path) -> None:
     from netdef.cli import main
     import netdef.commands.serve as serve
 
@@ -89,6 +89,9 @@ def test_netdef_serve_mps_starts_the_daemon_before_any_session(control, monkeypa
     assert seen[0] and seen[0] == _calls(control)[0]["pipe"]  # the daemon ran while serving
     assert [c["stdin"] for c in _calls(control)] == ["", "quit\n"]
     assert main(["serve", "model.engine"]) == 0 and seen[1] is None and len(_calls(control)) == 2  # no --mps: none
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["serve", "model.engine", "--mps"]) == 1 and len(seen) == 2  # nothing served without the daemon
+    assert "netdef serve: error: --mps: nvidia-cuda-mps-control is not on PATH" in capsys.readouterr().err
 
 
 def test_the_serving_bench_runs_every_row_under_the_daemon(control, monkeypatch) -> None:
