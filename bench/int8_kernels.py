@@ -6,8 +6,8 @@ networks), at shapes of YOLOv4 416 (batch 32) and OpenPose 480x640 (batch 8), bu
     fp16      the FP16 engine: the activation fused into the convolution
     int8      netdef's placement: input and kernel quantized, the activation and the reader's Q in the epilogue
     preact    the raw output quantized (as YOLOv4.define(preact_q=...)): the activation in a pointwise kernel
-    implicit  the FP32 definition with TensorRT's implicit INT8 (entropy calibrator on one random batch; bench/ is
-              the only place the calibrator may appear)
+    implicit  the FP16 definition (no Q/DQ) with TensorRT's implicit INT8 (entropy calibrator on one random batch;
+              bench/ is the only place the calibrator may appear)
 
 Per case and form: the convolution's kernel (engine inspector), the GPU ms of its kernel and of the activation's
 own kernel where there is one (per-layer profile), the engine's GPU ms. Minutes on the H200, where a YOLOv4 build
@@ -82,15 +82,16 @@ def weights(cin: int, cout: int, kernel: int, seed: int = 0) -> dict[str, np.nda
 
 
 def define(case: str, form: str) -> Network:
-    """The case's definition for `form` (implicit: the FP32 one, which TensorRT quantizes itself)."""
+    """The case's definition for `form`: FP16 for "implicit" too (no Q/DQ: TensorRT quantizes it itself, as the
+    ONNX path's anchor; the builder gets the INT8 flag and the calibrator), or "fp32" (its calibration names)."""
     activation, cin, cout, kernel, (h, w), _ = CASES[case]
     probe = Probe(activation, cin, cout, kernel).load_weights(
         {k: v.astype(np.float32) for k, v in weights(cin, cout, kernel).items()})
     if form in ("int8", "preact"):
-        names = define(case, "implicit").quant.calibration_names()
+        names = define(case, "fp32").quant.calibration_names()
         net = Network(case, "int8", int8=Int8Settings({n: AMAX for n in names}))
     else:
-        net = Network(case, {"fp16": "fp16", "implicit": "fp32"}[form])
+        net = Network(case, {"fp16": "fp16", "implicit": "fp16", "fp32": "fp32"}[form])
     with net:
         net.quant.before_activation = ("block",) if form == "preact" else ()
         net.mark_output(probe(net.add_input("input", (-1, cin, h, w))), "output")
