@@ -205,8 +205,10 @@ def main() -> int:
                                              **({} if t0 is None else {"conv_kernel": "sm80_fake", "conv_ms": 0.1,
                                                                        "block_ms": 0.1, "block_layers": 1})},
                            Path(opts["--out"]), results)
-    elif script == "serve.py":
-        step("serve.py")
+    elif script == "serve.py":  # like the real one, starts nothing after --deadline (seconds from its start)
+        time.sleep(min(seconds("serve.py"), float(opts.get("--deadline") or 1e12)))
+        if fails("serve.py"):
+            raise RuntimeError("fake failure of serve.py")
         settings = {"models": opts["--models"], "input_dtype": opts["--input-dtype"], "mps": "--mps" in args}
         write(Path(opts["--out"]), {"fake": True, "settings": settings,
                                     "rows": [{"model": "resnet50", "clients": 64, "items_per_s": 1.0}]})
