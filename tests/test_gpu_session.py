@@ -118,6 +118,7 @@ def test_serving_keeps_its_reserve_from_an_item_that_would_outlast_the_session(t
     work, out = tmp_path / "gs", tmp_path / "out"
     env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="1",
                ITEMS="yolo_prepare yolo_implicit serve", FAKE_S="gpu.py:yolov4:int8:implicit=100000",
+               SERVE_MODELS="resnet50:uint8",  # one serving run (1.5 s) in serving's 5 s
                NEED="serve=1000 yolo_implicit=1300")  # 5 s and 6.5 s of the 15 s session once divided
     done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
