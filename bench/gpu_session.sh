@@ -89,7 +89,7 @@ item() {
     yolo_onnx) W="$W/int8" bash bench/gpu_int8.sh step onnx_y ;;
     yolo_variants) W="$W/int8" bash bench/gpu_int8.sh step variants_y ;;
     yolo_r3b) W="$W/int8" bash bench/gpu_int8.sh step r3b_y ;;
-    yolo_fp16_[0-5]|yolo_int8_[0-5]|yolo_int8head_[0-5]|yolo_int8leaky_[0-5])  # one engine at one builder level
+    yolo_*_[0-5])  # one engine at one builder level, yolo_<kind>_<level> (row_y checks the kind)
       local kind=${1#yolo_}; W="$W/int8" Y_KIND=${kind%_*} Y_LEVEL=${kind##*_} bash bench/gpu_int8.sh step row_y ;;
     r50) W="$W/int8" bash bench/gpu_int8.sh step r50 ;;
     int8_kernels)  # one conv + activation per case, four ways (bench/int8_kernels.py); K_CASES, K_LEVEL
@@ -137,7 +137,7 @@ results_of() {  # the result files an item writes, relative to $W
     int8_kernels) echo int8/kernels.json ;;
     yolo_variants) echo int8/y/trt_yolo_variant_head_q.json ;;
     yolo_r3b) echo int8/y/trt_yolo_variant_r3b.json ;;
-    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
+    yolo_*_[0-5])
       local kind=${1#yolo_}; echo "int8/y/trt_yolo_${kind%_*}_level${kind##*_}.json" ;;
     pose_files) echo pose/files.json ;; pose_torch) echo pose/torch_pose.json ;; pose_parse) echo pose/parse.json ;;
     pose*_fp16|pose*_more) echo "pose/trt_${1:4}.json" ;;
@@ -151,7 +151,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
     yolo_prepare) echo int8/y/prepare.log ;; yolo_implicit) echo int8/y/bench_implicit.log ;;
     yolo_netdef) echo int8/y/bench_netdef.log ;; yolo_onnx) echo int8/y/bench_onnx.log ;;
     yolo_variants) echo int8/y/bench_variants.log ;; yolo_r3b) echo int8/y/bench_r3b.log ;;
-    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?)
+    yolo_*_[0-5])
       local kind=${1#yolo_}; echo "int8/y/bench_${kind%_*}_level${kind##*_}.log" ;;
     int8_kernels) echo int8/kernels.log ;;
     r50) echo int8/r/prepare.log int8/r/bench.log ;; pose_files) echo pose/files.log ;; pose_torch) echo pose/torch.log ;;
@@ -164,7 +164,7 @@ logs_of() {  # the logs an item's scripts write, relative to $W (besides logs/IT
 needs() {  # the item whose success this one waits for
   case "$1" in
     yolo_implicit|yolo_netdef|yolo_onnx|yolo_variants|yolo_r3b) echo yolo_prepare ;;
-    yolo_fp16_?|yolo_int8_?|yolo_int8head_?|yolo_int8leaky_?) echo yolo_prepare ;;
+    yolo_*_[0-5]) echo yolo_prepare ;;
     pose_torch|pose*_fp16|pose*_more|pose_parse) echo pose_files ;;
   esac
 }

@@ -196,10 +196,12 @@ def main() -> int:
             for s in opts["--sizes"].split(",") for form in opts["--forms"].split(",")]})
     elif script == "gpu_openpose.py":
         gpu_openpose(args)
-    elif script == "int8_kernels.py":  # one row per case and form; CASES: the script's own default list
-        cases = opts.get("--cases") or "leaky-1x1-512-256-26,relu-7x7-128-128-60x80"
+    elif script == "int8_kernels.py":  # one row per case and form, the script's own lists by default
+        from bench.int8_kernels import CASES, FORMS
+
+        cases = opts.get("--cases") or ",".join(CASES)
         results = {"date": "fake", "trt": "fake 8.6.0", "level": int(opts.get("--level") or 3), "rows": []}
-        rows_with_deadline([f"{c}:{f}" for c in cases.split(",") for f in ("fp16", "int8", "preact", "implicit")],
+        rows_with_deadline([f"{c}:{f}" for c in cases.split(",") for f in FORMS],
                            float(opts.get("--deadline-at") or 1e12), lambda item: "int8_kernels.py",
                            lambda item, t0: {"case": item.split(":")[0], "form": item.split(":")[1], "fake": True,
                                              **({} if t0 is None else {"conv_kernel": "sm80_fake", "conv_ms": 0.1,

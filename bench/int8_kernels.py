@@ -117,14 +117,12 @@ def measure(case: str, form: str, work: Path, level: int, iters: int) -> dict[st
 
     _, cin, _, _, (h, w), batch = CASES[case]
     x = np.random.default_rng(1).standard_normal((batch, cin, h, w)).astype(np.float32)
-    precision = {"fp16": "fp16", "int8": "int8", "preact": "int8", "implicit": "fp16"}[form]
-    settings = BuildSettings(precision=precision, batch=(1, batch, batch), optimization_level=level, progress=False)
-    path = work / f"{case}-{form}-level{level}.engine"
     net = define(case, form)
-    if form == "implicit":
-        with builder_config(implicit_int8(calibrator(x, batch, work / f"{case}_trt_entropy.cache"))):
-            plan = net.build(settings)
-    else:
+    settings = BuildSettings(precision=net.policy.name, batch=(1, batch, batch), optimization_level=level,
+                             progress=False)
+    path = work / f"{case}-{form}-level{level}.engine"
+    implicit = (implicit_int8(calibrator(x, batch, work / f"{case}_trt_entropy.cache")),) if form == "implicit" else ()
+    with builder_config(*implicit):
         plan = net.build(settings)
     row = evaluate(plan, path, {f"b{batch}": x}, {}, iters, 10, batches=(batch,),
                    check=lambda *args: {}, profile=(batch, iters))
