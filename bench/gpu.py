@@ -380,8 +380,8 @@ def main() -> int:
                          "default, or R3b; docs/int8.md 2)")
     ap.add_argument("--yolo-preact-q", default=PREACT_Q[0], choices=PREACT_Q,
                     help="which other convs YOLOv4's netdef INT8 quantizes at their raw output, before the "
-                         "activation (define(preact_q=...): the stem, the default; none; every Mish conv; the stem "
-                         "and every leaky conv)")
+                         "activation (define(preact_q=...): the stem and every leaky conv, the default; the stem; "
+                         "none; every Mish conv)")
     ap.add_argument("--yolo-head-q", default=HEAD_Q[0], choices=HEAD_Q,
                     help="YOLOv4's head convs in netdef INT8: floating point (R9, the default) or INT8 "
                          "(define(head_q=...))")

@@ -20,7 +20,8 @@
 #        r3b_y       YOLOv4 netdef INT8 with shortcut branches quantized after their activation (R3b, the placement
 #                    before R3c; level Y_LEVEL) -> y/trt_yolo_variant_r3b.json
 #        row_y       one YOLOv4 netdef engine at one level: Y_KIND fp16, int8, int8head (the head convs in INT8) or
-#                    int8leaky (the stem and the leaky convs quantized at their raw output), level Y_LEVEL
+#                    int8stem (the stem alone quantized at its raw output: the default until the eighth session), level
+#                    Y_LEVEL
 #                    -> y/trt_yolo_<kind>_level<level>.json (builder levels compared: docs/int8.md 4)
 #        onnx_y      YOLOv4 ONNX-path FP16, the accuracy cross-check of netdef FP16 -> y/trt_yolo_onnx.json (4 min)
 #        r50         ResNet-50 preparation, netdef FP16, netdef INT8, implicit INT8 -> r/trt_r50.json (7 min)
@@ -89,8 +90,8 @@ row_y() {
   local kind=${Y_KIND:-int8} precision=fp16 option=""
   case "$kind" in
     fp16) ;; int8) precision=int8 ;; int8head) precision=int8 option="--yolo-head-q int8" ;;
-    int8leaky) precision=int8 option="--yolo-preact-q stem+leaky" ;;
-    *) echo "Y_KIND=$kind: expected fp16, int8, int8head or int8leaky" >&2; return 2 ;;
+    int8stem) precision=int8 option="--yolo-preact-q stem" ;;
+    *) echo "Y_KIND=$kind: expected fp16, int8, int8head or int8stem" >&2; return 2 ;;
   esac
   stamp "y: yolov4 netdef $kind (level $Y_LEVEL)"
   bench --work "$W/y" --opt-level "$Y_LEVEL" --out "$W/y/trt_yolo_${kind}_level$Y_LEVEL.json" \

@@ -14,11 +14,12 @@
 #       (netdef FP16 680 + INT8 60, level 3; Y_NETDEF=int8: INT8 alone) | yolo_variants ~150 (netdef INT8 with the
 #       head convs in INT8: docs/int8.md 4)
 #       | yolo_r3b (netdef INT8 with the shortcuts quantized after the activation, R3b: the placement before R3c)
-#       | yolo_<kind>_<level> (one netdef engine at one builder level; kind fp16, int8, int8head, int8leaky: FP16 at
+#       | yolo_<kind>_<level> (one netdef engine at one builder level; kind fp16, int8, int8head, int8stem: FP16 at
 #       level 5 731 s, INT8 at level 5 454-513 s, INT8 at level 3 26-504 s (504 s beside a level-5 build on the
 #       other GPU; over 145 s on the one-GPU kind's 16 cores), seventh session)
-#       | int8_kernels ~300-600 (estimated: one conv + activation at YOLOv4's and OpenPose's shapes as FP16, netdef
-#       INT8, raw output quantized and TensorRT's implicit INT8: which kernels each gets; bench/int8_kernels.py)
+#       | int8_kernels 322 for YOLOv4's six cases (eighth session; one conv + activation at YOLOv4's and OpenPose's
+#       shapes as FP16, netdef INT8, raw output quantized and TensorRT's implicit INT8: which kernels each gets;
+#       bench/int8_kernels.py)
 #       | r50 440 (ResNet-50 netdef FP16, netdef INT8, implicit INT8, level 3; measured 2026-11-30, so last but one)
 #   (b) pose_files 20-45 | pose_torch 70-125 (eager, torch.compile) | pose512_fp16 255 per raw + parsed pair at level 1
 #       (+150 with the ONNX path) | pose256_fp16 365 (raw, parsed, ONNX path) | pose512_more 530 (FP32 raw, FP32 ONNX

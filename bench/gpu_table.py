@@ -132,6 +132,7 @@ def int8_table(gpu_rows: list[dict]) -> str:
         variant += f", shortcuts quantized at the {s['shortcut_q']}" if s.get("shortcut_q") else ""
         variant += {"none": ", no conv quantized at its output but the shortcut branches'",
                     "mish": ", Mish convs quantized at their output",
+                    "stem": ", the stem alone quantized at its output (the default until the eighth session)",
                     "stem+leaky": ", the stem and leaky convs quantized at their output"}.get(s.get("preact_q"), "")
         variant += ", head convs INT8" if s.get("head_q") == "int8" else ""
         lines.append(f"{s['model']} (level {s['level']}{variant}), batch 32, GPU ms: netdef FP16 {fmt(g['netdef_fp16'], '.3f')} | "

@@ -146,12 +146,12 @@ def test_the_parse_alone_and_per_size_pose_plans(tmp_path):
 
 
 def test_one_yolov4_engine_per_builder_level(tmp_path):
-    """yolo_<kind>_<level>: one netdef engine (fp16, int8, int8head: head convs INT8, int8leaky: the stem and leaky
-    convs quantized at their raw output) at one builder level, each in its own result file, after yolo_prepare;
+    """yolo_<kind>_<level>: one netdef engine (fp16, int8, int8head: head convs INT8, int8stem: the stem alone
+    quantized at its raw output) at one builder level, each in its own result file, after yolo_prepare;
     int8_kernels: the cases of K_CASES in four forms."""
     work, out = tmp_path / "gs", tmp_path / "out"
     env = dict(os.environ, DRY_W=str(work), DRY_OUT=str(out), TIME_DIV_DRY="200", SESSION_S="3000", GPUS="2",
-               ITEMS="yolo_prepare yolo_fp16_5 yolo_int8leaky_3 yolo_int8head_5 int8_kernels",
+               ITEMS="yolo_prepare yolo_fp16_5 yolo_int8stem_3 yolo_int8head_5 int8_kernels",
                K_CASES="leaky-1x1-512-256-26")
     done = subprocess.run(["bash", "bench/gpu_session.sh", "dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
@@ -160,10 +160,10 @@ def test_one_yolov4_engine_per_builder_level(tmp_path):
     def rows(name: str) -> list[dict]:
         return json.loads((work / "int8" / "y" / f"trt_yolo_{name}.json").read_text())["rows"]
 
-    fp16, leaky, head = rows("fp16_level5"), rows("int8leaky_level3"), rows("int8head_level5")
-    assert [(r["precision"], r["opt_level"]) for r in fp16 + leaky + head] == [("fp16", 5), ("int8", 3), ("int8", 5)]
-    assert leaky[0]["preact_q"] == "stem+leaky" and head[0]["head_q"] == "int8" and "preact_q" not in head[0]
-    assert "int8/y/trt_yolo_int8leaky_level3.json: 1 ok" in _line(done.stdout, "yolo_int8leaky_3")
+    fp16, stem, head = rows("fp16_level5"), rows("int8stem_level3"), rows("int8head_level5")
+    assert [(r["precision"], r["opt_level"]) for r in fp16 + stem + head] == [("fp16", 5), ("int8", 3), ("int8", 5)]
+    assert stem[0]["preact_q"] == "stem" and head[0]["head_q"] == "int8" and "preact_q" not in head[0]
+    assert "int8/y/trt_yolo_int8stem_level3.json: 1 ok" in _line(done.stdout, "yolo_int8stem_3")
     kernels = json.loads((work / "int8" / "kernels.json").read_text())["rows"]  # int8_kernels: K_CASES, 4 forms
     assert [(r["case"], r["form"]) for r in kernels] == [("leaky-1x1-512-256-26", f) for f in
                                                          ("fp16", "int8", "preact", "implicit")]

@@ -135,6 +135,7 @@ def _check_darknet_placement(model, size, **options):
     INT8); route / max pool / upsample groups declared by the modules are the definition's commuting groups; every
     group shares one scale; 0 requantized tensors; the only quantized conv output is the stem's (preact_q="stem",
     read by its activation); the head's last convs and the decode carry no Q/DQ; every other conv runs INT8."""
+    options = {"preact_q": "stem", **options}
     fp32 = model.define("fp32", input_size=size, nms="raw", **options)
     int8 = model.define("int8", input_size=size, nms="raw", calibration=_amax_for(fp32), **options)
     report = check_placement(int8)
@@ -162,10 +163,21 @@ def _check_darknet_placement(model, size, **options):
 
 
 def test_yolov4_tiny_placement_routes_share_one_scale_and_nothing_is_requantized(tmp_path) -> None:
-    """YOLOv4-tiny: channel-group slices and concats into max pools form groups (section 3 of docs/int8.md)."""
-    report, shortcuts, declared = _check_darknet_placement(_tiny(tmp_path), 96)
+    """YOLOv4-tiny: channel-group slices and concats into max pools form groups (section 3 of docs/int8.md). The
+    default placement (preact_q="stem+leaky") quantizes every leaky conv at its raw output instead, each read by its
+    activation alone, with the same groups, each in one scale, and nothing requantized."""
+    model = _tiny(tmp_path)
+    report, shortcuts, declared = _check_darknet_placement(model, 96)
     assert shortcuts == [] and ["layers.2", "layers.3", "layers.7", "layers.8", "layers.9"] in declared
     assert len(report.int8_layers()) == 19 and len(declared) == 6
+    fp32 = model.define("fp32", input_size=96, nms="raw")
+    default = check_placement(model.define("int8", input_size=96, nms="raw", calibration=_amax_for(fp32)))
+    leaky = [f"layers.{i}.bn" for i in model.plan.convs_ending_in("leaky")]
+    assert len(leaky) == 19 and sorted(default.quantized_weighted_outputs) == sorted(leaky)
+    assert default.requantized == [] and len(default.int8_layers()) == 19
+    assert all(default.site(name).readers == [f"{name[:-3]}/leaky:0"] for name in leaky)
+    for group in declared:
+        assert default.same_scale(*[m for m in group if default.site(m)])
 
 
 def test_yolov4_placement_shortcuts_route_groups_and_float_head(tmp_path) -> None:
@@ -189,13 +201,13 @@ def _yolov4_h5(tmp_path):
 
 
 def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tmp_path) -> None:
-    """The default placement (R3c, shortcut_q="conv", preact_q="stem"): each shortcut's branch conv and the stem
+    """R3c (shortcut_q="conv", the default) with preact_q="stem": each shortcut's branch conv and the stem
     write their raw output through Q/DQ (its only reader: the activation), the add reads one DQ, the skip's; no
     shortcut pairs a scale group; nothing requantized, no float residual. The ranges come from the R3b definition's
     calibration names (it observes every Mish conv's raw output, so one calibration serves every placement; the
-    default's observes the activations R3b quantizes, and the leaky convs' raw outputs). preact_q="none" leaves the
-    stem's output to conv 1's input, "mish" quantizes every Mish conv's raw output, "stem+leaky" the stem's and every
-    leaky conv's (each read by its activation alone)."""
+    default's observes the activations R3b quantizes; both quantize the leaky convs' raw outputs). preact_q="none" leaves the
+    stem's output to conv 1's input, "mish" quantizes every Mish conv's raw output, "stem+leaky" (the default) the
+    stem's and every leaky conv's (each read by its activation alone)."""
     model = _yolov4_h5(tmp_path)
     fp32 = model.define("fp32", input_size=64, nms="raw", shortcut_q="activation")
     shortcuts = [s.index for s in model.cfg.layers if s.type == "shortcut"]
@@ -204,15 +216,15 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     leaky = [f"layers.{i}.bn" for i in model.plan.convs_ending_in("leaky")]
     assert len(mish) == 72 and branches[0] in mish and mish[0] == "layers.0.bn" and len(leaky) == 35
     head_inputs = [f"layers.{model.plan.layers[i].sources[0]}" for i in model.plan.head_convs]  # for head_q="int8"
-    assert sorted(fp32.quant.observed) == sorted(mish[1:] + leaky + head_inputs) and "layers.0.bn" in fp32.quant.sites
-    assert not set(branches) & set(fp32.quant.sites)
+    assert sorted(fp32.quant.observed) == sorted(mish[1:] + head_inputs)
+    assert {"layers.0.bn", *leaky} <= set(fp32.quant.sites) and not set(branches) & set(fp32.quant.sites)
     assert set(branches) <= set(fp32.quant.calibration_names())
     default = model.define("fp32", input_size=64, nms="raw")
-    assert sorted(default.quant.observed) == sorted([m for m in mish[1:] if m not in branches] + leaky + head_inputs
+    assert sorted(default.quant.observed) == sorted([m for m in mish[1:] if m not in branches] + head_inputs
                                                     + [f"layers.{i - 1}" for i in shortcuts])  # + R3b's sites
     assert set(branches) <= set(default.quant.sites) and set(default.quant.calibration_names()) == set(
         fp32.quant.calibration_names())
-    int8 = model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32))
+    int8 = model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32), preact_q="stem")
     report = check_placement(int8)
     assert report.requantized == [] and report.float_residuals == []
     assert report.quantized_weighted_outputs == ["layers.0.bn"] + branches
@@ -222,7 +234,7 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     declared = [g for g in int8.quant.groups.groups() if quantized & set(g)]
     commuting = [g for g in commuting_groups(int8).groups() if quantized & set(g)]
     assert sorted(declared) == sorted(commuting) and len(declared) == 10
-    assert len(report.int8_layers()) == 107 and "shortcut_q" not in int8.meta["define_options"]
+    assert len(report.int8_layers()) == 107 and int8.meta["define_options"]["preact_q"] == "stem"
     with pytest.raises(ValueError, match="shortcut_q='add'"):
         model.define("fp32", input_size=64, nms="raw", shortcut_q="add")
     assert report.site("layers.0.bn").readers == ["layers.0/mish/softplus:0", "layers.0/mish/mul:0"]
@@ -235,8 +247,7 @@ def test_yolov4_shortcut_quantized_at_the_branch_conv_from_either_calibration(tm
     assert every.quantized_weighted_outputs == mish and every.requantized == [] and every.float_residuals == []
     assert every.site("layers.1").readers == ["layers.2.conv:0", "layers.4.conv:0"]  # CSP siblings share their input
     assert all(every.site(m).readers == [f"{m[:-3]}/mish/softplus:0", f"{m[:-3]}/mish/mul:0"] for m in mish)
-    leaky_q = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32),
-                                           preact_q="stem+leaky"))
+    leaky_q = check_placement(model.define("int8", input_size=64, nms="raw", calibration=_amax_for(fp32)))
     assert sorted(leaky_q.quantized_weighted_outputs) == sorted(["layers.0.bn"] + branches + leaky)
     assert leaky_q.requantized == [] and leaky_q.float_residuals == [] and len(leaky_q.int8_layers()) == 107
     assert all(leaky_q.site(name).readers == [f"{name[:-3]}/leaky:0"] for name in leaky)  # the activation alone
