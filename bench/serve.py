@@ -68,9 +68,10 @@ def build_engine(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     size = args.size or SIZES[name]
     level = LEVELS[name] if args.level is None else args.level
-    batch = (1, args.raw_batch, args.raw_batch)
+    opt = args.opt_batch or args.raw_batch
+    batch = (1, opt, args.raw_batch)
     stem = f"{name}-{args.precision}-{size}-b{args.raw_batch}-l{level}" + (f"-{args.yolo_nms}" if name == "yolov4" else "")
-    stem += "-uint8" if args.input_dtype == "uint8" else ""
+    stem += ("-uint8" if args.input_dtype == "uint8" else "") + (f"-opt{opt}" if opt != args.raw_batch else "")
     work = Path(args.work)
     engine, h5 = work / f"{stem}.engine", work / f"{name}-{size}.h5"
     if engine.exists() and Path(f"{engine}.json").exists() and h5.exists():
@@ -447,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="uint8: engines take 8-bit RGB pixels and normalize them themselves (bytes per item / 4)")
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--raw-batch", type=int, default=32, help="raw throughput batch and the engines' max batch")
+    p.add_argument("--opt-batch", type=int, help="the engines' profile opt batch, which TensorRT picks kernels for "
+                   "(default: --raw-batch); many instances leave each small batches")
     p.add_argument("--raw-seconds", type=float, default=2.0)
     p.add_argument("--clients", type=ints, default=[1, 16, 64])
     p.add_argument("--instances", type=ints, default=[1, 2])

@@ -2,6 +2,9 @@
 engine's share of an execution, and the verdicts that say whether serving or the engine limits throughput."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from bench.serve import engine_ms, verdicts
@@ -78,3 +81,16 @@ def test_phase_summary_counts_only_the_lines_of_the_window(tmp_path):
     assert np.isclose(p["join"]["ms_per_batch"], 3.0) and np.isclose(p["join_cpu"]["ms_per_batch"], 1.5)
     assert np.isclose(p["infer"]["ms_per_mb"], 6.0 / 3.0)  # 6 ms over 3 MB
     assert phase_summary(start, start) == {}
+
+
+def test_engines_are_tuned_for_the_opt_batch_and_keep_the_max(tmp_path):
+    """--opt-batch: the profile's opt batch (TensorRT's kernels are chosen for it), the max stays --raw-batch; the
+    engine file is named for it, so the default engine is not reused in its place."""
+    from bench.serve import build_engine, parse_args
+
+    args = parse_args(["--work", str(tmp_path), "--size", "32", "--raw-batch", "8", "--opt-batch", "2"])
+    built = build_engine("resnet18", args)
+    meta = json.loads(Path(f"{built['engine']}.json").read_text())
+    assert built["engine"].endswith("-opt2.engine") and meta["batch"] == [1, 2, 8]
+    default = build_engine("resnet18", parse_args(["--work", str(tmp_path), "--size", "32", "--raw-batch", "8"]))
+    assert not default["reused"] and json.loads(Path(f"{default['engine']}.json").read_text())["batch"] == [1, 8, 8]
