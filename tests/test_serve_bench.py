@@ -57,6 +57,11 @@ def test_engine_share_and_verdicts():
     assert "(2 inst, grpc inputs) = 0.85x raw 1000.0; target >= 0.80: met" in lines[0]
     lines = verdicts(report, [row(700, False), spread], 0.8)
     assert "(4 inst on 2 GPUs, grpc inputs) = 0.75x raw 2000.0 (2 GPUs); target >= 0.80: NOT met" in lines[0]
+    # an engine tuned for batch 8 (--opt-batch) runs batch 32 slower: its raw is not the one the target means
+    report["models"]["m"].update(opt_batch=8, raw_batch=32)
+    lines = verdicts(report, [row(850, False)], 0.8)
+    assert lines[0].endswith("0.85x raw 1000.0; target >= 0.80: not judged: the engine is tuned for batch 8, the "
+                             "target compares with one tuned for the raw batch 32")
 
 
 def test_phase_summary_counts_only_the_lines_of_the_window(tmp_path):
