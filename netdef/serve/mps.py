@@ -8,8 +8,7 @@ temporary folder, and puts those folders in this process's environment, which th
 processes inherit: every CUDA context created from then on, here or there, is a client of that daemon, and none
 of any other user's. On exit the environment is restored and the daemon is told to quit from a detached process,
 which then removes the folders: the daemon ends only after its last client, and this process is one for as long as
-its CUDA context lives, so a quit waited for here would block until it exits (on the H200 it timed out after
-60 s).
+its CUDA context lives, so a quit waited for here would block until it exits (on the H200 it timed out after 60 s).
 Start it before the first CUDA call of the process (netdef serve --mps does).
 """
 from __future__ import annotations
@@ -39,11 +38,12 @@ def _start(executable: str, env: dict[str, str]) -> None:
                                     f"{(done.stderr or done.stdout).strip()[:500]}")
 
 
-def _quit_when_free(executable: str, env: dict[str, str], root: Path) -> subprocess.Popen:
-    """`quit` to the daemon from a detached shell that removes `root` once the daemon has ended (not waited for)."""
-    script = 'echo quit | "$0" > /dev/null 2>&1; rm -rf "$1"'
-    return subprocess.Popen(["/bin/sh", "-c", script, executable, str(root)], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _quit_when_free(executable: str, env: dict[str, str], root: Path) -> None:
+    """`quit` to the daemon from a background shell that removes `root` once the daemon has ended; the shell that
+    starts it returns at once (nothing of it is left to wait for)."""
+    script = '( echo quit | "$0" > /dev/null 2>&1; rm -rf "$1" ) &'
+    subprocess.run(["/bin/sh", "-c", script, executable, str(root)], env=env, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, timeout=10)
 
 
 @contextlib.contextmanager
